@@ -1,0 +1,469 @@
+//! `provision lab`: real SSH hosts on this machine (network namespaces, overlay root
+//! filesystems over a cached Debian image, systemd as PID 1).
+
+mod cgroup;
+pub mod image;
+mod net;
+
+use crate::sys::{require_tool, run, run_quiet, write_atomic};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use net::address;
+
+const HOST_SCRIPT: &str = include_str!("host.sh");
+const REPO_PORT: u16 = 8089;
+
+/// Where the lab keeps its state, keys and client files.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("PROVISION_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/provision-lab".into())
+}
+
+/// Where the lab caches its images (outside any repository).
+pub fn default_cache() -> PathBuf {
+    std::env::var_os("PROVISION_LAB_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/provision-lab".into())
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct HostState {
+    pub name: String,
+    pub address: String,
+    pub pid: i32,
+    pub loopdev: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct LabState {
+    pub size: usize,
+    pub disk: Option<String>,
+    pub repo_pid: i32,
+    pub hosts: Vec<HostState>,
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub cache: PathBuf,
+}
+
+pub fn host_name(i: usize) -> String {
+    format!("node{i}")
+}
+
+impl Lab {
+    pub fn new(dir: PathBuf, cache: PathBuf) -> Self {
+        Lab { dir, cache }
+    }
+
+    pub fn inventory(&self) -> PathBuf { self.dir.join("inventory.yml") }
+    pub fn known_hosts(&self) -> PathBuf { self.dir.join("known_hosts") }
+    pub fn ssh_config(&self) -> PathBuf { self.dir.join("ssh_config") }
+    pub fn client_key(&self) -> PathBuf { self.dir.join("id_ed25519") }
+    fn state_file(&self) -> PathBuf { self.dir.join("lab.json") }
+    fn host_dir(&self, name: &str) -> PathBuf { self.dir.join("hosts").join(name) }
+
+    pub fn state(&self) -> Option<LabState> {
+        let text = std::fs::read_to_string(self.state_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Starts `size` hosts, building the image first if needed.
+    pub fn up(&self, size: usize, disk: Option<&str>, log: &mut dyn FnMut(&str)) -> Result<LabState> {
+        preflight()?;
+        if !(1..=200).contains(&size) {
+            bail!("a lab has 1 to 200 hosts, not {size}");
+        }
+        let disk_bytes = disk.map(parse_size).transpose()?;
+        if let Some(st) = self.state() {
+            if st.hosts.iter().all(|h| alive(h.pid)) {
+                if st.size == size && st.disk.as_deref() == disk {
+                    log(&format!("lab already up with {size} hosts"));
+                    return Ok(st);
+                }
+                bail!(
+                    "a lab with {} hosts{} is already up; run `provision lab down` first",
+                    st.size,
+                    st.disk.as_ref().map(|d| format!(" and {d} disks")).unwrap_or_default()
+                );
+            }
+        }
+        self.down(&mut |_| {})?;
+        let image = image::ensure(&self.cache, log)?;
+        std::fs::create_dir_all(&self.dir)?;
+        self.client_keypair()?;
+        let start = Instant::now();
+        net::bridge_up()?;
+        let repo_pid = spawn_detached(
+            Command::new("python3")
+                .args(["-m", "http.server", &REPO_PORT.to_string(), "--bind", &net::GATEWAY.to_string(), "--directory"])
+                .arg(&image.repo),
+            &self.dir.join("repo.log"),
+        )?;
+        let script = self.dir.join("host.sh");
+        write_atomic(&script, HOST_SCRIPT.as_bytes(), 0o755)?;
+        let mut state = LabState { size, disk: disk.map(str::to_owned), repo_pid, hosts: Vec::new() };
+        for i in 1..=size {
+            let name = host_name(i);
+            match self.start_host(&name, i, &image, &script, disk_bytes) {
+                Ok(h) => state.hosts.push(h),
+                Err(e) => {
+                    let _ = self.save(&state);
+                    let _ = self.down(&mut |_| {});
+                    return Err(e.context(format!("starting lab host {name}")));
+                }
+            }
+        }
+        self.save(&state)?;
+        self.wait_ssh(&state, Duration::from_secs(90))?;
+        log(&format!("{size} hosts answer SSH after {:.1} s", start.elapsed().as_secs_f64()));
+        self.write_client_files(&state)?;
+        Ok(state)
+    }
+
+    fn save(&self, state: &LabState) -> Result<()> {
+        write_atomic(&self.state_file(), serde_json::to_string_pretty(state)?.as_bytes(), 0o644)
+    }
+
+    fn client_keypair(&self) -> Result<()> {
+        let key = self.client_key();
+        if !key.exists() {
+            require_tool("ssh-keygen", "openssh-client")?;
+            run(
+                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "provision-lab", "-f"]).arg(&key),
+                "generating the lab's client key",
+            )?;
+        }
+        Ok(())
+    }
+
+    fn start_host(&self, name: &str, index: usize, image: &image::Image, script: &Path, disk: Option<u64>) -> Result<HostState> {
+        let dir = self.host_dir(name);
+        for sub in ["upper", "work", "root", "docker", "keys"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        self.write_identity(name, &dir, &image.rootfs)?;
+        let loopdev = match disk {
+            Some(bytes) => {
+                let file = dir.join("disk.img");
+                let f = std::fs::File::create(&file)?;
+                f.set_len(bytes)?;
+                let out = run(Command::new("losetup").args(["-f", "--show"]).arg(&file), "attaching a loop device")?;
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            }
+            None => None,
+        };
+        let procs = cgroup::create(name)?;
+        let list: Vec<String> = procs.iter().map(|p| p.display().to_string()).collect();
+        std::fs::write(dir.join("cgroups"), list.join("\n"))?;
+        net::host_up(name, index)?;
+        let mut cmd = Command::new(script);
+        cmd.arg("1").arg(name).arg(&image.rootfs).arg(&dir);
+        if let Some(l) = &loopdev {
+            cmd.arg(l);
+        }
+        let pid = spawn_detached(&mut cmd, &dir.join("console.log"))?;
+        Ok(HostState { name: name.into(), address: address(index).to_string(), pid, loopdev })
+    }
+
+    /// Hostname, host keys (made once, kept across restarts) and authorized keys.
+    fn write_identity(&self, name: &str, dir: &Path, lower: &Path) -> Result<()> {
+        let keys = dir.join("keys");
+        let hostkey = keys.join("ssh_host_ed25519_key");
+        if !hostkey.exists() {
+            run(
+                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &format!("root@{name}"), "-f"]).arg(&hostkey),
+                "generating a host key",
+            )?;
+        }
+        let up = dir.join("upper");
+        let put = |rel: &str, data: &[u8], mode: u32, owner: (u32, u32)| -> Result<()> {
+            let path = up.join(rel);
+            mkdirs_like(&up, lower, Path::new(rel).parent().unwrap_or(Path::new("")))?;
+            write_atomic(&path, data, mode)?;
+            std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))?;
+            Ok(())
+        };
+        put("etc/hostname", format!("{name}\n").as_bytes(), 0o644, (0, 0))?;
+        put("etc/hosts", format!("127.0.0.1 localhost\n127.0.1.1 {name}\n").as_bytes(), 0o644, (0, 0))?;
+        let machine_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().replace('-', "");
+        put("etc/machine-id", format!("{machine_id}\n").as_bytes(), 0o444, (0, 0))?;
+        put("etc/ssh/ssh_host_ed25519_key", &std::fs::read(&hostkey)?, 0o600, (0, 0))?;
+        put("etc/ssh/ssh_host_ed25519_key.pub", &std::fs::read(hostkey.with_extension("pub"))?, 0o644, (0, 0))?;
+        let client = std::fs::read(self.client_key().with_extension("pub"))?;
+        put("root/.ssh/authorized_keys", &client, 0o600, (0, 0))?;
+        let (uid, gid) = user_ids(lower, image::ADMIN_USER)?;
+        let home = format!("home/{}", image::ADMIN_USER);
+        mkdirs_like(&up, lower, Path::new(&home))?;
+        let ssh_dir = up.join(&home).join(".ssh");
+        std::fs::create_dir_all(&ssh_dir)?;
+        std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        std::os::unix::fs::chown(&ssh_dir, Some(uid), Some(gid))?;
+        put(&format!("{home}/.ssh/authorized_keys"), &client, 0o600, (uid, gid))?;
+        Ok(())
+    }
+
+    fn wait_ssh(&self, state: &LabState, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        let mut pending: Vec<&HostState> = state.hosts.iter().collect();
+        while !pending.is_empty() {
+            pending.retain(|h| !ssh_ready(&h.address));
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(dead) = pending.iter().find(|h| !alive(h.pid)) {
+                bail!(
+                    "lab host {} stopped while booting; its console log is {}",
+                    dead.name,
+                    self.host_dir(&dead.name).join("console.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "lab host {} did not answer SSH within {} s; see {}",
+                    pending[0].name,
+                    limit.as_secs(),
+                    self.host_dir(&pending[0].name).join("console.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn write_client_files(&self, state: &LabState) -> Result<()> {
+        let mut known = String::new();
+        let mut config = String::new();
+        let mut hosts = String::new();
+        for h in &state.hosts {
+            let pubkey = std::fs::read_to_string(self.host_dir(&h.name).join("keys/ssh_host_ed25519_key.pub"))?;
+            let key: Vec<&str> = pubkey.split_whitespace().take(2).collect();
+            known += &format!("{} {}\n", h.address, key.join(" "));
+            config += &format!(
+                "Host {n}\n  HostName {a}\n  User {u}\n  IdentityFile {k}\n  IdentitiesOnly yes\n  \
+                 UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n\n",
+                n = h.name, a = h.address, u = image::ADMIN_USER,
+                k = self.client_key().display(), kh = self.known_hosts().display()
+            );
+            hosts += &format!("        {}:\n          ansible_host: {}\n", h.name, h.address);
+        }
+        write_atomic(&self.known_hosts(), known.as_bytes(), 0o644)?;
+        write_atomic(&self.ssh_config(), config.as_bytes(), 0o644)?;
+        let inv = format!(
+            "# Written by `provision lab up`: the lab's {} hosts.\nall:\n  vars:\n    ansible_user: {}\n    \
+             ansible_ssh_private_key_file: {}\n    known_hosts_file: {}\n  children:\n    lab:\n      hosts:\n{}",
+            state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), hosts
+        );
+        write_atomic(&self.inventory(), inv.as_bytes(), 0o644)?;
+        Ok(())
+    }
+
+    /// Stops every host and removes everything the lab made, also after a killed run.
+    pub fn down(&self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let state = self.state();
+        let mut names: Vec<String> = state.iter().flat_map(|s| s.hosts.iter().map(|h| h.name.clone())).collect();
+        names.extend(net::leftover_hosts());
+        names.extend(cgroup::leftover_hosts());
+        names.sort();
+        names.dedup();
+        if let Some(st) = &state {
+            kill(st.repo_pid, libc::SIGTERM);
+        }
+        for pid in pids_with_cmdline(&format!("--bind {} --directory", net::GATEWAY)) {
+            kill(pid, libc::SIGTERM);
+        }
+        // Ask every systemd to power off, then kill what is left.
+        for name in &names {
+            for pid in cgroup::pids(name) {
+                if is_init(pid) {
+                    kill(pid, libc::SIGRTMIN() + 4);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while names.iter().any(|n| !cgroup::pids(n).is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut left = Vec::new();
+        for name in &names {
+            for _ in 0..50 {
+                let pids = cgroup::pids(name);
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    kill(pid, libc::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !cgroup::remove(name) {
+                left.push(format!("cgroup of {name}"));
+            }
+            net::host_down(name);
+            let dir = self.host_dir(name);
+            detach_loops(&dir);
+            for sub in ["upper", "work", "root", "docker", "disk.img"] {
+                let p = dir.join(sub);
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        if !names.is_empty() {
+            log(&format!("stopped {} lab hosts", names.len()));
+        }
+        net::bridge_down();
+        let _ = std::fs::remove_file(self.state_file());
+        if !left.is_empty() {
+            bail!("could not remove: {}", left.join(", "));
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> Vec<(HostState, bool, bool, Option<u64>)> {
+        let Some(st) = self.state() else { return Vec::new() };
+        st.hosts
+            .into_iter()
+            .map(|h| {
+                let up = alive(h.pid);
+                let ssh = up && ssh_ready(&h.address);
+                let mem = cgroup::memory_bytes(&h.name);
+                (h, up, ssh, mem)
+            })
+            .collect()
+    }
+
+    /// Replaces this process with `ssh` to a lab host.
+    pub fn ssh(&self, node: &str, cmd: &[String]) -> Result<std::convert::Infallible> {
+        use std::os::unix::process::CommandExt;
+        let Some(st) = self.state() else { bail!("no lab is up: run `provision lab up` first") };
+        if !st.hosts.iter().any(|h| h.name == node) {
+            let names: Vec<&str> = st.hosts.iter().map(|h| h.name.as_str()).collect();
+            bail!("no lab host `{node}`; the lab has {}", names.join(", "));
+        }
+        let err = Command::new("ssh").arg("-F").arg(self.ssh_config()).arg(node).args(cmd).exec();
+        Err(err).context("running ssh (install it with `apt-get install openssh-client`)")
+    }
+}
+
+fn preflight() -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        bail!("the lab needs Linux (network namespaces, overlayfs, cgroups)");
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab needs root (it creates network namespaces, mounts and cgroups): run it with sudo");
+    }
+    for (tool, pkg) in [
+        ("ip", "iproute2"), ("unshare", "util-linux"), ("losetup", "mount"),
+        ("ssh-keygen", "openssh-client"), ("python3", "python3"), ("debootstrap", "debootstrap"),
+    ] {
+        require_tool(tool, pkg)?;
+    }
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--disk `{s}` is not a size: use a number with K, M, G or T, like 10G"))?;
+    n.checked_mul(mult).filter(|b| *b >= 1 << 20).ok_or_else(|| anyhow::anyhow!("--disk `{s}` must be between 1M and 16E"))
+}
+
+fn spawn_detached(cmd: &mut Command, log: &Path) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", crate::sys::describe(cmd)))?;
+    Ok(child.id() as i32)
+}
+
+fn alive(pid: i32) -> bool {
+    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+fn kill(pid: i32, sig: i32) {
+    if pid > 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// True for a process that is PID 1 of its own pid namespace.
+fn is_init(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("NSpid:")).map(|l| l.trim_end().ends_with("\t1")).unwrap_or(false)
+}
+
+fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn detach_loops(dir: &Path) {
+    let Ok(out) = Command::new("losetup").args(["-j"]).arg(dir.join("disk.img")).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(dev) = line.split(':').next() {
+            run_quiet(Command::new("losetup").args(["-d", dev]));
+        }
+    }
+}
+
+fn ssh_ready(address: &str) -> bool {
+    let Ok(addr) = format!("{address}:22").parse::<SocketAddr>() else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 8];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"SSH-")
+}
+
+/// Creates `rel` under `upper`, each directory with the owner and mode it has in `lower`.
+fn mkdirs_like(upper: &Path, lower: &Path, rel: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut cur = PathBuf::new();
+    for part in rel.components() {
+        cur.push(part);
+        let (u, l) = (upper.join(&cur), lower.join(&cur));
+        if !u.exists() {
+            std::fs::create_dir(&u).with_context(|| format!("creating {}", u.display()))?;
+            if let Ok(m) = std::fs::metadata(&l) {
+                std::fs::set_permissions(&u, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+                std::os::unix::fs::chown(&u, Some(m.uid()), Some(m.gid()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user_ids(root: &Path, user: &str) -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string(root.join("etc/passwd"))?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == user)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .with_context(|| format!("user {user} is missing from the lab image"))
+}
