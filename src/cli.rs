@@ -2,7 +2,6 @@
 
 use crate::lab::{self, Lab};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 /// Exit codes, documented in the README.
 pub mod exit {

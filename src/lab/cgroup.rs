@@ -88,6 +88,13 @@ fn remove_tree(dir: &Path) -> bool {
     std::fs::remove_dir(dir).is_ok()
 }
 
+/// Removes the lab's parent cgroups once no host is left in them.
+pub fn remove_roots() {
+    for root in lab_roots() {
+        let _ = std::fs::remove_dir(root);
+    }
+}
+
 /// Host names that still have a cgroup.
 pub fn leftover_hosts() -> Vec<String> {
     let mut names: Vec<String> = lab_roots()

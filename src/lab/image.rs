@@ -51,9 +51,12 @@ pub struct Image {
     pub repo: PathBuf,
 }
 
-fn key(parts: &[&[&str]]) -> String {
+fn key(parts: &[&[&str]], recipe: u32) -> String {
     let mut h = Sha256::new();
-    h.update(format!("{SUITE} recipe {RECIPE}\n"));
+    h.update(format!("{SUITE}\n"));
+    if recipe > 0 {
+        h.update(format!("recipe {recipe}\n"));
+    }
     for list in parts {
         h.update(list.join(" "));
         h.update("\n");
@@ -63,8 +66,8 @@ fn key(parts: &[&[&str]]) -> String {
 
 /// Returns the cached image, building what is missing.
 pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
-    let base_dir = cache.join(format!("base-{}", key(&[BASE])));
-    let img_dir = cache.join(format!("image-{}", key(&[BASE, LAYER, EXTRA])));
+    let base_dir = cache.join(format!("base-{}", key(&[BASE], 0)));
+    let img_dir = cache.join(format!("image-{}", key(&[BASE, LAYER, EXTRA], RECIPE)));
     let image = Image { rootfs: img_dir.join("rootfs"), repo: img_dir.join("repo") };
     if img_dir.join("ready").exists() {
         return Ok(image);
@@ -181,5 +184,5 @@ fn chmod(p: &Path, mode: u32) -> Result<()> {
 
 /// The key of the base image, so a base built by hand can be adopted.
 pub fn base_dir(cache: &Path) -> PathBuf {
-    cache.join(format!("base-{}", key(&[BASE])))
+    cache.join(format!("base-{}", key(&[BASE], 0)))
 }

@@ -317,6 +317,7 @@ impl Lab {
         if !names.is_empty() {
             log(&format!("stopped {} lab hosts", names.len()));
         }
+        cgroup::remove_roots();
         net::bridge_down();
         let _ = std::fs::remove_file(self.state_file());
         if !left.is_empty() {

@@ -1,0 +1,242 @@
+//! The SSH transport: one russh connection per host, a channel per command,
+//! host keys always verified, files put in place atomically.
+
+mod hostkeys;
+
+use russh::client::{self, Handle};
+use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
+use russh::ChannelMsg;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+
+pub use hostkeys::HostKeyPolicy;
+
+/// SSH connections opened by this process (for benchmarks and tests).
+pub static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How to reach one host.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub key_files: Vec<PathBuf>,
+    pub hostkeys: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{0}")]
+    HostKey(String),
+    #[error("authentication as `{user}` failed: {reason}")]
+    Auth { user: String, reason: String },
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("ssh: {0}")]
+    Protocol(String),
+}
+
+impl TransportError {
+    /// Connection failures worth retrying (never host-key or auth failures).
+    pub fn retryable(&self) -> bool {
+        matches!(self, TransportError::Unreachable { .. })
+    }
+}
+
+/// What a command returned.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    pub rc: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+struct Client {
+    target: Arc<Target>,
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let key = &key.public_key();
+        let t = &self.target;
+        match t.hostkeys.check(&t.address, t.port, key) {
+            Ok(()) => Ok(true),
+            Err(msg) => {
+                *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// One authenticated connection to a host.
+pub struct Conn {
+    handle: Handle<Client>,
+    pub target: Arc<Target>,
+    commands: AtomicU64,
+}
+
+impl Conn {
+    /// Connects, verifies the host key and authenticates, retrying only unreachable hosts.
+    pub async fn connect(target: Target) -> Result<Conn, TransportError> {
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+            match Self::connect_once(target.clone()).await {
+                Ok(c) => return Ok(c),
+                Err(e) if e.retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| TransportError::Protocol("no connection attempt".into())))
+    }
+
+    async fn connect_once(target: Target) -> Result<Conn, TransportError> {
+        let target = Arc::new(target);
+        let config = Arc::new(client::Config {
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Default::default()
+        });
+        let verdict = Arc::new(Mutex::new(None));
+        let handler = Client { target: target.clone(), verdict: verdict.clone() };
+        let addr = format!("{}:{}", target.address, target.port);
+        let unreachable = |reason: String| TransportError::Unreachable { addr: addr.clone(), reason };
+        let stream = tokio::time::timeout(target.connect_timeout, tokio::net::TcpStream::connect(&addr))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", target.connect_timeout)))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let handshake = tokio::time::timeout(target.connect_timeout, client::connect_stream(config, stream, handler)).await;
+        let mut handle = match handshake {
+            Err(_) => return Err(unreachable("SSH handshake timed out".into())),
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                if let Some(msg) = verdict.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return Err(TransportError::HostKey(msg));
+                }
+                return Err(unreachable(format!("SSH handshake failed: {e}")));
+            }
+        };
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        let mut tried = Vec::new();
+        for file in &target.key_files {
+            let key = match load_secret_key(file, None) {
+                Ok(k) => k,
+                Err(e) => {
+                    tried.push(format!("{}: {e}", file.display()));
+                    continue;
+                }
+            };
+            let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+            let res = handle
+                .authenticate_publickey(target.user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+                .await
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            if res.success() {
+                return Ok(Conn { handle, target, commands: AtomicU64::new(0) });
+            }
+            tried.push(format!("{}: refused by the server", file.display()));
+        }
+        let reason = if tried.is_empty() {
+            "no private key to try: set ansible_ssh_private_key_file".to_string()
+        } else {
+            format!("tried {}", tried.join("; "))
+        };
+        Err(TransportError::Auth { user: target.user.clone(), reason })
+    }
+
+    /// Commands run on this connection so far (each is one round trip).
+    pub fn commands(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    /// Runs `script` with `sh`, as root through sudo when `become` is set.
+    pub async fn run(&self, script: &str, stdin: Option<&[u8]>, as_root: bool) -> Result<Output, TransportError> {
+        let cmd = wrap(script, as_root);
+        let timeout = self.target.command_timeout;
+        tokio::time::timeout(timeout, self.exec(&cmd, stdin))
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+    }
+
+    async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let proto = |e: russh::Error| TransportError::Protocol(e.to_string());
+        let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
+        ch.exec(false, cmd).await.map_err(proto)?;
+        if let Some(data) = stdin {
+            ch.data(data).await.map_err(proto)?;
+        }
+        ch.eof().await.map_err(proto)?;
+        let (mut out, mut err, mut rc) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => rc = Some(exit_status as i32),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    err.extend_from_slice(format!("killed by signal {signal_name:?}").as_bytes());
+                    rc = Some(128)
+                }
+                _ => {}
+            }
+        }
+        Ok(Output {
+            rc: rc.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        })
+    }
+
+    pub async fn close(&self) {
+        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn wrap(script: &str, as_root: bool) -> String {
+    if as_root {
+        format!("sudo -n -H -- sh -c {}", quote(script))
+    } else {
+        format!("sh -c {}", quote(script))
+    }
+}
+
+/// A shell script that writes its stdin to `path` atomically with the given mode and owner.
+pub fn put_script(path: &str, mode: &str, owner: Option<&str>, group: Option<&str>) -> String {
+    let p = quote(path);
+    let mut s = format!(
+        "set -e; d=$(dirname {p}); t=$(mktemp \"$d/.provision.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
+         cat > \"$t\"; chmod {mode} \"$t\"; "
+    );
+    match (owner, group) {
+        (Some(o), Some(g)) => s += &format!("chown {}:{} \"$t\"; ", quote(o), quote(g)),
+        (Some(o), None) => s += &format!("chown {} \"$t\"; ", quote(o)),
+        (None, Some(g)) => s += &format!("chgrp {} \"$t\"; ", quote(g)),
+        (None, None) => {}
+    }
+    s += &format!("mv -f \"$t\" {p}; trap - EXIT");
+    s
+}

@@ -1,0 +1,226 @@
+//! YAML with a location on every node, so every error can name file:line:column.
+
+use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub file: Arc<PathBuf>,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+impl Loc {
+    pub fn file_only(file: &Path) -> Loc {
+        Loc { file: Arc::new(file.to_path_buf()), line: 1, col: 1 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub kind: Kind,
+    pub loc: Loc,
+}
+
+/// An error at a place in a file, with what to do about it.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub loc: Loc,
+    pub msg: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.loc, self.msg)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Located {}
+
+pub fn err(loc: &Loc, msg: impl Into<String>) -> Located {
+    Located { loc: loc.clone(), msg: msg.into(), hint: None }
+}
+
+impl Located {
+    pub fn hint(mut self, h: impl Into<String>) -> Located {
+        self.hint = Some(h.into());
+        self
+    }
+}
+
+/// Parses one YAML document (an empty file is Null).
+pub fn parse(text: &str, file: &Path) -> Result<Node, Located> {
+    let file = Arc::new(file.to_path_buf());
+    let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| Located {
+        loc: Loc { file: file.clone(), line: e.marker().line(), col: e.marker().col() + 1 },
+        msg: format!("invalid YAML: {}", e.info()),
+        hint: Some("check the indentation and quoting around this place".into()),
+    })?;
+    if docs.len() > 1 {
+        let loc = Loc { file: file.clone(), line: docs[1].span.start.line(), col: 1 };
+        return Err(err(&loc, "this file has more than one YAML document").hint("keep one document per file (remove the `---` separator)"));
+    }
+    match docs.into_iter().next() {
+        None => Ok(Node { kind: Kind::Null, loc: Loc { file, line: 1, col: 1 } }),
+        Some(d) => convert(d, &file),
+    }
+}
+
+pub fn parse_file(path: &Path) -> Result<Node, Located> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(&Loc::file_only(path), format!("cannot read this file: {e}")))?;
+    parse(&text, path)
+}
+
+fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
+    let loc = Loc { file: file.clone(), line: n.span.start.line(), col: n.span.start.col() + 1 };
+    let kind = match n.data {
+        YamlDataOwned::Value(s) => match s {
+            ScalarOwned::Null => Kind::Null,
+            ScalarOwned::Boolean(b) => Kind::Bool(b),
+            ScalarOwned::Integer(i) => Kind::Int(i),
+            ScalarOwned::FloatingPoint(f) => Kind::Float(f.into_inner()),
+            ScalarOwned::String(s) => Kind::Str(s),
+        },
+        YamlDataOwned::Representation(s, _, _) => Kind::Str(s),
+        YamlDataOwned::Sequence(items) => {
+            Kind::Seq(items.into_iter().map(|i| convert(i, file)).collect::<Result<_, _>>()?)
+        }
+        YamlDataOwned::Mapping(map) => {
+            let mut out = Vec::new();
+            for (k, v) in map {
+                out.push((convert(k, file)?, convert(v, file)?));
+            }
+            Kind::Map(out)
+        }
+        YamlDataOwned::Tagged(_, inner) => return convert(*inner, file),
+        YamlDataOwned::Alias(_) => return Err(err(&loc, "YAML aliases are not supported here").hint("repeat the value instead")),
+        YamlDataOwned::BadValue => return Err(err(&loc, "invalid YAML value")),
+    };
+    Ok(Node { kind, loc })
+}
+
+impl Node {
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Null => "null",
+            Kind::Bool(_) => "a boolean",
+            Kind::Int(_) => "an integer",
+            Kind::Float(_) => "a number",
+            Kind::Str(_) => "a string",
+            Kind::Seq(_) => "a list",
+            Kind::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self.kind, Kind::Null)
+    }
+
+    /// The entries of a mapping (a null node counts as empty), keys as strings.
+    pub fn entries(&self, what: &str) -> Result<Vec<(String, &Node, &Node)>, Located> {
+        match &self.kind {
+            Kind::Null => Ok(Vec::new()),
+            Kind::Map(m) => m.iter().map(|(k, v)| Ok((k.scalar_string(what)?, k, v))).collect(),
+            _ => Err(err(&self.loc, format!("{what} must be a mapping, found {}", self.type_name()))),
+        }
+    }
+
+    /// A scalar as a string (keys such as host names may be numbers in YAML).
+    pub fn scalar_string(&self, what: &str) -> Result<String, Located> {
+        match &self.kind {
+            Kind::Str(s) => Ok(s.clone()),
+            Kind::Int(i) => Ok(i.to_string()),
+            Kind::Float(f) => Ok(f.to_string()),
+            Kind::Bool(b) => Ok(b.to_string()),
+            _ => Err(err(&self.loc, format!("{what} must be a string, found {}", self.type_name()))),
+        }
+    }
+
+    pub fn as_str(&self, what: &str) -> Result<&str, Located> {
+        match &self.kind {
+            Kind::Str(s) => Ok(s),
+            _ => Err(err(&self.loc, format!("{what} must be a string, found {}", self.type_name()))),
+        }
+    }
+
+    pub fn as_bool(&self, what: &str) -> Result<bool, Located> {
+        match &self.kind {
+            Kind::Bool(b) => Ok(*b),
+            Kind::Str(s) if matches!(s.as_str(), "yes" | "true" | "True") => Ok(true),
+            Kind::Str(s) if matches!(s.as_str(), "no" | "false" | "False") => Ok(false),
+            _ => Err(err(&self.loc, format!("{what} must be true or false, found {}", self.type_name()))),
+        }
+    }
+
+    /// A list of strings; a single string is a list of one.
+    pub fn string_list(&self, what: &str) -> Result<Vec<String>, Located> {
+        match &self.kind {
+            Kind::Seq(items) => items.iter().map(|i| i.scalar_string(what)).collect(),
+            Kind::Str(s) => Ok(s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()),
+            _ => Err(err(&self.loc, format!("{what} must be a list of strings, found {}", self.type_name()))),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.kind {
+            Kind::Null => J::Null,
+            Kind::Bool(b) => J::Bool(*b),
+            Kind::Int(i) => J::from(*i),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Kind::Str(s) => J::String(s.clone()),
+            Kind::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(m) => J::Object(
+                m.iter()
+                    .map(|(k, v)| (k.scalar_string("key").unwrap_or_default(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Fails on a key outside `known`, suggesting the closest known one.
+pub fn check_keys(key: &str, key_node: &Node, known: &[&str], what: &str) -> Result<(), Located> {
+    if known.contains(&key) {
+        return Ok(());
+    }
+    let e = err(&key_node.loc, format!("unknown key `{key}` in {what}"));
+    Err(match closest(key, known) {
+        Some(k) => e.hint(format!("did you mean `{k}`?")),
+        None => e.hint(format!("known keys: {}", known.join(", "))),
+    })
+}
+
+pub fn closest<'a>(word: &str, choices: &[&'a str]) -> Option<&'a str> {
+    choices
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
