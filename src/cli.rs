@@ -2,6 +2,8 @@
 
 use crate::lab::{self, Lab};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -19,10 +21,73 @@ pub mod exit {
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Cmd>,
+    /// The inventory (Ansible YAML format); without one, the local lab (started if needed)
+    pub inventory: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// A playbook (list of plays) to run instead of the built-in cluster playbook
+    #[arg(long, short = 'p')]
+    pub playbook: Option<PathBuf>,
+    /// A folder of roles that overrides the built-in ones
+    #[arg(long)]
+    pub roles: Option<PathBuf>,
+    /// Only these hosts (pattern: names, groups, globs, a:&b, !c)
+    #[arg(long, short = 'l')]
+    pub limit: Option<String>,
+    /// Only tasks with these tags
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Skip tasks with these tags
+    #[arg(long, value_delimiter = ',')]
+    pub skip_tags: Vec<String>,
+    /// Probe and report what would change, changing nothing
+    #[arg(long, short = 'C')]
+    pub check: bool,
+    /// Show unified diffs of changed files
+    #[arg(long, short = 'D')]
+    pub diff: bool,
+    /// Hosts worked on at once
+    #[arg(long, short = 'f', default_value_t = 50)]
+    pub forks: usize,
+    /// More output (-v shows every task)
+    #[arg(short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[arg(long, value_enum, default_value_t = OutputMode::Text)]
+    pub output: OutputMode,
+    /// List the selected hosts and exit
+    #[arg(long)]
+    pub list_hosts: bool,
+    /// List the selected tasks and exit
+    #[arg(long)]
+    pub list_tasks: bool,
+    /// Trust unknown host keys on first use and record them (a changed key is still fatal)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for a host to answer
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds a single remote command may take
+    #[arg(long, default_value_t = 900)]
+    pub command_timeout: u64,
+    /// Stop all hosts after the first failure
+    #[arg(long)]
+    pub any_errors_fatal: bool,
+    /// Stop when more than this percentage of hosts failed
+    #[arg(long)]
+    pub max_fail_percentage: Option<u8>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OutputMode { Text, Json }
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Print shell completions
+    Completions { shell: clap_complete::Shell },
     /// Local lab: real SSH hosts on this machine
     Lab {
         #[command(subcommand)]
@@ -68,7 +133,12 @@ pub fn main(args: Args) -> i32 {
 fn run(args: Args) -> anyhow::Result<i32> {
     match args.command {
         Some(Cmd::Lab { command }) => lab_cmd(command),
-        None => anyhow::bail!("nothing to do: see `provision --help`"),
+        Some(Cmd::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Args::command(), "provision", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        None => run_inventory(args.inventory, args.run),
     }
 }
 
@@ -98,4 +168,77 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
+    let inventory = match inventory {
+        Some(i) => i,
+        None => {
+            let lab = Lab::new(lab::default_dir(), lab::default_cache());
+            if lab.state().is_none() {
+                lab.up(3, None, &mut |m: &str| eprintln!("lab: {m}"))?;
+            }
+            eprintln!("no inventory given: using the local lab's {}", lab.inventory().display());
+            lab.inventory()
+        }
+    };
+    let opts = crate::run::Options {
+        inventory,
+        playbook: a.playbook,
+        roles_dir: a.roles,
+        limit: a.limit,
+        tags: a.tags,
+        skip_tags: a.skip_tags,
+        check: a.check,
+        diff: a.diff,
+        forks: a.forks,
+        accept_new_host_keys: a.accept_new_host_keys,
+        connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
+        command_timeout: std::time::Duration::from_secs(a.command_timeout),
+        any_errors_fatal: a.any_errors_fatal,
+        max_fail_percentage: a.max_fail_percentage,
+    };
+    let prepared = match crate::run::prepare(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was changed: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    if a.list_hosts {
+        for h in &prepared.hosts {
+            println!("{h}");
+        }
+        return Ok(exit::OK);
+    }
+    if a.list_tasks {
+        for (play, hosts) in &prepared.plays {
+            println!("play {} ({} hosts)", play.name, hosts.len());
+            for r in &play.roles {
+                for t in &r.tasks {
+                    println!("  {} : {}{}", r.name, t.name, if t.tags.is_empty() { String::new() } else { format!(" [{}]", t.tags.join(", ")) });
+                }
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let mode = match a.output { OutputMode::Text => crate::output::Mode::Text, OutputMode::Json => crate::output::Mode::Json };
+    let rep = Arc::new(crate::output::Reporter::new(mode, a.verbose, &prepared.hosts));
+    for w in &prepared.inventory.warnings {
+        rep.warn(w);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let check = opts.check;
+    let summary = rt.block_on(crate::run::execute(prepared, opts, rep.clone()));
+    let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();
+    rep.recap(&rows, check);
+    let code = if rows.iter().any(|(_, t)| t.unreachable > 0) {
+        exit::UNREACHABLE
+    } else if rows.iter().any(|(_, t)| t.failed > 0) {
+        exit::FAILED
+    } else {
+        exit::OK
+    };
+    Ok(code)
 }

@@ -3,6 +3,11 @@
 pub mod cli;
 pub mod inventory;
 pub mod lab;
+pub mod modules;
+pub mod output;
+pub mod play;
+pub mod run;
 pub mod sys;
+pub mod template;
 pub mod transport;
 pub mod yaml;

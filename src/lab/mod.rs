@@ -253,7 +253,7 @@ impl Lab {
         write_atomic(&self.known_hosts(), known.as_bytes(), 0o644)?;
         write_atomic(&self.ssh_config(), config.as_bytes(), 0o644)?;
         let inv = format!(
-            "# Written by `provision lab up`: the lab's {} hosts.\nall:\n  vars:\n    ansible_user: {}\n    \
+            "# Written by `provision lab up`: the lab's {} hosts.\nall:\n  vars:\n    ansible_user: {}\n    ansible_become: true\n    \
              ansible_ssh_private_key_file: {}\n    known_hosts_file: {}\n  children:\n    lab:\n      hosts:\n{}",
             state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), hosts
         );

@@ -1,0 +1,155 @@
+//! One place that decides how progress and results are shown: live per-host lines on a
+//! terminal, plain lines otherwise, or one JSON event per line. Secrets are never passed in.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode { Text, Json }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status { Ok, Changed, Failed, Skipped, Unreachable }
+
+#[derive(Default, Clone, Debug, serde::Serialize)]
+pub struct Tally {
+    pub ok: u32,
+    pub changed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub unreachable: u32,
+    pub seconds: f64,
+    pub commands: u64,
+}
+
+pub struct Reporter {
+    mode: Mode,
+    verbose: u8,
+    bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+    lock: Mutex<()>,
+}
+
+impl Reporter {
+    pub fn new(mode: Mode, verbose: u8, hosts: &[String]) -> Reporter {
+        use std::io::IsTerminal;
+        let bars = (mode == Mode::Text && std::io::stderr().is_terminal()).then(|| {
+            let mp = MultiProgress::new();
+            let style = ProgressStyle::with_template("{prefix:>12.bold} {spinner} [{pos}/{len}] {elapsed:>4} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let map = hosts.iter().map(|h| {
+                let pb = mp.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(h.clone()));
+                pb.enable_steady_tick(Duration::from_millis(120));
+                (h.clone(), pb)
+            }).collect();
+            (mp, Mutex::new(map))
+        });
+        Reporter { mode, verbose, bars, lock: Mutex::new(()) }
+    }
+
+    fn line(&self, text: &str) {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.bars {
+            Some((mp, _)) => { let _ = mp.println(text); }
+            None => { let _ = writeln!(std::io::stdout(), "{text}"); }
+        }
+    }
+
+    fn event(&self, v: serde_json::Value) {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(std::io::stdout(), "{v}");
+    }
+
+    pub fn warn(&self, msg: &str) {
+        match self.mode {
+            Mode::Json => self.event(json!({"event": "warning", "msg": msg})),
+            Mode::Text => eprintln!("warning: {msg}"),
+        }
+    }
+
+    pub fn plan(&self, host: &str, total: u64) {
+        if let Some((_, map)) = &self.bars {
+            if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
+                pb.set_length(total);
+            }
+        }
+    }
+
+    pub fn task_start(&self, host: &str, role: &str, task: &str) {
+        match (&self.bars, self.mode) {
+            (Some((_, map)), _) => {
+                if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
+                    pb.set_message(format!("{role} : {task}"));
+                }
+            }
+            (None, Mode::Json) if self.verbose > 0 => self.event(json!({"event": "task_start", "host": host, "role": role, "task": task})),
+            _ => {}
+        }
+    }
+
+    pub fn task_done(&self, host: &str, role: &str, task: &str, status: Status, msg: &str, diff: Option<&str>) {
+        if let Some((_, map)) = &self.bars {
+            if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
+                pb.inc(1);
+            }
+        }
+        match self.mode {
+            Mode::Json => self.event(json!({"event": "task", "host": host, "role": role, "task": task, "status": status, "msg": msg, "diff": diff})),
+            Mode::Text => {
+                let show = status != Status::Ok || self.verbose > 0;
+                if show {
+                    let tag = format!("{status:?}").to_lowercase();
+                    let mut t = format!("{host:>12} | {tag:<11} | {role} : {task}");
+                    if !msg.is_empty() && (status != Status::Changed || self.verbose > 0 || status == Status::Failed) {
+                        t += &format!("\n{:>12}   {}", "", msg.replace('\n', &format!("\n{:>14} ", "")));
+                    }
+                    if status == Status::Changed && !msg.is_empty() && self.verbose == 0 {
+                        t += &format!(" ({msg})");
+                    }
+                    self.line(&t);
+                }
+                if let Some(d) = diff {
+                    self.line(d.trim_end());
+                }
+            }
+        }
+    }
+
+    pub fn host_done(&self, host: &str, t: &Tally) {
+        if let Some((_, map)) = &self.bars {
+            if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
+                let state = if t.unreachable > 0 { "unreachable" } else if t.failed > 0 { "failed" } else { "done" };
+                pb.finish_with_message(format!("{state}: {} changed", t.changed));
+            }
+        }
+    }
+
+    pub fn recap(&self, rows: &[(String, Tally)], check: bool) {
+        if let Some((mp, _)) = &self.bars {
+            let _ = mp.clear();
+        }
+        match self.mode {
+            Mode::Json => {
+                let hosts: serde_json::Map<String, serde_json::Value> = rows.iter().map(|(h, t)| (h.clone(), json!(t))).collect();
+                self.event(json!({"event": "recap", "check": check, "hosts": hosts}));
+            }
+            Mode::Text => {
+                let mut out = format!("\nRECAP{}\n", if check { " (check mode: nothing was changed)" } else { "" });
+                for (h, t) in rows {
+                    out += &format!(
+                        "{h:<16} ok={:<4} changed={:<4} failed={:<3} skipped={:<4} unreachable={:<2} time={:.1}s\n",
+                        t.ok, t.changed, t.failed, t.skipped, t.unreachable, t.seconds
+                    );
+                }
+                let changed: u32 = rows.iter().map(|(_, t)| t.changed).sum();
+                if changed == 0 && rows.iter().all(|(_, t)| t.failed == 0 && t.unreachable == 0) {
+                    out += "no changes: every host is already in the wanted state\n";
+                }
+                self.line(out.trim_end());
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Templates and expressions (minijinja) with the Ansible filters users reach for.
+
+use base64::Engine;
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("to_json", |v: Value| -> Result<String, Error> {
+        serde_json::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
+    });
+    env.add_filter("to_nice_json", |v: Value| -> Result<String, Error> {
+        serde_json::to_string_pretty(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
+    });
+    env.add_filter("b64encode", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
+    env.add_filter("b64decode", |s: String| -> Result<String, Error> {
+        let b = base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    });
+    env.add_filter("regex_replace", |s: String, pat: String, rep: Option<String>| -> Result<String, Error> {
+        let re = regex::Regex::new(&pat).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+        Ok(re.replace_all(&s, rep.unwrap_or_default().replace("\\1", "$1").replace("\\2", "$2").as_str()).into_owned())
+    });
+    env.add_filter("bool", |v: Value| -> bool {
+        match v.as_str() {
+            Some(s) => matches!(s.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on"),
+            None => v.is_true(),
+        }
+    });
+    env.add_filter("mandatory", |v: Value| -> Result<Value, Error> {
+        if v.is_undefined() { Err(Error::new(ErrorKind::UndefinedError, "a mandatory variable is not defined")) } else { Ok(v) }
+    });
+    env
+}
+
+/// Renders every string inside `v`; a string that is one `{{ expr }}` keeps the expression's type.
+pub fn render_value(env: &Environment, v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::String(s) => {
+            if !s.contains("{{") && !s.contains("{%") {
+                return Ok(v.clone());
+            }
+            let t = s.trim();
+            if t.starts_with("{{") && t.ends_with("}}") && t[2..].find("}}") == Some(t.len() - 4) {
+                let expr = env.compile_expression(&t[2..t.len() - 2]).map_err(|e| describe(&e))?;
+                let out = expr.eval(ctx).map_err(|e| describe(&e))?;
+                if out.is_undefined() {
+                    return Err(format!("`{}` is undefined", t[2..t.len() - 2].trim()));
+                }
+                return serde_json::to_value(&out).map_err(|e| e.to_string());
+            }
+            J::String(env.render_str(s, ctx).map_err(|e| describe(&e))?)
+        }
+        J::Array(items) => J::Array(items.iter().map(|i| render_value(env, i, ctx)).collect::<Result<_, _>>()?),
+        J::Object(m) => J::Object(m.iter().map(|(k, i)| Ok((k.clone(), render_value(env, i, ctx)?))).collect::<Result<_, String>>()?),
+        other => other.clone(),
+    })
+}
+
+pub fn eval_bool(env: &Environment, expr: &str, ctx: &Value) -> Result<bool, String> {
+    let e = expr.trim().trim_start_matches("{{").trim_end_matches("}}");
+    let compiled = env.compile_expression(e).map_err(|e| describe(&e))?;
+    Ok(compiled.eval(ctx).map_err(|e| describe(&e))?.is_true())
+}
+
+pub fn describe(e: &Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        s += &format!(": {d}");
+    }
+    s
+}
