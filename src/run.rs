@@ -404,7 +404,16 @@ async fn run_task(
                             failed = Some(format!("exit code {}\n  ran: {shown}\n  stderr: {}", out.rc, crate::sys::tail(out.stderr.trim(), 8)));
                             break;
                         }
-                        changed = true;
+                        let mut item_changed = true;
+                        if let Some(cw) = &task.changed_when {
+                            let mut c2 = c.clone();
+                            c2.extend(last.as_object().cloned().unwrap_or_default());
+                            match template::eval_bool(env, cw, &minijinja::Value::from_serialize(&c2)) {
+                                Ok(v) => item_changed = v,
+                                Err(e) => { failed = Some(format!("changed_when `{cw}`: {e}")); break; }
+                            }
+                        }
+                        changed |= item_changed;
                         if !msg.is_empty() { msgs.push(msg); }
                     }
                     Err(e) => { failed = Some(e.to_string()); break; }

@@ -115,7 +115,9 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
             for (k, v) in map {
                 out.push((convert(k, file)?, convert(v, file)?));
             }
-            Kind::Map(out)
+            // Point a block mapping at its first key (the parser's start mark can be off).
+            let loc = out.first().map(|(k, _)| k.loc.clone()).unwrap_or(loc);
+            return Ok(Node { kind: Kind::Map(out), loc });
         }
         YamlDataOwned::Tagged(_, inner) => return convert(*inner, file),
         YamlDataOwned::Alias(_) => return Err(err(&loc, "YAML aliases are not supported here").hint("repeat the value instead")),

@@ -230,12 +230,13 @@ impl User {
 impl Module for User {
     fn probe(&self) -> Option<String> {
         let n = q(&self.name);
-        Some(format!("getent passwd {n} || echo ABSENT; id -nG {n} 2>/dev/null || true"))
+        Some(format!("getent passwd {n} || echo ABSENT; id -nG {n} 2>/dev/null || echo; getent group {n} >/dev/null && echo GROUP || echo NOGROUP"))
     }
     fn plan(&self, p: &Output) -> Plan {
         let mut lines = p.stdout.lines();
         let pw: Vec<&str> = lines.next().unwrap_or("ABSENT").split(':').collect();
         let have: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let own_group = lines.next() == Some("GROUP");
         let n = q(&self.name);
         let exists = pw.len() >= 7;
         if !self.present {
@@ -249,6 +250,7 @@ impl Module for User {
         if !exists {
             let mut s = format!("useradd {}", if self.create_home { "-m" } else { "-M" });
             if self.system { s += " -r"; }
+            if own_group { s += &format!(" -g {n}"); }
             if let Some(sh) = &self.shell { s += &format!(" -s {}", q(sh)); }
             if let Some(h) = &self.home { s += &format!(" -d {}", q(h)); }
             if !groups.is_empty() { s += &format!(" -G {groups}"); }

@@ -14,7 +14,7 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// The built-in cluster playbook: groups mapped to roles, in order.
 pub const BUILTIN: &str = "- name: common\n  hosts: all\n  roles: [common]\n";
 
-const TASK_KEYS: &[&str] = &["name", "when", "loop", "register", "notify", "tags", "become", "ignore_errors", "no_log", "vars", "listen"];
+const TASK_KEYS: &[&str] = &["name", "when", "loop", "register", "notify", "tags", "become", "ignore_errors", "no_log", "vars", "listen", "changed_when"];
 const PLAY_KEYS: &[&str] = &["name", "hosts", "roles", "vars", "become", "tags"];
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,7 @@ pub struct Task {
     pub module: String,
     pub args: Node,
     pub when: Option<String>,
+    pub changed_when: Option<String>,
     pub items: Option<Node>,
     pub register: Option<String>,
     pub notify: Vec<String>,
@@ -221,7 +222,7 @@ pub fn parse_tasks(node: &Node, role: &str, templates: &[(String, String)]) -> R
 
 fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result<Task, Located> {
     let mut t = Task {
-        name: String::new(), role: role.to_owned(), module: String::new(), args: node.clone(), when: None, items: None,
+        name: String::new(), role: role.to_owned(), module: String::new(), args: node.clone(), when: None, changed_when: None, items: None,
         register: None, notify: Vec::new(), tags: Vec::new(), sudo: None, ignore_errors: false, no_log: false,
         vars: Map::new(), loc: node.loc.clone(),
     };
@@ -234,6 +235,10 @@ fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result
                 _ => v.scalar_string("when")?,
             }),
             "loop" => t.items = Some(v.clone()),
+            "changed_when" => t.changed_when = Some(match &v.kind {
+                Kind::Bool(b) => b.to_string(),
+                _ => v.scalar_string("changed_when")?,
+            }),
             "register" => t.register = Some(v.as_str("register")?.to_owned()),
             "notify" | "listen" => t.notify = v.string_list("notify")?,
             "tags" => t.tags = v.string_list("tags")?,
