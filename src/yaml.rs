@@ -97,7 +97,7 @@ pub fn parse_file(path: &Path) -> Result<Node, Located> {
 }
 
 fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
-    let loc = Loc { file: file.clone(), line: n.span.start.line(), col: n.span.start.col() + 1 };
+    let loc = Loc { file: file.clone(), line: n.span.start.line().max(1), col: n.span.start.col() + 1 };
     let kind = match n.data {
         YamlDataOwned::Value(s) => match s {
             ScalarOwned::Null => Kind::Null,
@@ -108,7 +108,9 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
         },
         YamlDataOwned::Representation(s, _, _) => Kind::Str(s),
         YamlDataOwned::Sequence(items) => {
-            Kind::Seq(items.into_iter().map(|i| convert(i, file)).collect::<Result<_, _>>()?)
+            let items: Vec<Node> = items.into_iter().map(|i| convert(i, file)).collect::<Result<_, _>>()?;
+            let loc = items.first().map(|i| i.loc.clone()).filter(|l| l.line >= loc.line).unwrap_or(loc);
+            return Ok(Node { kind: Kind::Seq(items), loc });
         }
         YamlDataOwned::Mapping(map) => {
             let mut out = Vec::new();

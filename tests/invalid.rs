@@ -1,0 +1,104 @@
+//! Malformed inventories and playbooks: each is rejected before any connection, with an
+//! error that names the place and says what is wrong. No panics.
+
+mod common;
+use common::*;
+
+/// (inventory, playbook or "", expected location "file:line", expected words)
+const CASES: &[(&str, &str, &str, &str)] = &[
+    ("all:\n  hosts:\n    a: {ansible_host: 10.0.0.1\n", "", "inv.yml:", "invalid YAML"),
+    ("", "", "inv.yml:1", "defines no hosts"),
+    ("- a\n- b\n", "", "inv.yml:1:3", "must be a mapping"),
+    ("all:\n  hostz:\n    a:\n", "", "inv.yml:2:3", "did you mean `hosts`"),
+    ("all:\n  hosts:\n    - a\n    - b\n", "", "inv.yml:3:7", "not `- name`"),
+    ("all:\n  hosts:\n    a:\n      ansible_hots: 1.2.3.4\n", "", "inv.yml:4:7", "did you mean `ansible_host`"),
+    ("all:\n  hosts:\n    a:\n      ansible_port: 70000\n", "", "inv.yml:3:5", "1 to 65535"),
+    ("all:\n  hosts:\n    a:\n      ansible_port: [22]\n", "", "inv.yml:3:5", "must be a number"),
+    ("all:\n  hosts:\n    a:\n      ansible_host: 10.0.0.1\n    b:\n      ansible_host: 10.0.0.1\n", "", "inv.yml:5:5", "both use address"),
+    ("all:\n  children:\n    g1:\n      children:\n        g2:\n    g2:\n      children:\n        g1:\n", "", "inv.yml:", "cycle"),
+    ("all:\n  hosts:\n    a:\n      ansible_become: maybe\n", "", "inv.yml:3:5", "true or false"),
+    ("all:\n  hosts:\n    'bad name':\n", "", "inv.yml:3:5", "invalid host name"),
+    ("all:\n  hosts:\n    a:\n      1var: x\n", "", "inv.yml:4:7", "invalid variable name"),
+    ("all:\n  hosts:\n    a:\n  vars: [1, 2]\n", "", "inv.yml:4:10", "must be a mapping"),
+    ("all:\n  hosts:\n    a:\n      ansible_connection: winrm\n", "", "inv.yml:3:5", "only speaks ssh"),
+    ("all:\n  children:\n    all:\n", "", "inv.yml:3:5", "cannot be a child"),
+    ("all:\n  hosts:\n    a:\n  children:\n    web: [a]\n", "", "inv.yml:5:11", "must be a mapping"),
+    ("all:\n  hosts:\n    a:\n      ansible_host: ''\n", "", "inv.yml:3:5", "not a valid address"),
+    // Playbooks.
+    (OK_INV, "hosts: all\n", "site.yml:1:1", "list of plays"),
+    (OK_INV, "[]\n", "site.yml:1:1", "no plays"),
+    (OK_INV, "- roles: [common]\n", "site.yml:1:3", "no `hosts`"),
+    (OK_INV, "- hosts: all\n  rolez: [common]\n", "site.yml:2:3", "did you mean `roles`"),
+    (OK_INV, "- hosts: all\n  roles: [comon]\n", "site.yml:2:11", "did you mean `common`"),
+    (OK_INV, "- hosts: nosuch\n  roles: [common]\n", "site.yml:1:3", "neither a host nor a group"),
+    (OK_INV, "- hosts: all\n  roles: common\n", "site.yml:2:10", "roles must be a list"),
+    (OK_INV, "- hosts: all\n  roles: [t]\n", "tasks/main.yml:2:3", "did you mean `copy`"),
+    (OK_INV, "- hosts: all\n  roles: [t2]\n", "tasks/main.yml:1:3", "names no module"),
+    (OK_INV, "- hosts: all\n  roles: [t3]\n", "tasks/main.yml:2:5", "did you mean `dest`"),
+    (OK_INV, "- hosts: all\n  roles: [t4]\n", "tasks/main.yml:2:5", "needs `dest`"),
+    (OK_INV, "- hosts: all\n  roles: [t5]\n", "tasks/main.yml:2:3", "two modules"),
+    (OK_INV, "- hosts: all\n  roles: [t6]\n", "tasks/main.yml:2:10", "template `missing.j2` not found"),
+    (OK_INV, "- hosts: all\n  roles: [t7]\n", "tasks/main.yml:1:3", "no handler"),
+    (OK_INV, "- hosts: all\n  become: sometimes\n  roles: [common]\n", "site.yml:2:11", "true or false"),
+    (OK_INV, "---\n- hosts: all\n---\n- hosts: all\n", "site.yml:", "more than one YAML document"),
+];
+
+const OK_INV: &str = "all:\n  hosts:\n    a:\n      ansible_host: 192.0.2.10\n";
+
+const ROLES: &[(&str, &str)] = &[
+    ("t/tasks/main.yml", "- name: typo\n  cpy: {dest: /x, content: y}\n"),
+    ("t2/tasks/main.yml", "- name: nothing\n  become: true\n"),
+    ("t3/tasks/main.yml", "- copy:\n    dst: /x\n    content: y\n"),
+    ("t4/tasks/main.yml", "- copy:\n    content: y\n"),
+    ("t5/tasks/main.yml", "- copy: {dest: /x, content: y}\n  file: {path: /x}\n"),
+    ("t6/tasks/main.yml", "- template:\n    src: missing.j2\n    dest: /x\n"),
+    ("t7/tasks/main.yml", "- copy: {dest: /x, content: y}\n  notify: restart it\n"),
+];
+
+#[test]
+fn malformed_input_is_rejected_with_a_location_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let roles = dir.path().join("roles");
+    for (path, text) in ROLES {
+        let p = roles.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    assert!(CASES.len() >= 30);
+    let mut failures = Vec::new();
+    for (i, (inv, play, loc, words)) in CASES.iter().enumerate() {
+        let inv_path = dir.path().join("inv.yml");
+        std::fs::write(&inv_path, inv).unwrap();
+        let mut args = vec![inv_path.to_str().unwrap().to_owned(), "--roles".into(), roles.to_str().unwrap().into()];
+        if !play.is_empty() {
+            let p = dir.path().join("site.yml");
+            std::fs::write(&p, play).unwrap();
+            args.extend(["-p".into(), p.to_str().unwrap().into()]);
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = provision(&argv);
+        let out = text(&o);
+        let ok = o.status.code() == Some(4) && out.contains(loc) && out.contains(words) && out.contains("no host was contacted") && !out.contains("panicked");
+        if !ok {
+            failures.push(format!("case {i}: want exit 4, `{loc}` and `{words}`; got {:?}:\n{out}", o.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn limit_patterns_select_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(&inv, "all:\n  children:\n    managers:\n      hosts:\n        m1: {ansible_host: 192.0.2.1}\n        m2: {ansible_host: 192.0.2.2}\n    workers:\n      hosts:\n        w1: {ansible_host: 192.0.2.3}\n        m2:\n").unwrap();
+    let i = inv.to_str().unwrap();
+    let hosts = |limit: &str| String::from_utf8_lossy(&provision(&[i, "--list-hosts", "--limit", limit]).stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(hosts("managers"), ["m1", "m2"]);
+    assert_eq!(hosts("managers:&workers"), ["m2"]);
+    assert_eq!(hosts("all:!m1"), ["m2", "w1"]);
+    assert_eq!(hosts("m*"), ["m1", "m2"]);
+    assert_eq!(hosts("w1,m1"), ["m1", "w1"]);
+    let o = provision(&[i, "--list-hosts", "--limit", "managerz"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(text(&o).contains("did you mean `managers`"), "{}", text(&o));
+}
