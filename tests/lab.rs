@@ -74,8 +74,8 @@ fn lab_hosts_are_real_and_lab_down_cleans_everything() {
 }
 
 #[test]
-fn lab_disk_gives_each_host_a_block_device() {
-    // Run after the other lab test in the same binary would race; this one only checks parsing.
+fn lab_disk_rejects_a_size_it_cannot_read() {
+    // Fails before touching anything: no lab is started.
     let o = provision(&["lab", "up", "2", "--disk", "lots"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("is not a size"), "{}", text(&o));
