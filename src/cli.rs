@@ -16,7 +16,11 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "provision", version, about = "Agentless provisioning of Docker Swarm clusters over SSH")]
+#[command(
+    name = "provision",
+    version,
+    about = "Agentless provisioning of Docker Swarm clusters over SSH"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
@@ -82,7 +86,10 @@ pub struct RunArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum OutputMode { Text, Json }
+pub enum OutputMode {
+    Text,
+    Json,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -135,7 +142,12 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Lab { command }) => lab_cmd(command),
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Args::command(), "provision", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Args::command(),
+                "provision",
+                &mut std::io::stdout(),
+            );
             Ok(exit::OK)
         }
         None => run_inventory(args.inventory, args.run),
@@ -158,8 +170,16 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
                 println!("no lab is up");
             }
             for (h, up, ssh, mem) in rows {
-                let mem = mem.map(|b| format!("{:.0} MiB", b as f64 / 1048576.0)).unwrap_or("-".into());
-                let state = if !up { "stopped" } else if ssh { "ssh-ready" } else { "booting" };
+                let mem = mem
+                    .map(|b| format!("{:.0} MiB", b as f64 / 1048576.0))
+                    .unwrap_or("-".into());
+                let state = if !up {
+                    "stopped"
+                } else if ssh {
+                    "ssh-ready"
+                } else {
+                    "booting"
+                };
                 println!("{:<8} {:<14} {:<10} {}", h.name, h.address, state, mem);
             }
         }
@@ -178,7 +198,10 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
             if lab.state().is_none() {
                 lab.up(3, None, &mut |m: &str| eprintln!("lab: {m}"))?;
             }
-            eprintln!("no inventory given: using the local lab's {}", lab.inventory().display());
+            eprintln!(
+                "no inventory given: using the local lab's {}",
+                lab.inventory().display()
+            );
             lab.inventory()
         }
     };
@@ -217,18 +240,36 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
             println!("play {} ({} hosts)", play.name, hosts.len());
             for r in &play.roles {
                 for t in &r.tasks {
-                    println!("  {} : {}{}", r.name, t.name, if t.tags.is_empty() { String::new() } else { format!(" [{}]", t.tags.join(", ")) });
+                    println!(
+                        "  {} : {}{}",
+                        r.name,
+                        t.name,
+                        if t.tags.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{}]", t.tags.join(", "))
+                        }
+                    );
                 }
             }
         }
         return Ok(exit::OK);
     }
-    let mode = match a.output { OutputMode::Text => crate::output::Mode::Text, OutputMode::Json => crate::output::Mode::Json };
-    let rep = Arc::new(crate::output::Reporter::new(mode, a.verbose, &prepared.hosts));
+    let mode = match a.output {
+        OutputMode::Text => crate::output::Mode::Text,
+        OutputMode::Json => crate::output::Mode::Json,
+    };
+    let rep = Arc::new(crate::output::Reporter::new(
+        mode,
+        a.verbose,
+        &prepared.hosts,
+    ));
     for w in &prepared.inventory.warnings {
         rep.warn(w);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let check = opts.check;
     let summary = rt.block_on(crate::run::execute(prepared, opts, rep.clone()));
     let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();

@@ -9,11 +9,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode { Text, Json }
+pub enum Mode {
+    Text,
+    Json,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status { Ok, Changed, Failed, Skipped, Unreachable }
+pub enum Status {
+    Ok,
+    Changed,
+    Failed,
+    Skipped,
+    Unreachable,
+}
 
 #[derive(Default, Clone, Debug, serde::Serialize)]
 pub struct Tally {
@@ -38,23 +47,41 @@ impl Reporter {
         use std::io::IsTerminal;
         let bars = (mode == Mode::Text && std::io::stderr().is_terminal()).then(|| {
             let mp = MultiProgress::new();
-            let style = ProgressStyle::with_template("{prefix:>12.bold} {spinner} [{pos}/{len}] {elapsed:>4} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-            let map = hosts.iter().map(|h| {
-                let pb = mp.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(h.clone()));
-                pb.enable_steady_tick(Duration::from_millis(120));
-                (h.clone(), pb)
-            }).collect();
+            let style = ProgressStyle::with_template(
+                "{prefix:>12.bold} {spinner} [{pos}/{len}] {elapsed:>4} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let map = hosts
+                .iter()
+                .map(|h| {
+                    let pb = mp.add(
+                        ProgressBar::new(0)
+                            .with_style(style.clone())
+                            .with_prefix(h.clone()),
+                    );
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                    (h.clone(), pb)
+                })
+                .collect();
             (mp, Mutex::new(map))
         });
-        Reporter { mode, verbose, bars, lock: Mutex::new(()) }
+        Reporter {
+            mode,
+            verbose,
+            bars,
+            lock: Mutex::new(()),
+        }
     }
 
     fn line(&self, text: &str) {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         match &self.bars {
-            Some((mp, _)) => { let _ = mp.println(text); }
-            None => { let _ = writeln!(std::io::stdout(), "{text}"); }
+            Some((mp, _)) => {
+                let _ = mp.println(text);
+            }
+            None => {
+                let _ = writeln!(std::io::stdout(), "{text}");
+            }
         }
     }
 
@@ -85,12 +112,22 @@ impl Reporter {
                     pb.set_message(format!("{role} : {task}"));
                 }
             }
-            (None, Mode::Json) if self.verbose > 0 => self.event(json!({"event": "task_start", "host": host, "role": role, "task": task})),
+            (None, Mode::Json) if self.verbose > 0 => {
+                self.event(json!({"event": "task_start", "host": host, "role": role, "task": task}))
+            }
             _ => {}
         }
     }
 
-    pub fn task_done(&self, host: &str, role: &str, task: &str, status: Status, msg: &str, diff: Option<&str>) {
+    pub fn task_done(
+        &self,
+        host: &str,
+        role: &str,
+        task: &str,
+        status: Status,
+        msg: &str,
+        diff: Option<&str>,
+    ) {
         if let Some((_, map)) = &self.bars {
             if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
                 pb.inc(1);
@@ -121,7 +158,13 @@ impl Reporter {
     pub fn host_done(&self, host: &str, t: &Tally) {
         if let Some((_, map)) = &self.bars {
             if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
-                let state = if t.unreachable > 0 { "unreachable" } else if t.failed > 0 { "failed" } else { "done" };
+                let state = if t.unreachable > 0 {
+                    "unreachable"
+                } else if t.failed > 0 {
+                    "failed"
+                } else {
+                    "done"
+                };
                 pb.finish_with_message(format!("{state}: {} changed", t.changed));
             }
         }
@@ -133,11 +176,19 @@ impl Reporter {
         }
         match self.mode {
             Mode::Json => {
-                let hosts: serde_json::Map<String, serde_json::Value> = rows.iter().map(|(h, t)| (h.clone(), json!(t))).collect();
+                let hosts: serde_json::Map<String, serde_json::Value> =
+                    rows.iter().map(|(h, t)| (h.clone(), json!(t))).collect();
                 self.event(json!({"event": "recap", "check": check, "hosts": hosts}));
             }
             Mode::Text => {
-                let mut out = format!("\nRECAP{}\n", if check { " (check mode: nothing was changed)" } else { "" });
+                let mut out = format!(
+                    "\nRECAP{}\n",
+                    if check {
+                        " (check mode: nothing was changed)"
+                    } else {
+                        ""
+                    }
+                );
                 for (h, t) in rows {
                     out += &format!(
                         "{h:<16} ok={:<4} changed={:<4} failed={:<3} skipped={:<4} unreachable={:<2} time={:.1}s\n",
@@ -145,7 +196,11 @@ impl Reporter {
                     );
                 }
                 let changed: u32 = rows.iter().map(|(_, t)| t.changed).sum();
-                if changed == 0 && rows.iter().all(|(_, t)| t.failed == 0 && t.unreachable == 0) {
+                if changed == 0
+                    && rows
+                        .iter()
+                        .all(|(_, t)| t.failed == 0 && t.unreachable == 0)
+                {
                     out += "no changes: every host is already in the wanted state\n";
                 }
                 self.line(out.trim_end());

@@ -50,20 +50,34 @@ pub enum Invalid {
 
 pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
     let inventory = Inventory::load(&o.inventory)?;
-    let roles = RoleSource { dir: o.roles_dir.clone() };
+    let roles = RoleSource {
+        dir: o.roles_dir.clone(),
+    };
     let (text, path) = match &o.playbook {
-        Some(p) => (std::fs::read_to_string(p).map_err(|e| Invalid::Other(format!("{}: cannot read the playbook: {e}", p.display())))?, p.clone()),
-        None => (play::BUILTIN.to_owned(), PathBuf::from("<built-in playbook>")),
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| {
+                Invalid::Other(format!("{}: cannot read the playbook: {e}", p.display()))
+            })?,
+            p.clone(),
+        ),
+        None => (
+            play::BUILTIN.to_owned(),
+            PathBuf::from("<built-in playbook>"),
+        ),
     };
     let plays = play::load_playbook(&text, &path, &roles)?;
     let limit = match &o.limit {
-        Some(l) => Some(inventory::select(&inventory, l).map_err(|e| Invalid::Other(format!("--limit: {e}")))?),
+        Some(l) => Some(
+            inventory::select(&inventory, l)
+                .map_err(|e| Invalid::Other(format!("--limit: {e}")))?,
+        ),
         None => None,
     };
     let mut all = Vec::new();
     let mut out = Vec::new();
     for p in plays {
-        let mut hosts = inventory::select(&inventory, &p.hosts).map_err(|e| Invalid::Other(format!("{}: play `{}`: {e}", p.loc, p.name)))?;
+        let mut hosts = inventory::select(&inventory, &p.hosts)
+            .map_err(|e| Invalid::Other(format!("{}: play `{}`: {e}", p.loc, p.name)))?;
         if let Some(l) = &limit {
             hosts.retain(|h| l.contains(h));
         }
@@ -75,9 +89,19 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         out.push((p, hosts));
     }
     if all.is_empty() {
-        return Err(Invalid::Other(format!("no host matches{}", o.limit.as_ref().map(|l| format!(" --limit `{l}`")).unwrap_or_default())));
+        return Err(Invalid::Other(format!(
+            "no host matches{}",
+            o.limit
+                .as_ref()
+                .map(|l| format!(" --limit `{l}`"))
+                .unwrap_or_default()
+        )));
     }
-    Ok(Prepared { inventory, plays: out, hosts: all })
+    Ok(Prepared {
+        inventory,
+        plays: out,
+        hosts: all,
+    })
 }
 
 pub struct Summary {
@@ -113,8 +137,12 @@ fn parse_facts(out: &str) -> Map<String, Value> {
     for line in out.lines() {
         if let Some((k, v)) = line.split_once('=') {
             let val = match k {
-                "ansible_memtotal_mb" | "ansible_processor_vcpus" => v.parse::<u64>().map(Value::from).unwrap_or(Value::Null),
-                "ansible_all_ipv4_addresses" => Value::from(v.split_whitespace().collect::<Vec<_>>()),
+                "ansible_memtotal_mb" | "ansible_processor_vcpus" => {
+                    v.parse::<u64>().map(Value::from).unwrap_or(Value::Null)
+                }
+                "ansible_all_ipv4_addresses" => {
+                    Value::from(v.split_whitespace().collect::<Vec<_>>())
+                }
                 _ => Value::from(v),
             };
             m.insert(k.to_owned(), val);
@@ -124,7 +152,11 @@ fn parse_facts(out: &str) -> Map<String, Value> {
 }
 
 fn target(o: &Options, inv: &Inventory, h: &inventory::Host) -> Target {
-    let dir = inv.path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let dir = inv
+        .path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
     let mut files = Vec::new();
     match h.vars.get("known_hosts_file").and_then(Value::as_str) {
         Some(f) => files.push(inventory::expand(f, &dir)),
@@ -148,9 +180,15 @@ fn target(o: &Options, inv: &Inventory, h: &inventory::Host) -> Target {
         name: h.name.clone(),
         address: h.address.clone(),
         port: h.port,
-        user: h.user.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into())),
+        user: h
+            .user
+            .clone()
+            .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into())),
         key_files: keys,
-        hostkeys: HostKeyPolicy { files, accept_new: o.accept_new_host_keys },
+        hostkeys: HostKeyPolicy {
+            files,
+            accept_new: o.accept_new_host_keys,
+        },
         connect_timeout: o.connect_timeout,
         command_timeout: o.command_timeout,
     }
@@ -168,14 +206,26 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let conn = Conn::connect(t).await.map_err(|e| e.to_string())?;
-            let out = conn.run(FACTS, None, false).await.map_err(|e| e.to_string())?;
+            let out = conn
+                .run(FACTS, None, false)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((Arc::new(conn), parse_facts(&out.stdout)))
         }));
     }
     let mut runs: IndexMap<String, HostRun> = IndexMap::new();
     for (h, j) in p.hosts.iter().zip(joins) {
-        let mut run = HostRun { conn: None, facts: Map::new(), tally: Tally::default(), failed: false, registered: Map::new() };
-        match j.await.unwrap_or_else(|e| Err(format!("internal error: {e}"))) {
+        let mut run = HostRun {
+            conn: None,
+            facts: Map::new(),
+            tally: Tally::default(),
+            failed: false,
+            registered: Map::new(),
+        };
+        match j
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")))
+        {
             Ok((c, f)) => {
                 run.conn = Some(c);
                 run.facts = f;
@@ -199,25 +249,43 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
         v.entry("ansible_host").or_insert(json!(host.address));
         hostvars.insert(name.clone(), Value::Object(v));
     }
-    let groups: Map<String, Value> = inv.groups.iter().map(|(g, m)| (g.clone(), json!(m.iter().collect::<Vec<_>>()))).collect();
+    let groups: Map<String, Value> = inv
+        .groups
+        .iter()
+        .map(|(g, m)| (g.clone(), json!(m.iter().collect::<Vec<_>>())))
+        .collect();
     let shared = Arc::new((hostvars, groups));
     let total_hosts = p.hosts.len();
     for (play, hosts) in p.plays {
         let play = Arc::new(play);
         let mut joins = Vec::new();
         for h in hosts {
-            let Some(run) = runs.get_mut(&h) else { continue };
+            let Some(run) = runs.get_mut(&h) else {
+                continue;
+            };
             if run.failed {
                 continue;
             }
             let conn = run.conn.clone();
             let registered = std::mem::take(&mut run.registered);
-            let (play, shared, inv, rep, o, sem) = (play.clone(), shared.clone(), inv.clone(), rep.clone(), o.clone(), sem.clone());
+            let (play, shared, inv, rep, o, sem) = (
+                play.clone(),
+                shared.clone(),
+                inv.clone(),
+                rep.clone(),
+                o.clone(),
+                sem.clone(),
+            );
             joins.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let host = &inv.hosts[&h];
-                let Some(conn) = conn else { return (h, Tally::default(), true, registered) };
-                let (t, failed, reg) = run_play(&play, host, &conn, &shared.0, &shared.1, registered, &o, &rep).await;
+                let Some(conn) = conn else {
+                    return (h, Tally::default(), true, registered);
+                };
+                let (t, failed, reg) = run_play(
+                    &play, host, &conn, &shared.0, &shared.1, registered, &o, &rep,
+                )
+                .await;
                 (h, t, failed, reg)
             }));
         }
@@ -234,9 +302,14 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
             }
         }
         let failed = runs.values().filter(|r| r.failed).count();
-        let over = o.max_fail_percentage.is_some_and(|m| failed * 100 > total_hosts * m as usize);
+        let over = o
+            .max_fail_percentage
+            .is_some_and(|m| failed * 100 > total_hosts * m as usize);
         if (o.any_errors_fatal && failed > 0) || over {
-            rep.warn(&format!("stopping after play `{}`: {failed} of {total_hosts} hosts failed", play.name));
+            rep.warn(&format!(
+                "stopping after play `{}`: {failed} of {total_hosts} hosts failed",
+                play.name
+            ));
             break;
         }
     }
@@ -250,42 +323,94 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
         rep.host_done(&h, &r.tally);
         tallies.insert(h, r.tally);
     }
-    Summary { tallies, connections: crate::transport::CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) }
+    Summary {
+        tallies,
+        connections: crate::transport::CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 fn selected(task: &Task, o: &Options) -> bool {
     if task.tags.iter().any(|t| o.skip_tags.contains(t)) {
         return false;
     }
-    o.tags.is_empty() || task.tags.iter().any(|t| o.tags.contains(t)) || task.tags.iter().any(|t| t == "always")
+    o.tags.is_empty()
+        || task.tags.iter().any(|t| o.tags.contains(t))
+        || task.tags.iter().any(|t| t == "always")
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_play(
-    play: &Play, host: &inventory::Host, conn: &Conn, hostvars: &Map<String, Value>, groups: &Map<String, Value>,
-    mut registered: Map<String, Value>, o: &Options, rep: &Reporter,
+    play: &Play,
+    host: &inventory::Host,
+    conn: &Conn,
+    hostvars: &Map<String, Value>,
+    groups: &Map<String, Value>,
+    mut registered: Map<String, Value>,
+    o: &Options,
+    rep: &Reporter,
 ) -> (Tally, bool, Map<String, Value>) {
     let mut tally = Tally::default();
-    let total: usize = play.roles.iter().map(|r| r.tasks.iter().filter(|t| selected(t, o)).count()).sum();
+    let total: usize = play
+        .roles
+        .iter()
+        .map(|r| r.tasks.iter().filter(|t| selected(t, o)).count())
+        .sum();
     rep.plan(&host.name, total as u64);
     for role in &play.roles {
         let mut env = environment();
         for (name, src) in &role.templates {
             if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
-                rep.task_done(&host.name, &role.name, &format!("template {name}"), Status::Failed, &template::describe(&e), None);
+                rep.task_done(
+                    &host.name,
+                    &role.name,
+                    &format!("template {name}"),
+                    Status::Failed,
+                    &template::describe(&e),
+                    None,
+                );
                 tally.failed += 1;
                 return (tally, true, registered);
             }
         }
         let mut notified: HashSet<String> = HashSet::new();
         for task in role.tasks.iter().filter(|t| selected(t, o)) {
-            let ok = run_task(task, play, role, host, conn, hostvars, groups, &mut registered, &env, o, rep, &mut tally, &mut notified).await;
+            let ok = run_task(
+                task,
+                play,
+                role,
+                host,
+                conn,
+                hostvars,
+                groups,
+                &mut registered,
+                &env,
+                o,
+                rep,
+                &mut tally,
+                &mut notified,
+            )
+            .await;
             if !ok {
                 return (tally, true, registered);
             }
         }
         for handler in role.handlers.iter().filter(|h| notified.contains(&h.name)) {
-            let ok = run_task(handler, play, role, host, conn, hostvars, groups, &mut registered, &env, o, rep, &mut tally, &mut HashSet::new()).await;
+            let ok = run_task(
+                handler,
+                play,
+                role,
+                host,
+                conn,
+                hostvars,
+                groups,
+                &mut registered,
+                &env,
+                o,
+                rep,
+                &mut tally,
+                &mut HashSet::new(),
+            )
+            .await;
             if !ok {
                 return (tally, true, registered);
             }
@@ -294,7 +419,15 @@ async fn run_play(
     (tally, false, registered)
 }
 
-fn context(play: &Play, role: &play::Role, host: &inventory::Host, hostvars: &Map<String, Value>, groups: &Map<String, Value>, registered: &Map<String, Value>, task: &Task) -> Map<String, Value> {
+fn context(
+    play: &Play,
+    role: &play::Role,
+    host: &inventory::Host,
+    hostvars: &Map<String, Value>,
+    groups: &Map<String, Value>,
+    registered: &Map<String, Value>,
+    task: &Task,
+) -> Map<String, Value> {
     // Precedence, low to high: role defaults, inventory, facts, play vars, registered, task vars.
     let mut c = role.defaults.clone();
     if let Some(Value::Object(hv)) = hostvars.get(&host.name) {
@@ -305,22 +438,52 @@ fn context(play: &Play, role: &play::Role, host: &inventory::Host, hostvars: &Ma
     c.extend(task.vars.clone());
     c.insert("hostvars".into(), Value::Object(hostvars.clone()));
     c.insert("groups".into(), Value::Object(groups.clone()));
-    c.insert("group_names".into(), json!(host.groups.iter().filter(|g| *g != "all").collect::<Vec<_>>()));
+    c.insert(
+        "group_names".into(),
+        json!(host
+            .groups
+            .iter()
+            .filter(|g| *g != "all")
+            .collect::<Vec<_>>()),
+    );
     c
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_task(
-    task: &Task, play: &Play, role: &play::Role, host: &inventory::Host, conn: &Conn, hostvars: &Map<String, Value>,
-    groups: &Map<String, Value>, registered: &mut Map<String, Value>, env: &minijinja::Environment<'static>, o: &Options,
-    rep: &Reporter, tally: &mut Tally, notified: &mut HashSet<String>,
+    task: &Task,
+    play: &Play,
+    role: &play::Role,
+    host: &inventory::Host,
+    conn: &Conn,
+    hostvars: &Map<String, Value>,
+    groups: &Map<String, Value>,
+    registered: &mut Map<String, Value>,
+    env: &minijinja::Environment<'static>,
+    o: &Options,
+    rep: &Reporter,
+    tally: &mut Tally,
+    notified: &mut HashSet<String>,
 ) -> bool {
     rep.task_start(&host.name, &role.name, &task.name);
     let base = context(play, role, host, hostvars, groups, registered, task);
     let fail = |msg: String, tally: &mut Tally| {
         let msg = format!("{}: {msg}", task.loc);
-        rep.task_done(&host.name, &role.name, &task.name, Status::Failed, &msg, None);
-        if task.ignore_errors { tally.ok += 1; true } else { tally.failed += 1; false }
+        rep.task_done(
+            &host.name,
+            &role.name,
+            &task.name,
+            Status::Failed,
+            &msg,
+            None,
+        );
+        if task.ignore_errors {
+            tally.ok += 1;
+            true
+        } else {
+            tally.failed += 1;
+            false
+        }
     };
     let items: Vec<Option<Value>> = match &task.items {
         None => vec![None],
@@ -347,8 +510,14 @@ async fn run_task(
         if let Some(w) = &task.when {
             match template::eval_bool(env, w, &ctx) {
                 Ok(true) => {}
-                Ok(false) => { skipped += 1; continue; }
-                Err(e) => { failed = Some(format!("when `{w}`: {e}")); break; }
+                Ok(false) => {
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => {
+                    failed = Some(format!("when `{w}`: {e}"));
+                    break;
+                }
             }
         }
         let raw = match &task.args.to_json() {
@@ -357,66 +526,130 @@ async fn run_task(
         };
         let mut args = match template::render_value(env, &raw, &ctx) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => { failed = Some("arguments must be a mapping".into()); break; }
-            Err(e) => { failed = Some(e); break; }
+            Ok(_) => {
+                failed = Some("arguments must be a mapping".into());
+                break;
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         };
         if task.module == "template" {
-            let src = args.get("src").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let src = args
+                .get("src")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             match env.get_template(&src).and_then(|t| t.render(&ctx)) {
-                Ok(text) => { args.insert("content".into(), json!(text)); }
-                Err(e) => { failed = Some(format!("template {src}: {}", template::describe(&e))); break; }
+                Ok(text) => {
+                    args.insert("content".into(), json!(text));
+                }
+                Err(e) => {
+                    failed = Some(format!("template {src}: {}", template::describe(&e)));
+                    break;
+                }
             }
             args.remove("src");
         }
         let module = match modules::build(&task.module, &args) {
             Ok(m) => m,
-            Err(e) => { failed = Some(format!("{}: {e}", task.module)); break; }
+            Err(e) => {
+                failed = Some(format!("{}: {e}", task.module));
+                break;
+            }
         };
         let probe = match module.probe() {
             Some(script) => match conn.run(&script, None, sudo).await {
                 Ok(out) if out.stderr.contains("sudo: a password is required") => {
-                    failed = Some(format!("sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass", conn.target.user));
+                    failed = Some(format!(
+                        "sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass",
+                        conn.target.user
+                    ));
                     break;
                 }
                 Ok(out) => out,
-                Err(e) => { failed = Some(e.to_string()); break; }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
             },
             None => Default::default(),
         };
         match module.plan(&probe) {
-            Plan::Ok(m) => { msgs.push(m); last = json!({"changed": false, "rc": 0}); }
-            Plan::Fail(m) => { failed = Some(m); break; }
-            Plan::Change { script, stdin, diff, msg } => {
+            Plan::Ok(m) => {
+                msgs.push(m);
+                last = json!({"changed": false, "rc": 0});
+            }
+            Plan::Fail(m) => {
+                failed = Some(m);
+                break;
+            }
+            Plan::Change {
+                script,
+                stdin,
+                diff,
+                msg,
+            } => {
                 if o.diff {
                     if let Some(d) = &diff {
-                        diffs.push(if task.no_log { format!("--- {} (diff hidden: no_log)", d.path) } else { d.unified() });
+                        diffs.push(if task.no_log {
+                            format!("--- {} (diff hidden: no_log)", d.path)
+                        } else {
+                            d.unified()
+                        });
                     }
                 }
                 if o.check {
-                    if module.is_command() { skipped += 1; } else { changed = true; msgs.push(msg); }
+                    if module.is_command() {
+                        skipped += 1;
+                    } else {
+                        changed = true;
+                        msgs.push(msg);
+                    }
                     continue;
                 }
                 match conn.run(&script, stdin.as_deref(), sudo).await {
                     Ok(out) => {
                         last = json!({"changed": true, "rc": out.rc, "stdout": out.stdout.trim_end(), "stderr": out.stderr.trim_end()});
                         if out.rc != 0 {
-                            let shown = if task.no_log { "(command hidden: no_log)".to_string() } else { crate::sys::tail(&script, 3) };
-                            failed = Some(format!("exit code {}\n  ran: {shown}\n  stderr: {}", out.rc, crate::sys::tail(out.stderr.trim(), 8)));
+                            let shown = if task.no_log {
+                                "(command hidden: no_log)".to_string()
+                            } else {
+                                crate::sys::tail(&script, 3)
+                            };
+                            failed = Some(format!(
+                                "exit code {}\n  ran: {shown}\n  stderr: {}",
+                                out.rc,
+                                crate::sys::tail(out.stderr.trim(), 8)
+                            ));
                             break;
                         }
                         let mut item_changed = true;
                         if let Some(cw) = &task.changed_when {
                             let mut c2 = c.clone();
                             c2.extend(last.as_object().cloned().unwrap_or_default());
-                            match template::eval_bool(env, cw, &minijinja::Value::from_serialize(&c2)) {
+                            match template::eval_bool(
+                                env,
+                                cw,
+                                &minijinja::Value::from_serialize(&c2),
+                            ) {
                                 Ok(v) => item_changed = v,
-                                Err(e) => { failed = Some(format!("changed_when `{cw}`: {e}")); break; }
+                                Err(e) => {
+                                    failed = Some(format!("changed_when `{cw}`: {e}"));
+                                    break;
+                                }
                             }
                         }
                         changed |= item_changed;
-                        if !msg.is_empty() { msgs.push(msg); }
+                        if !msg.is_empty() {
+                            msgs.push(msg);
+                        }
                     }
-                    Err(e) => { failed = Some(e.to_string()); break; }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
                 }
             }
         }
@@ -443,6 +676,13 @@ async fn run_task(
         tally.ok += 1;
         (Status::Ok, msgs.join("; "))
     };
-    rep.task_done(&host.name, &role.name, &task.name, status, &msg, diff_text.as_deref());
+    rep.task_done(
+        &host.name,
+        &role.name,
+        &task.name,
+        status,
+        &msg,
+        diff_text.as_deref(),
+    );
     true
 }

@@ -8,20 +8,38 @@ pub fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.add_filter("to_json", |v: Value| -> Result<String, Error> {
-        serde_json::to_string(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
+        serde_json::to_string(&v)
+            .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
     });
     env.add_filter("to_nice_json", |v: Value| -> Result<String, Error> {
-        serde_json::to_string_pretty(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
+        serde_json::to_string_pretty(&v)
+            .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
     });
-    env.add_filter("b64encode", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
+    env.add_filter("b64encode", |s: String| {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    });
     env.add_filter("b64decode", |s: String| -> Result<String, Error> {
-        let b = base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
         Ok(String::from_utf8_lossy(&b).into_owned())
     });
-    env.add_filter("regex_replace", |s: String, pat: String, rep: Option<String>| -> Result<String, Error> {
-        let re = regex::Regex::new(&pat).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-        Ok(re.replace_all(&s, rep.unwrap_or_default().replace("\\1", "$1").replace("\\2", "$2").as_str()).into_owned())
-    });
+    env.add_filter(
+        "regex_replace",
+        |s: String, pat: String, rep: Option<String>| -> Result<String, Error> {
+            let re = regex::Regex::new(&pat)
+                .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            Ok(re
+                .replace_all(
+                    &s,
+                    rep.unwrap_or_default()
+                        .replace("\\1", "$1")
+                        .replace("\\2", "$2")
+                        .as_str(),
+                )
+                .into_owned())
+        },
+    );
     env.add_filter("bool", |v: Value| -> bool {
         match v.as_str() {
             Some(s) => matches!(s.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on"),
@@ -29,13 +47,24 @@ pub fn environment() -> Environment<'static> {
         }
     });
     env.add_filter("mandatory", |v: Value| -> Result<Value, Error> {
-        if v.is_undefined() { Err(Error::new(ErrorKind::UndefinedError, "a mandatory variable is not defined")) } else { Ok(v) }
+        if v.is_undefined() {
+            Err(Error::new(
+                ErrorKind::UndefinedError,
+                "a mandatory variable is not defined",
+            ))
+        } else {
+            Ok(v)
+        }
     });
     env
 }
 
 /// Renders every string inside `v`; a string that is one `{{ expr }}` keeps the expression's type.
-pub fn render_value(env: &Environment, v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Value, String> {
+pub fn render_value(
+    env: &Environment,
+    v: &serde_json::Value,
+    ctx: &Value,
+) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
     Ok(match v {
         J::String(s) => {
@@ -44,7 +73,9 @@ pub fn render_value(env: &Environment, v: &serde_json::Value, ctx: &Value) -> Re
             }
             let t = s.trim();
             if t.starts_with("{{") && t.ends_with("}}") && t[2..].find("}}") == Some(t.len() - 4) {
-                let expr = env.compile_expression(&t[2..t.len() - 2]).map_err(|e| describe(&e))?;
+                let expr = env
+                    .compile_expression(&t[2..t.len() - 2])
+                    .map_err(|e| describe(&e))?;
                 let out = expr.eval(ctx).map_err(|e| describe(&e))?;
                 if out.is_undefined() {
                     return Err(format!("`{}` is undefined", t[2..t.len() - 2].trim()));
@@ -53,8 +84,17 @@ pub fn render_value(env: &Environment, v: &serde_json::Value, ctx: &Value) -> Re
             }
             J::String(env.render_str(s, ctx).map_err(|e| describe(&e))?)
         }
-        J::Array(items) => J::Array(items.iter().map(|i| render_value(env, i, ctx)).collect::<Result<_, _>>()?),
-        J::Object(m) => J::Object(m.iter().map(|(k, i)| Ok((k.clone(), render_value(env, i, ctx)?))).collect::<Result<_, String>>()?),
+        J::Array(items) => J::Array(
+            items
+                .iter()
+                .map(|i| render_value(env, i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(m) => J::Object(
+            m.iter()
+                .map(|(k, i)| Ok((k.clone(), render_value(env, i, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
         other => other.clone(),
     })
 }

@@ -20,7 +20,11 @@ impl fmt::Display for Loc {
 
 impl Loc {
     pub fn file_only(file: &Path) -> Loc {
-        Loc { file: Arc::new(file.to_path_buf()), line: 1, col: 1 }
+        Loc {
+            file: Arc::new(file.to_path_buf()),
+            line: 1,
+            col: 1,
+        }
     }
 }
 
@@ -62,7 +66,11 @@ impl fmt::Display for Located {
 impl std::error::Error for Located {}
 
 pub fn err(loc: &Loc, msg: impl Into<String>) -> Located {
-    Located { loc: loc.clone(), msg: msg.into(), hint: None }
+    Located {
+        loc: loc.clone(),
+        msg: msg.into(),
+        hint: None,
+    }
 }
 
 impl Located {
@@ -76,16 +84,32 @@ impl Located {
 pub fn parse(text: &str, file: &Path) -> Result<Node, Located> {
     let file = Arc::new(file.to_path_buf());
     let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| Located {
-        loc: Loc { file: file.clone(), line: e.marker().line(), col: e.marker().col() + 1 },
+        loc: Loc {
+            file: file.clone(),
+            line: e.marker().line(),
+            col: e.marker().col() + 1,
+        },
         msg: format!("invalid YAML: {}", e.info()),
         hint: Some("check the indentation and quoting around this place".into()),
     })?;
     if docs.len() > 1 {
-        let loc = Loc { file: file.clone(), line: docs[1].span.start.line(), col: 1 };
-        return Err(err(&loc, "this file has more than one YAML document").hint("keep one document per file (remove the `---` separator)"));
+        let loc = Loc {
+            file: file.clone(),
+            line: docs[1].span.start.line(),
+            col: 1,
+        };
+        return Err(err(&loc, "this file has more than one YAML document")
+            .hint("keep one document per file (remove the `---` separator)"));
     }
     match docs.into_iter().next() {
-        None => Ok(Node { kind: Kind::Null, loc: Loc { file, line: 1, col: 1 } }),
+        None => Ok(Node {
+            kind: Kind::Null,
+            loc: Loc {
+                file,
+                line: 1,
+                col: 1,
+            },
+        }),
         Some(d) => convert(d, &file),
     }
 }
@@ -97,7 +121,11 @@ pub fn parse_file(path: &Path) -> Result<Node, Located> {
 }
 
 fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
-    let loc = Loc { file: file.clone(), line: n.span.start.line().max(1), col: n.span.start.col() + 1 };
+    let loc = Loc {
+        file: file.clone(),
+        line: n.span.start.line().max(1),
+        col: n.span.start.col() + 1,
+    };
     let kind = match n.data {
         YamlDataOwned::Value(s) => match s {
             ScalarOwned::Null => Kind::Null,
@@ -108,9 +136,19 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
         },
         YamlDataOwned::Representation(s, _, _) => Kind::Str(s),
         YamlDataOwned::Sequence(items) => {
-            let items: Vec<Node> = items.into_iter().map(|i| convert(i, file)).collect::<Result<_, _>>()?;
-            let loc = items.first().map(|i| i.loc.clone()).filter(|l| l.line >= loc.line).unwrap_or(loc);
-            return Ok(Node { kind: Kind::Seq(items), loc });
+            let items: Vec<Node> = items
+                .into_iter()
+                .map(|i| convert(i, file))
+                .collect::<Result<_, _>>()?;
+            let loc = items
+                .first()
+                .map(|i| i.loc.clone())
+                .filter(|l| l.line >= loc.line)
+                .unwrap_or(loc);
+            return Ok(Node {
+                kind: Kind::Seq(items),
+                loc,
+            });
         }
         YamlDataOwned::Mapping(map) => {
             let mut out = Vec::new();
@@ -119,10 +157,17 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
             }
             // Point a block mapping at its first key (the parser's start mark can be off).
             let loc = out.first().map(|(k, _)| k.loc.clone()).unwrap_or(loc);
-            return Ok(Node { kind: Kind::Map(out), loc });
+            return Ok(Node {
+                kind: Kind::Map(out),
+                loc,
+            });
         }
         YamlDataOwned::Tagged(_, inner) => return convert(*inner, file),
-        YamlDataOwned::Alias(_) => return Err(err(&loc, "YAML aliases are not supported here").hint("repeat the value instead")),
+        YamlDataOwned::Alias(_) => {
+            return Err(
+                err(&loc, "YAML aliases are not supported here").hint("repeat the value instead")
+            )
+        }
         YamlDataOwned::BadValue => return Err(err(&loc, "invalid YAML value")),
     };
     Ok(Node { kind, loc })
@@ -149,8 +194,14 @@ impl Node {
     pub fn entries(&self, what: &str) -> Result<Vec<(String, &Node, &Node)>, Located> {
         match &self.kind {
             Kind::Null => Ok(Vec::new()),
-            Kind::Map(m) => m.iter().map(|(k, v)| Ok((k.scalar_string(what)?, k, v))).collect(),
-            _ => Err(err(&self.loc, format!("{what} must be a mapping, found {}", self.type_name()))),
+            Kind::Map(m) => m
+                .iter()
+                .map(|(k, v)| Ok((k.scalar_string(what)?, k, v)))
+                .collect(),
+            _ => Err(err(
+                &self.loc,
+                format!("{what} must be a mapping, found {}", self.type_name()),
+            )),
         }
     }
 
@@ -161,14 +212,20 @@ impl Node {
             Kind::Int(i) => Ok(i.to_string()),
             Kind::Float(f) => Ok(f.to_string()),
             Kind::Bool(b) => Ok(b.to_string()),
-            _ => Err(err(&self.loc, format!("{what} must be a string, found {}", self.type_name()))),
+            _ => Err(err(
+                &self.loc,
+                format!("{what} must be a string, found {}", self.type_name()),
+            )),
         }
     }
 
     pub fn as_str(&self, what: &str) -> Result<&str, Located> {
         match &self.kind {
             Kind::Str(s) => Ok(s),
-            _ => Err(err(&self.loc, format!("{what} must be a string, found {}", self.type_name()))),
+            _ => Err(err(
+                &self.loc,
+                format!("{what} must be a string, found {}", self.type_name()),
+            )),
         }
     }
 
@@ -177,7 +234,10 @@ impl Node {
             Kind::Bool(b) => Ok(*b),
             Kind::Str(s) if matches!(s.as_str(), "yes" | "true" | "True") => Ok(true),
             Kind::Str(s) if matches!(s.as_str(), "no" | "false" | "False") => Ok(false),
-            _ => Err(err(&self.loc, format!("{what} must be true or false, found {}", self.type_name()))),
+            _ => Err(err(
+                &self.loc,
+                format!("{what} must be true or false, found {}", self.type_name()),
+            )),
         }
     }
 
@@ -185,8 +245,18 @@ impl Node {
     pub fn string_list(&self, what: &str) -> Result<Vec<String>, Located> {
         match &self.kind {
             Kind::Seq(items) => items.iter().map(|i| i.scalar_string(what)).collect(),
-            Kind::Str(s) => Ok(s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()),
-            _ => Err(err(&self.loc, format!("{what} must be a list of strings, found {}", self.type_name()))),
+            Kind::Str(s) => Ok(s
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()),
+            _ => Err(err(
+                &self.loc,
+                format!(
+                    "{what} must be a list of strings, found {}",
+                    self.type_name()
+                ),
+            )),
         }
     }
 
@@ -196,7 +266,9 @@ impl Node {
             Kind::Null => J::Null,
             Kind::Bool(b) => J::Bool(*b),
             Kind::Int(i) => J::from(*i),
-            Kind::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Kind::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Kind::Str(s) => J::String(s.clone()),
             Kind::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(m) => J::Object(

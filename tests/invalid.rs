@@ -46,13 +46,28 @@ const CASES: &[(&str, &str, &str, &str)] = &[
 const OK_INV: &str = "all:\n  hosts:\n    a:\n      ansible_host: 192.0.2.10\n";
 
 const ROLES: &[(&str, &str)] = &[
-    ("t/tasks/main.yml", "- name: typo\n  cpy: {dest: /x, content: y}\n"),
+    (
+        "t/tasks/main.yml",
+        "- name: typo\n  cpy: {dest: /x, content: y}\n",
+    ),
     ("t2/tasks/main.yml", "- name: nothing\n  become: true\n"),
-    ("t3/tasks/main.yml", "- copy:\n    dst: /x\n    content: y\n"),
+    (
+        "t3/tasks/main.yml",
+        "- copy:\n    dst: /x\n    content: y\n",
+    ),
     ("t4/tasks/main.yml", "- copy:\n    content: y\n"),
-    ("t5/tasks/main.yml", "- copy: {dest: /x, content: y}\n  file: {path: /x}\n"),
-    ("t6/tasks/main.yml", "- template:\n    src: missing.j2\n    dest: /x\n"),
-    ("t7/tasks/main.yml", "- copy: {dest: /x, content: y}\n  notify: restart it\n"),
+    (
+        "t5/tasks/main.yml",
+        "- copy: {dest: /x, content: y}\n  file: {path: /x}\n",
+    ),
+    (
+        "t6/tasks/main.yml",
+        "- template:\n    src: missing.j2\n    dest: /x\n",
+    ),
+    (
+        "t7/tasks/main.yml",
+        "- copy: {dest: /x, content: y}\n  notify: restart it\n",
+    ),
 ];
 
 #[test]
@@ -69,7 +84,11 @@ fn malformed_input_is_rejected_with_a_location_before_any_connection() {
     for (i, (inv, play, loc, words)) in CASES.iter().enumerate() {
         let inv_path = dir.path().join("inv.yml");
         std::fs::write(&inv_path, inv).unwrap();
-        let mut args = vec![inv_path.to_str().unwrap().to_owned(), "--roles".into(), roles.to_str().unwrap().into()];
+        let mut args = vec![
+            inv_path.to_str().unwrap().to_owned(),
+            "--roles".into(),
+            roles.to_str().unwrap().into(),
+        ];
         if !play.is_empty() {
             let p = dir.path().join("site.yml");
             std::fs::write(&p, play).unwrap();
@@ -78,9 +97,16 @@ fn malformed_input_is_rejected_with_a_location_before_any_connection() {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = provision(&argv);
         let out = text(&o);
-        let ok = o.status.code() == Some(4) && out.contains(loc) && out.contains(words) && out.contains("no host was contacted") && !out.contains("panicked");
+        let ok = o.status.code() == Some(4)
+            && out.contains(loc)
+            && out.contains(words)
+            && out.contains("no host was contacted")
+            && !out.contains("panicked");
         if !ok {
-            failures.push(format!("case {i}: want exit 4, `{loc}` and `{words}`; got {:?}:\n{out}", o.status.code()));
+            failures.push(format!(
+                "case {i}: want exit 4, `{loc}` and `{words}`; got {:?}:\n{out}",
+                o.status.code()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -92,7 +118,12 @@ fn limit_patterns_select_hosts() {
     let inv = dir.path().join("inv.yml");
     std::fs::write(&inv, "all:\n  children:\n    managers:\n      hosts:\n        m1: {ansible_host: 192.0.2.1}\n        m2: {ansible_host: 192.0.2.2}\n    workers:\n      hosts:\n        w1: {ansible_host: 192.0.2.3}\n        m2:\n").unwrap();
     let i = inv.to_str().unwrap();
-    let hosts = |limit: &str| String::from_utf8_lossy(&provision(&[i, "--list-hosts", "--limit", limit]).stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let hosts = |limit: &str| {
+        String::from_utf8_lossy(&provision(&[i, "--list-hosts", "--limit", limit]).stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(hosts("managers"), ["m1", "m2"]);
     assert_eq!(hosts("managers:&workers"), ["m2"]);
     assert_eq!(hosts("all:!m1"), ["m2", "w1"]);

@@ -12,8 +12,14 @@ pub use pattern::select;
 
 /// Connection variables users know from Ansible, and our short aliases.
 const CONN_VARS: &[&str] = &[
-    "ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
-    "ansible_become", "ansible_become_user", "ansible_ssh_common_args", "ansible_connection",
+    "ansible_host",
+    "ansible_port",
+    "ansible_user",
+    "ansible_ssh_private_key_file",
+    "ansible_become",
+    "ansible_become_user",
+    "ansible_ssh_common_args",
+    "ansible_connection",
     "ansible_python_interpreter",
 ];
 const GROUP_KEYS: &[&str] = &["hosts", "vars", "children"];
@@ -69,7 +75,9 @@ impl Inventory {
         }
         for (name, key, body) in entries {
             if name != "all" {
-                raw.groups["all"].children.push((name.clone(), key.loc.clone()));
+                raw.groups["all"]
+                    .children
+                    .push((name.clone(), key.loc.clone()));
             }
             parse_group(&mut raw, &name, key, body)?;
         }
@@ -92,7 +100,12 @@ fn parse_group(raw: &mut Raw, name: &str, key: &Node, body: &Node) -> Result<(),
     let mut hosts = Vec::new();
     let mut children = Vec::new();
     for (k, knode, v) in body.entries(&format!("group `{name}`"))? {
-        check_keys(&k, knode, GROUP_KEYS, &format!("group `{name}` (a group has hosts, vars and children)"))?;
+        check_keys(
+            &k,
+            knode,
+            GROUP_KEYS,
+            &format!("group `{name}` (a group has hosts, vars and children)"),
+        )?;
         match k.as_str() {
             "vars" => {
                 let vars = vars_map(v, &format!("vars of group `{name}`"))?;
@@ -100,8 +113,15 @@ fn parse_group(raw: &mut Raw, name: &str, key: &Node, body: &Node) -> Result<(),
             }
             "hosts" => {
                 if let Kind::Seq(_) = v.kind {
-                    return Err(err(&v.loc, format!("hosts of group `{name}` must be a mapping of host names, found a list"))
-                        .hint("write each host as `name:` on its own line (with a colon), not `- name`"));
+                    return Err(err(
+                        &v.loc,
+                        format!(
+                            "hosts of group `{name}` must be a mapping of host names, found a list"
+                        ),
+                    )
+                    .hint(
+                        "write each host as `name:` on its own line (with a colon), not `- name`",
+                    ));
                 }
                 for (h, hnode, hvars) in v.entries(&format!("hosts of group `{name}`"))? {
                     hosts.push((h, hnode.clone(), hvars.clone()));
@@ -123,9 +143,12 @@ fn parse_group(raw: &mut Raw, name: &str, key: &Node, body: &Node) -> Result<(),
     }
     for (c, cnode, cbody) in children {
         if c == "all" {
-            return Err(err(&cnode.loc, "`all` cannot be a child group").hint("every group is already a child of `all`"));
+            return Err(err(&cnode.loc, "`all` cannot be a child group")
+                .hint("every group is already a child of `all`"));
         }
-        raw.groups[name].children.push((c.clone(), cnode.loc.clone()));
+        raw.groups[name]
+            .children
+            .push((c.clone(), cnode.loc.clone()));
         parse_group(raw, &c, &cnode, &cbody)?;
     }
     Ok(())
@@ -133,7 +156,9 @@ fn parse_group(raw: &mut Raw, name: &str, key: &Node, body: &Node) -> Result<(),
 
 fn check_name(name: &str, node: &Node, what: &str) -> Result<(), Located> {
     let ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && !name.starts_with(['-', '.']);
     if !ok {
         return Err(err(&node.loc, format!("invalid {what} name `{name}`"))
@@ -149,16 +174,26 @@ pub fn vars_map(node: &Node, what: &str) -> Result<Map<String, Value>, Located> 
         if k.starts_with("ansible_") {
             check_keys(&k, knode, CONN_VARS, "connection variables")?;
         }
-        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(err(&knode.loc, format!("invalid variable name `{k}`"))
-                .hint("variable names use letters, digits and `_`, and do not start with a digit"));
+        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || k.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(
+                err(&knode.loc, format!("invalid variable name `{k}`")).hint(
+                    "variable names use letters, digits and `_`, and do not start with a digit",
+                ),
+            );
         }
         out.insert(k, v.to_json());
     }
     Ok(out)
 }
 
-fn resolve(path: &Path, dir: PathBuf, raw: Raw, warnings: &mut Vec<String>) -> Result<Inventory, Located> {
+fn resolve(
+    path: &Path,
+    dir: PathBuf,
+    raw: Raw,
+    warnings: &mut Vec<String>,
+) -> Result<Inventory, Located> {
     let file_loc = Loc::file_only(path);
     // Children must name defined groups, without cycles.
     for (g, group) in &raw.groups {
@@ -192,25 +227,36 @@ fn resolve(path: &Path, dir: PathBuf, raw: Raw, warnings: &mut Vec<String>) -> R
         if !raw.groups.contains_key(g) {
             let known: Vec<&str> = raw.groups.keys().map(String::as_str).collect();
             let e = err(loc, format!("group_vars for unknown group `{g}`"));
-            return Err(match closest(g, &known) { Some(k) => e.hint(format!("did you mean `{k}`?")), None => e });
+            return Err(match closest(g, &known) {
+                Some(k) => e.hint(format!("did you mean `{k}`?")),
+                None => e,
+            });
         }
     }
     for (h, (_, loc)) in &hv_files {
         if !raw.host_vars.contains_key(h) {
             let known: Vec<&str> = raw.host_vars.keys().map(String::as_str).collect();
             let e = err(loc, format!("host_vars for unknown host `{h}`"));
-            return Err(match closest(h, &known) { Some(k) => e.hint(format!("did you mean `{k}`?")), None => e });
+            return Err(match closest(h, &known) {
+                Some(k) => e.hint(format!("did you mean `{k}`?")),
+                None => e,
+            });
         }
     }
     let mut hosts = IndexMap::new();
     let mut seen_addr: IndexMap<(String, u16), String> = IndexMap::new();
     let host_names: Vec<String> = raw.host_vars.keys().cloned().collect();
     if host_names.is_empty() {
-        return Err(err(&file_loc, "the inventory defines no hosts").hint("list hosts under `all: hosts:` or a group's `hosts:`"));
+        return Err(err(&file_loc, "the inventory defines no hosts")
+            .hint("list hosts under `all: hosts:` or a group's `hosts:`"));
     }
     for h in host_names {
         let loc = raw.host_locs[&h].clone();
-        let mut groups: Vec<String> = names.iter().filter(|g| members[*g].contains(&h)).cloned().collect();
+        let mut groups: Vec<String> = names
+            .iter()
+            .filter(|g| members[*g].contains(&h))
+            .cloned()
+            .collect();
         groups.sort_by_key(|g| (depth.get(g).copied().unwrap_or(0), g.clone()));
         let mut vars = Map::new();
         for g in &groups {
@@ -229,30 +275,56 @@ fn resolve(path: &Path, dir: PathBuf, raw: Raw, warnings: &mut Vec<String>) -> R
         }
         let host = connection(&h, &loc, vars, groups, &dir)?;
         if let Some(other) = seen_addr.insert((host.address.clone(), host.port), h.clone()) {
-            return Err(err(&loc, format!("hosts `{other}` and `{h}` both use address {}:{}", host.address, host.port))
-                .hint("each host needs its own ansible_host (or ansible_port)"));
+            return Err(err(
+                &loc,
+                format!(
+                    "hosts `{other}` and `{h}` both use address {}:{}",
+                    host.address, host.port
+                ),
+            )
+            .hint("each host needs its own ansible_host (or ansible_port)"));
         }
         if host.vars.contains_key("ansible_ssh_common_args") {
-            warnings.push(format!("{h}: ansible_ssh_common_args is ignored (provision speaks SSH itself)"));
+            warnings.push(format!(
+                "{h}: ansible_ssh_common_args is ignored (provision speaks SSH itself)"
+            ));
         }
         hosts.insert(h, host);
     }
     let mut groups = members;
-    let ungrouped: IndexSet<String> = hosts.keys()
+    let ungrouped: IndexSet<String> = hosts
+        .keys()
         .filter(|h| names.iter().all(|g| g == "all" || !groups[g].contains(*h)))
-        .cloned().collect();
+        .cloned()
+        .collect();
     groups.insert("ungrouped".into(), ungrouped);
-    Ok(Inventory { path: path.to_path_buf(), hosts, groups, warnings: std::mem::take(warnings) })
+    Ok(Inventory {
+        path: path.to_path_buf(),
+        hosts,
+        groups,
+        warnings: std::mem::take(warnings),
+    })
 }
 
-fn collect_members(raw: &Raw, g: &str, stack: &mut Vec<String>, out: &mut IndexMap<String, IndexSet<String>>) -> Result<IndexSet<String>, Located> {
+fn collect_members(
+    raw: &Raw,
+    g: &str,
+    stack: &mut Vec<String>,
+    out: &mut IndexMap<String, IndexSet<String>>,
+) -> Result<IndexSet<String>, Located> {
     if let Some(m) = out.get(g) {
         return Ok(m.clone());
     }
     if stack.iter().any(|s| s == g) {
-        let loc = raw.groups[g].loc.clone().unwrap_or_else(|| Loc::file_only(Path::new("inventory")));
+        let loc = raw.groups[g]
+            .loc
+            .clone()
+            .unwrap_or_else(|| Loc::file_only(Path::new("inventory")));
         stack.push(g.to_owned());
-        return Err(err(&loc, format!("groups form a cycle: {}", stack.join(" -> "))).hint("a group cannot be its own descendant"));
+        return Err(
+            err(&loc, format!("groups form a cycle: {}", stack.join(" -> ")))
+                .hint("a group cannot be its own descendant"),
+        );
     }
     stack.push(g.to_owned());
     let mut m = raw.groups[g].hosts.clone();
@@ -273,16 +345,23 @@ fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
 /// Variables from `group_vars/NAME(.yml|.yaml)` files and `group_vars/NAME/` folders.
 fn side_vars(dir: &Path) -> Result<IndexMap<String, (Map<String, Value>, Loc)>, Located> {
     let mut out = IndexMap::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(out) };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
     let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
-        let fname = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let fname = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if fname.starts_with('.') {
             continue;
         }
         let files: Vec<PathBuf> = if p.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(&p).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&p)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
             v.retain(|f| is_yaml(f));
             v.sort();
             v
@@ -291,12 +370,22 @@ fn side_vars(dir: &Path) -> Result<IndexMap<String, (Map<String, Value>, Loc)>, 
         } else {
             continue;
         };
-        let name = if p.is_dir() { fname.clone() } else { fname.trim_end_matches(".yml").trim_end_matches(".yaml").to_owned() };
+        let name = if p.is_dir() {
+            fname.clone()
+        } else {
+            fname
+                .trim_end_matches(".yml")
+                .trim_end_matches(".yaml")
+                .to_owned()
+        };
         let mut vars = Map::new();
         let loc = Loc::file_only(&p);
         for f in files {
             let node = yaml::parse_file(&f)?;
-            merge(&mut vars, &vars_map(&node, &format!("variables in {}", f.display()))?);
+            merge(
+                &mut vars,
+                &vars_map(&node, &format!("variables in {}", f.display()))?,
+            );
         }
         out.insert(name, (vars, loc));
     }
@@ -307,38 +396,75 @@ fn is_yaml(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
 }
 
-fn connection(name: &str, loc: &Loc, vars: Map<String, Value>, groups: Vec<String>, dir: &Path) -> Result<Host, Located> {
+fn connection(
+    name: &str,
+    loc: &Loc,
+    vars: Map<String, Value>,
+    groups: Vec<String>,
+    dir: &Path,
+) -> Result<Host, Located> {
     let s = |k: &str| -> Result<Option<String>, Located> {
         match vars.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(err(loc, format!("{k} of host `{name}` must be a string, found {other}"))),
+            Some(other) => Err(err(
+                loc,
+                format!("{k} of host `{name}` must be a string, found {other}"),
+            )),
         }
     };
     let port = match vars.get("ansible_port") {
         None | Some(Value::Null) => 22,
-        Some(Value::Number(n)) => n.as_u64().filter(|p| (1..=65535).contains(p)).map(|p| p as u16)
-            .ok_or_else(|| err(loc, format!("ansible_port of host `{name}` must be 1 to 65535, found {n}")))?,
-        Some(Value::String(t)) => t.parse::<u16>().ok().filter(|p| *p > 0)
-            .ok_or_else(|| err(loc, format!("ansible_port of host `{name}` must be 1 to 65535, found `{t}`")))?,
-        Some(other) => return Err(err(loc, format!("ansible_port of host `{name}` must be a number, found {other}"))),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|p| (1..=65535).contains(p))
+            .map(|p| p as u16)
+            .ok_or_else(|| {
+                err(
+                    loc,
+                    format!("ansible_port of host `{name}` must be 1 to 65535, found {n}"),
+                )
+            })?,
+        Some(Value::String(t)) => t.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            err(
+                loc,
+                format!("ansible_port of host `{name}` must be 1 to 65535, found `{t}`"),
+            )
+        })?,
+        Some(other) => {
+            return Err(err(
+                loc,
+                format!("ansible_port of host `{name}` must be a number, found {other}"),
+            ))
+        }
     };
     let sudo = match vars.get("ansible_become") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(t)) if ["yes", "true", "True"].contains(&t.as_str()) => true,
         Some(Value::String(t)) if ["no", "false", "False"].contains(&t.as_str()) => false,
-        Some(other) => return Err(err(loc, format!("ansible_become of host `{name}` must be true or false, found {other}"))),
+        Some(other) => {
+            return Err(err(
+                loc,
+                format!("ansible_become of host `{name}` must be true or false, found {other}"),
+            ))
+        }
     };
     if let Some(c) = s("ansible_connection")? {
         if c != "ssh" && c != "smart" {
-            return Err(err(loc, format!("host `{name}` uses connection `{c}`; provision only speaks ssh")));
+            return Err(err(
+                loc,
+                format!("host `{name}` uses connection `{c}`; provision only speaks ssh"),
+            ));
         }
     }
     let address = s("ansible_host")?.unwrap_or_else(|| name.to_owned());
     if address.is_empty() || address.contains(char::is_whitespace) {
-        return Err(err(loc, format!("ansible_host of host `{name}` is not a valid address: `{address}`")));
+        return Err(err(
+            loc,
+            format!("ansible_host of host `{name}` is not a valid address: `{address}`"),
+        ));
     }
     let key_file = s("ansible_ssh_private_key_file")?.map(|k| expand(&k, dir));
     Ok(Host {
@@ -363,5 +489,9 @@ pub fn expand(p: &str, dir: &Path) -> PathBuf {
         }
     }
     let path = PathBuf::from(p);
-    if path.is_absolute() { path } else { dir.join(path) }
+    if path.is_absolute() {
+        path
+    } else {
+        dir.join(path)
+    }
 }

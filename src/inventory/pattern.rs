@@ -8,7 +8,11 @@ use indexmap::IndexSet;
 pub fn select(inv: &Inventory, pattern: &str) -> Result<Vec<String>, String> {
     let mut result: IndexSet<String> = IndexSet::new();
     let mut first = true;
-    for part in pattern.split([',', ':']).map(str::trim).filter(|p| !p.is_empty()) {
+    for part in pattern
+        .split([',', ':'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let (op, term) = match part.as_bytes()[0] {
             b'&' => ('&', &part[1..]),
             b'!' => ('!', &part[1..]),
@@ -30,7 +34,12 @@ pub fn select(inv: &Inventory, pattern: &str) -> Result<Vec<String>, String> {
     if first {
         return Err(format!("the pattern `{pattern}` is empty"));
     }
-    Ok(inv.hosts.keys().filter(|h| result.contains(*h)).cloned().collect())
+    Ok(inv
+        .hosts
+        .keys()
+        .filter(|h| result.contains(*h))
+        .cloned()
+        .collect())
 }
 
 fn term_hosts(inv: &Inventory, term: &str) -> Result<IndexSet<String>, String> {
@@ -42,7 +51,12 @@ fn term_hosts(inv: &Inventory, term: &str) -> Result<IndexSet<String>, String> {
     }
     if term.contains(['*', '?', '[']) {
         let pat = glob::Pattern::new(term).map_err(|e| format!("bad glob `{term}`: {e}"))?;
-        let mut out: IndexSet<String> = inv.hosts.keys().filter(|h| pat.matches(h)).cloned().collect();
+        let mut out: IndexSet<String> = inv
+            .hosts
+            .keys()
+            .filter(|h| pat.matches(h))
+            .cloned()
+            .collect();
         for (g, members) in &inv.groups {
             if pat.matches(g) {
                 out.extend(members.iter().cloned());
@@ -53,7 +67,9 @@ fn term_hosts(inv: &Inventory, term: &str) -> Result<IndexSet<String>, String> {
     let mut names: Vec<&str> = inv.hosts.keys().map(String::as_str).collect();
     names.extend(inv.groups.keys().map(String::as_str));
     Err(match crate::yaml::closest(term, &names) {
-        Some(c) => format!("`{term}` is neither a host nor a group of the inventory; did you mean `{c}`?"),
+        Some(c) => {
+            format!("`{term}` is neither a host nor a group of the inventory; did you mean `{c}`?")
+        }
         None => format!("`{term}` is neither a host nor a group of the inventory"),
     })
 }

@@ -16,7 +16,9 @@ pub fn lab_roots() -> Vec<PathBuf> {
                 "" => PathBuf::from("/sys/fs/cgroup/unified"),
                 c => PathBuf::from("/sys/fs/cgroup").join(c.strip_prefix("name=").unwrap_or(c)),
             };
-            let root = mount.join(path.trim_start_matches('/')).join("provision-lab");
+            let root = mount
+                .join(path.trim_start_matches('/'))
+                .join("provision-lab");
             mount.is_dir().then_some(root)
         })
         .collect()
@@ -27,14 +29,21 @@ pub fn create(host: &str) -> Result<Vec<PathBuf>> {
     let mut procs = Vec::new();
     for root in lab_roots() {
         let dir = root.join(host);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating cgroup {}", dir.display()))?;
         for file in ["cpuset.cpus", "cpuset.mems"] {
             for d in [&root, &dir] {
                 let f = d.join(file);
-                if f.exists() && std::fs::read_to_string(&f).unwrap_or_default().trim().is_empty() {
+                if f.exists()
+                    && std::fs::read_to_string(&f)
+                        .unwrap_or_default()
+                        .trim()
+                        .is_empty()
+                {
                     let parent = d.parent().map(|p| p.join(file)).unwrap_or_default();
                     let v = std::fs::read_to_string(parent).unwrap_or_default();
-                    std::fs::write(&f, v.trim()).with_context(|| format!("writing {}", f.display()))?;
+                    std::fs::write(&f, v.trim())
+                        .with_context(|| format!("writing {}", f.display()))?;
                 }
             }
         }
@@ -65,7 +74,12 @@ fn collect(dir: &Path, out: &mut Vec<i32>) {
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -113,6 +127,12 @@ pub fn memory_bytes(host: &str) -> Option<u64> {
         let dir = root.join(host);
         ["memory.usage_in_bytes", "memory.current"]
             .iter()
-            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok())
+            .find_map(|f| {
+                std::fs::read_to_string(dir.join(f))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
     })
 }

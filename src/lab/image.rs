@@ -12,34 +12,81 @@ pub const SUITE: &str = "bookworm";
 
 /// Installed by debootstrap: what a fresh server has, plus python3 for the peers' benchmarks.
 pub const BASE: &[&str] = &[
-    "openssh-server", "sudo", "python3", "iproute2", "iputils-ping", "procps",
-    "ca-certificates", "openssl", "tini", "systemd", "systemd-sysv", "dbus",
-    "libpam-systemd", "iptables", "kmod", "curl", "gnupg", "apt-utils", "util-linux",
-    "mount", "e2fsprogs", "netbase", "less",
+    "openssh-server",
+    "sudo",
+    "python3",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "ca-certificates",
+    "openssl",
+    "tini",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "libpam-systemd",
+    "iptables",
+    "kmod",
+    "curl",
+    "gnupg",
+    "apt-utils",
+    "util-linux",
+    "mount",
+    "e2fsprogs",
+    "netbase",
+    "less",
 ];
 
 /// Installed in a second step: the cluster's daemons, so hosts need no internet.
 pub const LAYER: &[&str] = &[
-    "docker.io", "etcd-server", "etcd-client", "ceph-mon", "ceph-mgr", "ceph-osd",
-    "ceph-common", "udev",
+    "docker.io",
+    "etcd-server",
+    "etcd-client",
+    "ceph-mon",
+    "ceph-mgr",
+    "ceph-osd",
+    "ceph-common",
+    "udev",
 ];
 
 /// Not installed: served to the hosts by the lab's apt repository.
 pub const EXTRA: &[&str] = &[
-    "tree", "jq", "chrony", "unattended-upgrades", "fail2ban", "auditd", "busybox-static",
+    "tree",
+    "jq",
+    "chrony",
+    "unattended-upgrades",
+    "fail2ban",
+    "auditd",
+    "busybox-static",
 ];
 
 /// Units that cannot work inside a lab host.
 const MASKED: &[&str] = &[
-    "systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
-    "getty@tty1.service", "console-getty.service", "systemd-modules-load.service",
-    "systemd-remount-fs.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
-    "sys-kernel-tracing.mount", "proc-sys-fs-binfmt_misc.automount", "systemd-firstboot.service",
-    "e2scrub_reap.service", "apt-daily.timer", "apt-daily-upgrade.timer", "nvmf-autoconnect.service",
+    "systemd-udevd.service",
+    "systemd-udevd-control.socket",
+    "systemd-udevd-kernel.socket",
+    "getty@tty1.service",
+    "console-getty.service",
+    "systemd-modules-load.service",
+    "systemd-remount-fs.service",
+    "sys-kernel-config.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-firstboot.service",
+    "e2scrub_reap.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "nvmf-autoconnect.service",
 ];
 
 /// Daemons installed in the image but left off, as on a server that never ran them.
-const DISABLED: &[&str] = &["docker.service", "docker.socket", "containerd.service", "etcd.service"];
+const DISABLED: &[&str] = &[
+    "docker.service",
+    "docker.socket",
+    "containerd.service",
+    "etcd.service",
+];
 
 /// Bumped when the configure step changes, so cached images are rebuilt.
 const RECIPE: u32 = 2;
@@ -68,14 +115,20 @@ fn key(parts: &[&[&str]], recipe: u32) -> String {
 pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
     let base_dir = cache.join(format!("base-{}", key(&[BASE], 0)));
     let img_dir = cache.join(format!("image-{}", key(&[BASE, LAYER, EXTRA], RECIPE)));
-    let image = Image { rootfs: img_dir.join("rootfs"), repo: img_dir.join("repo") };
+    let image = Image {
+        rootfs: img_dir.join("rootfs"),
+        repo: img_dir.join("repo"),
+    };
     if img_dir.join("ready").exists() {
         return Ok(image);
     }
     require_tool("debootstrap", "debootstrap")?;
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     if !base_dir.join("ready").exists() {
-        log(&format!("building the base image with debootstrap ({} packages)...", BASE.len()));
+        log(&format!(
+            "building the base image with debootstrap ({} packages)...",
+            BASE.len()
+        ));
         let t = Instant::now();
         let tmp = base_dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
@@ -89,7 +142,10 @@ pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
         )?;
         std::fs::write(tmp.join("ready"), "")?;
         replace_dir(&tmp, &base_dir)?;
-        log(&format!("base image built in {:.0} s", t.elapsed().as_secs_f64()));
+        log(&format!(
+            "base image built in {:.0} s",
+            t.elapsed().as_secs_f64()
+        ));
     }
     log("building the cluster layer and the package repository...");
     let t = Instant::now();
@@ -97,13 +153,20 @@ pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     run(
-        Command::new("cp").arg("-a").arg(base_dir.join("rootfs")).arg(tmp.join("rootfs")),
+        Command::new("cp")
+            .arg("-a")
+            .arg(base_dir.join("rootfs"))
+            .arg(tmp.join("rootfs")),
         "image build, step copy base",
     )?;
     let root = tmp.join("rootfs");
     std::fs::write(root.join("usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n")?;
     chmod(&root.join("usr/sbin/policy-rc.d"), 0o755)?;
-    in_chroot(&root, "apt-get update -q", "image build, step apt-get update")?;
+    in_chroot(
+        &root,
+        "apt-get update -q",
+        "image build, step apt-get update",
+    )?;
     in_chroot(
         &root,
         &format!(
@@ -128,7 +191,10 @@ pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
     configure(&root)?;
     std::fs::write(tmp.join("ready"), "")?;
     replace_dir(&tmp, &img_dir)?;
-    log(&format!("cluster layer built in {:.0} s", t.elapsed().as_secs_f64()));
+    log(&format!(
+        "cluster layer built in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
     Ok(image)
 }
 
@@ -161,7 +227,17 @@ fn in_chroot(root: &Path, script: &str, what: &str) -> Result<()> {
     );
     run(
         Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--fork", "sh", "-c", &wrapper, "sh", script])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--fork",
+                "sh",
+                "-c",
+                &wrapper,
+                "sh",
+                script,
+            ])
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LC_ALL", "C"),
         what,
@@ -173,7 +249,8 @@ fn replace_dir(from: &Path, to: &Path) -> Result<()> {
     if to.exists() {
         run_quiet(Command::new("rm").arg("-rf").arg(to));
     }
-    std::fs::rename(from, to).with_context(|| format!("moving {} to {}", from.display(), to.display()))
+    std::fs::rename(from, to)
+        .with_context(|| format!("moving {} to {}", from.display(), to.display()))
 }
 
 fn chmod(p: &Path, mode: u32) -> Result<()> {

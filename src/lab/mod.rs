@@ -21,12 +21,16 @@ const REPO_PORT: u16 = 8089;
 
 /// Where the lab keeps its state, keys and client files.
 pub fn default_dir() -> PathBuf {
-    std::env::var_os("PROVISION_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/provision-lab".into())
+    std::env::var_os("PROVISION_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/provision-lab".into())
 }
 
 /// Where the lab caches its images (outside any repository).
 pub fn default_cache() -> PathBuf {
-    std::env::var_os("PROVISION_LAB_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/provision-lab".into())
+    std::env::var_os("PROVISION_LAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/provision-lab".into())
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -59,12 +63,24 @@ impl Lab {
         Lab { dir, cache }
     }
 
-    pub fn inventory(&self) -> PathBuf { self.dir.join("inventory.yml") }
-    pub fn known_hosts(&self) -> PathBuf { self.dir.join("known_hosts") }
-    pub fn ssh_config(&self) -> PathBuf { self.dir.join("ssh_config") }
-    pub fn client_key(&self) -> PathBuf { self.dir.join("id_ed25519") }
-    fn state_file(&self) -> PathBuf { self.dir.join("lab.json") }
-    fn host_dir(&self, name: &str) -> PathBuf { self.dir.join("hosts").join(name) }
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.yml")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+    fn host_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("hosts").join(name)
+    }
 
     pub fn state(&self) -> Option<LabState> {
         let text = std::fs::read_to_string(self.state_file()).ok()?;
@@ -72,7 +88,12 @@ impl Lab {
     }
 
     /// Starts `size` hosts, building the image first if needed.
-    pub fn up(&self, size: usize, disk: Option<&str>, log: &mut dyn FnMut(&str)) -> Result<LabState> {
+    pub fn up(
+        &self,
+        size: usize,
+        disk: Option<&str>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<LabState> {
         preflight()?;
         if !(1..=200).contains(&size) {
             bail!("a lab has 1 to 200 hosts, not {size}");
@@ -87,7 +108,10 @@ impl Lab {
                 bail!(
                     "a lab with {} hosts{} is already up; run `provision lab down` first",
                     st.size,
-                    st.disk.as_ref().map(|d| format!(" and {d} disks")).unwrap_or_default()
+                    st.disk
+                        .as_ref()
+                        .map(|d| format!(" and {d} disks"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -99,13 +123,25 @@ impl Lab {
         net::bridge_up()?;
         let repo_pid = spawn_detached(
             Command::new("python3")
-                .args(["-m", "http.server", &REPO_PORT.to_string(), "--bind", &net::GATEWAY.to_string(), "--directory"])
+                .args([
+                    "-m",
+                    "http.server",
+                    &REPO_PORT.to_string(),
+                    "--bind",
+                    &net::GATEWAY.to_string(),
+                    "--directory",
+                ])
                 .arg(&image.repo),
             &self.dir.join("repo.log"),
         )?;
         let script = self.dir.join("host.sh");
         write_atomic(&script, HOST_SCRIPT.as_bytes(), 0o755)?;
-        let mut state = LabState { size, disk: disk.map(str::to_owned), repo_pid, hosts: Vec::new() };
+        let mut state = LabState {
+            size,
+            disk: disk.map(str::to_owned),
+            repo_pid,
+            hosts: Vec::new(),
+        };
         for i in 1..=size {
             let name = host_name(i);
             match self.start_host(&name, i, &image, &script, disk_bytes) {
@@ -119,13 +155,20 @@ impl Lab {
         }
         self.save(&state)?;
         self.wait_ssh(&state, Duration::from_secs(90))?;
-        log(&format!("{size} hosts answer SSH after {:.1} s", start.elapsed().as_secs_f64()));
+        log(&format!(
+            "{size} hosts answer SSH after {:.1} s",
+            start.elapsed().as_secs_f64()
+        ));
         self.write_client_files(&state)?;
         Ok(state)
     }
 
     fn save(&self, state: &LabState) -> Result<()> {
-        write_atomic(&self.state_file(), serde_json::to_string_pretty(state)?.as_bytes(), 0o644)
+        write_atomic(
+            &self.state_file(),
+            serde_json::to_string_pretty(state)?.as_bytes(),
+            0o644,
+        )
     }
 
     fn client_keypair(&self) -> Result<()> {
@@ -133,14 +176,23 @@ impl Lab {
         if !key.exists() {
             require_tool("ssh-keygen", "openssh-client")?;
             run(
-                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "provision-lab", "-f"]).arg(&key),
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", "provision-lab", "-f"])
+                    .arg(&key),
                 "generating the lab's client key",
             )?;
         }
         Ok(())
     }
 
-    fn start_host(&self, name: &str, index: usize, image: &image::Image, script: &Path, disk: Option<u64>) -> Result<HostState> {
+    fn start_host(
+        &self,
+        name: &str,
+        index: usize,
+        image: &image::Image,
+        script: &Path,
+        disk: Option<u64>,
+    ) -> Result<HostState> {
         let dir = self.host_dir(name);
         for sub in ["upper", "work", "root", "docker", "keys"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -151,7 +203,10 @@ impl Lab {
                 let file = dir.join("disk.img");
                 let f = std::fs::File::create(&file)?;
                 f.set_len(bytes)?;
-                let out = run(Command::new("losetup").args(["-f", "--show"]).arg(&file), "attaching a loop device")?;
+                let out = run(
+                    Command::new("losetup").args(["-f", "--show"]).arg(&file),
+                    "attaching a loop device",
+                )?;
                 Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
             }
             None => None,
@@ -166,7 +221,12 @@ impl Lab {
             cmd.arg(l);
         }
         let pid = spawn_detached(&mut cmd, &dir.join("console.log"))?;
-        Ok(HostState { name: name.into(), address: address(index).to_string(), pid, loopdev })
+        Ok(HostState {
+            name: name.into(),
+            address: address(index).to_string(),
+            pid,
+            loopdev,
+        })
     }
 
     /// Hostname, host keys (made once, kept across restarts) and authorized keys.
@@ -175,7 +235,18 @@ impl Lab {
         let hostkey = keys.join("ssh_host_ed25519_key");
         if !hostkey.exists() {
             run(
-                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &format!("root@{name}"), "-f"]).arg(&hostkey),
+                Command::new("ssh-keygen")
+                    .args([
+                        "-q",
+                        "-t",
+                        "ed25519",
+                        "-N",
+                        "",
+                        "-C",
+                        &format!("root@{name}"),
+                        "-f",
+                    ])
+                    .arg(&hostkey),
                 "generating a host key",
             )?;
         }
@@ -187,12 +258,39 @@ impl Lab {
             std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))?;
             Ok(())
         };
-        put("etc/hostname", format!("{name}\n").as_bytes(), 0o644, (0, 0))?;
-        put("etc/hosts", format!("127.0.0.1 localhost\n127.0.1.1 {name}\n").as_bytes(), 0o644, (0, 0))?;
-        let machine_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().replace('-', "");
-        put("etc/machine-id", format!("{machine_id}\n").as_bytes(), 0o444, (0, 0))?;
-        put("etc/ssh/ssh_host_ed25519_key", &std::fs::read(&hostkey)?, 0o600, (0, 0))?;
-        put("etc/ssh/ssh_host_ed25519_key.pub", &std::fs::read(hostkey.with_extension("pub"))?, 0o644, (0, 0))?;
+        put(
+            "etc/hostname",
+            format!("{name}\n").as_bytes(),
+            0o644,
+            (0, 0),
+        )?;
+        put(
+            "etc/hosts",
+            format!("127.0.0.1 localhost\n127.0.1.1 {name}\n").as_bytes(),
+            0o644,
+            (0, 0),
+        )?;
+        let machine_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?
+            .trim()
+            .replace('-', "");
+        put(
+            "etc/machine-id",
+            format!("{machine_id}\n").as_bytes(),
+            0o444,
+            (0, 0),
+        )?;
+        put(
+            "etc/ssh/ssh_host_ed25519_key",
+            &std::fs::read(&hostkey)?,
+            0o600,
+            (0, 0),
+        )?;
+        put(
+            "etc/ssh/ssh_host_ed25519_key.pub",
+            &std::fs::read(hostkey.with_extension("pub"))?,
+            0o644,
+            (0, 0),
+        )?;
         let client = std::fs::read(self.client_key().with_extension("pub"))?;
         put("root/.ssh/authorized_keys", &client, 0o600, (0, 0))?;
         let (uid, gid) = user_ids(lower, image::ADMIN_USER)?;
@@ -200,9 +298,17 @@ impl Lab {
         mkdirs_like(&up, lower, Path::new(&home))?;
         let ssh_dir = up.join(&home).join(".ssh");
         std::fs::create_dir_all(&ssh_dir)?;
-        std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        std::fs::set_permissions(
+            &ssh_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         std::os::unix::fs::chown(&ssh_dir, Some(uid), Some(gid))?;
-        put(&format!("{home}/.ssh/authorized_keys"), &client, 0o600, (uid, gid))?;
+        put(
+            &format!("{home}/.ssh/authorized_keys"),
+            &client,
+            0o600,
+            (uid, gid),
+        )?;
         Ok(())
     }
 
@@ -226,7 +332,9 @@ impl Lab {
                     "lab host {} did not answer SSH within {} s; see {}",
                     pending[0].name,
                     limit.as_secs(),
-                    self.host_dir(&pending[0].name).join("console.log").display()
+                    self.host_dir(&pending[0].name)
+                        .join("console.log")
+                        .display()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -239,7 +347,9 @@ impl Lab {
         let mut config = String::new();
         let mut hosts = String::new();
         for h in &state.hosts {
-            let pubkey = std::fs::read_to_string(self.host_dir(&h.name).join("keys/ssh_host_ed25519_key.pub"))?;
+            let pubkey = std::fs::read_to_string(
+                self.host_dir(&h.name).join("keys/ssh_host_ed25519_key.pub"),
+            )?;
             let key: Vec<&str> = pubkey.split_whitespace().take(2).collect();
             known += &format!("{} {}\n", h.address, key.join(" "));
             config += &format!(
@@ -248,7 +358,10 @@ impl Lab {
                 n = h.name, a = h.address, u = image::ADMIN_USER,
                 k = self.client_key().display(), kh = self.known_hosts().display()
             );
-            hosts += &format!("        {}:\n          ansible_host: {}\n", h.name, h.address);
+            hosts += &format!(
+                "        {}:\n          ansible_host: {}\n",
+                h.name, h.address
+            );
         }
         write_atomic(&self.known_hosts(), known.as_bytes(), 0o644)?;
         write_atomic(&self.ssh_config(), config.as_bytes(), 0o644)?;
@@ -264,7 +377,10 @@ impl Lab {
     /// Stops every host and removes everything the lab made, also after a killed run.
     pub fn down(&self, log: &mut dyn FnMut(&str)) -> Result<()> {
         let state = self.state();
-        let mut names: Vec<String> = state.iter().flat_map(|s| s.hosts.iter().map(|h| h.name.clone())).collect();
+        let mut names: Vec<String> = state
+            .iter()
+            .flat_map(|s| s.hosts.iter().map(|h| h.name.clone()))
+            .collect();
         names.extend(net::leftover_hosts());
         names.extend(cgroup::leftover_hosts());
         names.sort();
@@ -327,7 +443,9 @@ impl Lab {
     }
 
     pub fn status(&self) -> Vec<(HostState, bool, bool, Option<u64>)> {
-        let Some(st) = self.state() else { return Vec::new() };
+        let Some(st) = self.state() else {
+            return Vec::new();
+        };
         st.hosts
             .into_iter()
             .map(|h| {
@@ -342,12 +460,19 @@ impl Lab {
     /// Replaces this process with `ssh` to a lab host.
     pub fn ssh(&self, node: &str, cmd: &[String]) -> Result<std::convert::Infallible> {
         use std::os::unix::process::CommandExt;
-        let Some(st) = self.state() else { bail!("no lab is up: run `provision lab up` first") };
+        let Some(st) = self.state() else {
+            bail!("no lab is up: run `provision lab up` first")
+        };
         if !st.hosts.iter().any(|h| h.name == node) {
             let names: Vec<&str> = st.hosts.iter().map(|h| h.name.as_str()).collect();
             bail!("no lab host `{node}`; the lab has {}", names.join(", "));
         }
-        let err = Command::new("ssh").arg("-F").arg(self.ssh_config()).arg(node).args(cmd).exec();
+        let err = Command::new("ssh")
+            .arg("-F")
+            .arg(self.ssh_config())
+            .arg(node)
+            .args(cmd)
+            .exec();
         Err(err).context("running ssh (install it with `apt-get install openssh-client`)")
     }
 }
@@ -360,8 +485,12 @@ fn preflight() -> Result<()> {
         bail!("the lab needs root (it creates network namespaces, mounts and cgroups): run it with sudo");
     }
     for (tool, pkg) in [
-        ("ip", "iproute2"), ("unshare", "util-linux"), ("losetup", "mount"),
-        ("ssh-keygen", "openssh-client"), ("python3", "python3"), ("debootstrap", "debootstrap"),
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("losetup", "mount"),
+        ("ssh-keygen", "openssh-client"),
+        ("python3", "python3"),
+        ("debootstrap", "debootstrap"),
     ] {
         require_tool(tool, pkg)?;
     }
@@ -377,13 +506,20 @@ fn parse_size(s: &str) -> Result<u64> {
         Some('T') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--disk `{s}` is not a size: use a number with K, M, G or T, like 10G"))?;
-    n.checked_mul(mult).filter(|b| *b >= 1 << 20).ok_or_else(|| anyhow::anyhow!("--disk `{s}` must be between 1M and 16E"))
+    let n: u64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("--disk `{s}` is not a size: use a number with K, M, G or T, like 10G")
+    })?;
+    n.checked_mul(mult)
+        .filter(|b| *b >= 1 << 20)
+        .ok_or_else(|| anyhow::anyhow!("--disk `{s}` must be between 1M and 16E"))
 }
 
 fn spawn_detached(cmd: &mut Command, log: &Path) -> Result<i32> {
     use std::os::unix::process::CommandExt;
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let child = cmd
         .stdin(Stdio::null())
@@ -396,8 +532,11 @@ fn spawn_detached(cmd: &mut Command, log: &Path) -> Result<i32> {
 }
 
 fn alive(pid: i32) -> bool {
-    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+    pid > 0
+        && Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -409,23 +548,39 @@ fn kill(pid: i32, sig: i32) {
 /// True for a process that is PID 1 of its own pid namespace.
 fn is_init(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("NSpid:")).map(|l| l.trim_end().ends_with("\t1")).unwrap_or(false)
+    status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .map(|l| l.trim_end().ends_with("\t1"))
+        .unwrap_or(false)
 }
 
 fn pids_with_cmdline(needle: &str) -> Vec<i32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
         .collect()
 }
 
 fn detach_loops(dir: &Path) {
-    let Ok(out) = Command::new("losetup").args(["-j"]).arg(dir.join("disk.img")).output() else { return };
+    let Ok(out) = Command::new("losetup")
+        .args(["-j"])
+        .arg(dir.join("disk.img"))
+        .output()
+    else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some(dev) = line.split(':').next() {
             run_quiet(Command::new("losetup").args(["-d", dev]));
@@ -434,8 +589,12 @@ fn detach_loops(dir: &Path) {
 }
 
 fn ssh_ready(address: &str) -> bool {
-    let Ok(addr) = format!("{address}:22").parse::<SocketAddr>() else { return false };
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+    let Ok(addr) = format!("{address}:22").parse::<SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 8];
     s.read_exact(&mut buf).is_ok() && buf.starts_with(b"SSH-")

@@ -26,18 +26,32 @@ fn ip(args: &[&str]) -> Command {
 
 pub fn bridge_up() -> Result<()> {
     if !run_quiet(&mut ip(&["link", "show", BRIDGE])) {
-        run(&mut ip(&["link", "add", BRIDGE, "type", "bridge"]), "creating the lab bridge")?;
+        run(
+            &mut ip(&["link", "add", BRIDGE, "type", "bridge"]),
+            "creating the lab bridge",
+        )?;
     }
     let gw = format!("{GATEWAY}/24");
-    let shown = run(&mut ip(&["-4", "addr", "show", "dev", BRIDGE]), "reading the bridge")?;
+    let shown = run(
+        &mut ip(&["-4", "addr", "show", "dev", BRIDGE]),
+        "reading the bridge",
+    )?;
     if !String::from_utf8_lossy(&shown.stdout).contains(&gw) {
-        run(&mut ip(&["addr", "add", &gw, "dev", BRIDGE]), "addressing the lab bridge")?;
+        run(
+            &mut ip(&["addr", "add", &gw, "dev", BRIDGE]),
+            "addressing the lab bridge",
+        )?;
     }
-    run(&mut ip(&["link", "set", BRIDGE, "up"]), "starting the lab bridge")?;
+    run(
+        &mut ip(&["link", "set", BRIDGE, "up"]),
+        "starting the lab bridge",
+    )?;
     let rules = run(&mut ip(&["rule", "show"]), "reading policy rules")?;
     if !String::from_utf8_lossy(&rules.stdout).contains(&format!("iif {BRIDGE} lookup {TABLE}")) {
         run(
-            &mut ip(&["rule", "add", "iif", BRIDGE, "lookup", TABLE, "priority", "7200"]),
+            &mut ip(&[
+                "rule", "add", "iif", BRIDGE, "lookup", TABLE, "priority", "7200",
+            ]),
             "adding the lab's blackhole rule",
         )?;
     }
@@ -58,12 +72,20 @@ pub fn host_up(name: &str, index: usize) -> Result<()> {
     let ns = netns(name);
     let veth = format!("pl-{name}");
     host_down(name);
-    run(&mut ip(&["netns", "add", &ns]), "creating a network namespace")?;
     run(
-        &mut ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]),
+        &mut ip(&["netns", "add", &ns]),
+        "creating a network namespace",
+    )?;
+    run(
+        &mut ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]),
         "creating a veth pair",
     )?;
-    run(&mut ip(&["link", "set", &veth, "master", BRIDGE, "up"]), "attaching a veth to the bridge")?;
+    run(
+        &mut ip(&["link", "set", &veth, "master", BRIDGE, "up"]),
+        "attaching a veth to the bridge",
+    )?;
     let addr = format!("{}/24", address(index));
     let gw = GATEWAY.to_string();
     for args in [
@@ -87,7 +109,9 @@ pub fn host_down(name: &str) {
 /// Lab namespaces present on the machine, whatever the state file says.
 pub fn leftover_hosts() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     text.lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|n| n.strip_prefix("plab-"))

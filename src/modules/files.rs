@@ -22,9 +22,17 @@ fn parse_file(out: &str) -> Remote {
     let mut lines = out.lines();
     let head: Vec<&str> = lines.next().unwrap_or("N").split_whitespace().collect();
     if head.first() != Some(&"E") || head.len() < 4 {
-        return Remote { exists: false, mode: String::new(), owner: String::new(), group: String::new(), content: String::new() };
+        return Remote {
+            exists: false,
+            mode: String::new(),
+            owner: String::new(),
+            group: String::new(),
+            content: String::new(),
+        };
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(lines.next().unwrap_or("").trim()).unwrap_or_default();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(lines.next().unwrap_or("").trim())
+        .unwrap_or_default();
     Remote {
         exists: true,
         mode: head[1].to_owned(),
@@ -35,28 +43,57 @@ fn parse_file(out: &str) -> Remote {
 }
 
 /// Plans a file with `content`, mode and owner, changing only what differs.
-fn plan_content(path: &str, cur: &Remote, content: &str, mode: Option<&str>, owner: Option<&str>, group: Option<&str>) -> Plan {
+fn plan_content(
+    path: &str,
+    cur: &Remote,
+    content: &str,
+    mode: Option<&str>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Plan {
     let mode_ok = mode.is_none_or(|m| m == cur.mode);
     let owner_ok = owner.is_none_or(|o| o == cur.owner);
     let group_ok = group.is_none_or(|g| g == cur.group);
     if cur.exists && cur.content == content && mode_ok && owner_ok && group_ok {
         return Plan::Ok(format!("{path} is up to date"));
     }
-    let diff = Some(Diff { path: path.to_owned(), before: cur.content.clone(), after: content.to_owned() });
+    let diff = Some(Diff {
+        path: path.to_owned(),
+        before: cur.content.clone(),
+        after: content.to_owned(),
+    });
     if cur.exists && cur.content == content {
         let mut s = String::from("set -e; ");
         if let Some(m) = mode.filter(|_| !mode_ok) {
             s += &format!("chmod {m} {}; ", q(path));
         }
         if !owner_ok || !group_ok {
-            s += &format!("chown {}:{} {}; ", owner.unwrap_or(&cur.owner), group.unwrap_or(&cur.group), q(path));
+            s += &format!(
+                "chown {}:{} {}; ",
+                owner.unwrap_or(&cur.owner),
+                group.unwrap_or(&cur.group),
+                q(path)
+            );
         }
-        return Plan::Change { script: s, stdin: None, diff: None, msg: format!("{path}: mode or owner fixed") };
+        return Plan::Change {
+            script: s,
+            stdin: None,
+            diff: None,
+            msg: format!("{path}: mode or owner fixed"),
+        };
     }
-    let keep_mode = if cur.exists { cur.mode.clone() } else { "644".into() };
+    let keep_mode = if cur.exists {
+        cur.mode.clone()
+    } else {
+        "644".into()
+    };
     let mode = mode.map(str::to_owned).unwrap_or(keep_mode);
-    let owner = owner.map(str::to_owned).or_else(|| cur.exists.then(|| cur.owner.clone()));
-    let group = group.map(str::to_owned).or_else(|| cur.exists.then(|| cur.group.clone()));
+    let owner = owner
+        .map(str::to_owned)
+        .or_else(|| cur.exists.then(|| cur.owner.clone()));
+    let group = group
+        .map(str::to_owned)
+        .or_else(|| cur.exists.then(|| cur.group.clone()));
     Plan::Change {
         script: put_script(path, &mode, owner.as_deref(), group.as_deref()),
         stdin: Some(content.as_bytes().to_vec()),
@@ -77,7 +114,9 @@ impl Copy {
     pub fn new(a: &Args) -> Result<Self, String> {
         Ok(Copy {
             dest: a.req("dest")?,
-            content: a.str("content")?.ok_or("`content` is required (copying local files is not supported yet)")?,
+            content: a
+                .str("content")?
+                .ok_or("`content` is required (copying local files is not supported yet)")?,
             mode: a.mode("mode")?,
             owner: a.str("owner")?,
             group: a.str("group")?,
@@ -91,7 +130,14 @@ impl Module for Copy {
     }
     fn plan(&self, p: &Output) -> Plan {
         let cur = parse_file(&p.stdout);
-        plan_content(&self.dest, &cur, &self.content, self.mode.as_deref(), self.owner.as_deref(), self.group.as_deref())
+        plan_content(
+            &self.dest,
+            &cur,
+            &self.content,
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )
     }
 }
 
@@ -106,12 +152,23 @@ pub struct File {
 
 impl File {
     pub fn new(a: &Args) -> Result<Self, String> {
-        let state = a.choice("state", "file", &["file", "directory", "link", "absent", "touch"])?;
+        let state = a.choice(
+            "state",
+            "file",
+            &["file", "directory", "link", "absent", "touch"],
+        )?;
         let src = a.str("src")?;
         if state == "link" && src.is_none() {
             return Err("`src` is required with state=link".into());
         }
-        Ok(File { path: a.req("path")?, state, mode: a.mode("mode")?, owner: a.str("owner")?, group: a.str("group")?, src })
+        Ok(File {
+            path: a.req("path")?,
+            state,
+            mode: a.mode("mode")?,
+            owner: a.str("owner")?,
+            group: a.str("group")?,
+            src,
+        })
     }
 }
 
@@ -124,7 +181,15 @@ impl Module for File {
         let line = out.stdout.trim();
         let p = q(&self.path);
         let fields: Vec<&str> = line.split('|').collect();
-        let kind = if line.starts_with("link ") { "link" } else if line == "absent" { "absent" } else if fields[0] == "directory" { "directory" } else { "file" };
+        let kind = if line.starts_with("link ") {
+            "link"
+        } else if line == "absent" {
+            "absent"
+        } else if fields[0] == "directory" {
+            "directory"
+        } else {
+            "file"
+        };
         let mut script = String::new();
         match self.state.as_str() {
             "absent" => {
@@ -143,12 +208,25 @@ impl Module for File {
                     script = match want {
                         "directory" => format!("mkdir -p {p}; "),
                         "touch" => format!("touch {p}; "),
-                        _ => return Plan::Fail(format!("{} does not exist (use state=touch to create it)", self.path)),
+                        _ => {
+                            return Plan::Fail(format!(
+                                "{} does not exist (use state=touch to create it)",
+                                self.path
+                            ))
+                        }
                     };
                 } else if (want == "directory") != (kind == "directory") || kind == "link" {
                     return Plan::Fail(format!("{} exists but is a {kind}", self.path));
                 }
-                let (mode, owner, group) = if kind == "absent" { ("", "", "") } else { (fields.get(1).copied().unwrap_or(""), fields.get(2).copied().unwrap_or(""), fields.get(3).copied().unwrap_or("")) };
+                let (mode, owner, group) = if kind == "absent" {
+                    ("", "", "")
+                } else {
+                    (
+                        fields.get(1).copied().unwrap_or(""),
+                        fields.get(2).copied().unwrap_or(""),
+                        fields.get(3).copied().unwrap_or(""),
+                    )
+                };
                 if let Some(m) = self.mode.as_deref().filter(|m| *m != mode) {
                     script += &format!("chmod {m} {p}; ");
                 }
@@ -163,7 +241,12 @@ impl Module for File {
         if script.is_empty() {
             Plan::Ok(format!("{} is {}", self.path, self.state))
         } else {
-            Plan::Change { script: format!("set -e; {script}"), stdin: None, diff: None, msg: format!("{} made {}", self.path, self.state) }
+            Plan::Change {
+                script: format!("set -e; {script}"),
+                stdin: None,
+                diff: None,
+                msg: format!("{} made {}", self.path, self.state),
+            }
         }
     }
 }
@@ -181,14 +264,24 @@ impl LineInFile {
     pub fn new(a: &Args) -> Result<Self, String> {
         let present = a.choice("state", "present", &["present", "absent"])? == "present";
         let line = a.str("line")?;
-        let regexp = a.str("regexp")?.map(|r| regex::Regex::new(&r).map_err(|e| format!("bad `regexp`: {e}"))).transpose()?;
+        let regexp = a
+            .str("regexp")?
+            .map(|r| regex::Regex::new(&r).map_err(|e| format!("bad `regexp`: {e}")))
+            .transpose()?;
         if present && line.is_none() {
             return Err("`line` is required with state=present".into());
         }
         if !present && line.is_none() && regexp.is_none() {
             return Err("state=absent needs `line` or `regexp`".into());
         }
-        Ok(LineInFile { path: a.req("path")?, line, regexp, present, create: a.bool("create", false)?, mode: a.mode("mode")? })
+        Ok(LineInFile {
+            path: a.req("path")?,
+            line,
+            regexp,
+            present,
+            create: a.bool("create", false)?,
+            mode: a.mode("mode")?,
+        })
     }
 
     fn edit(&self, before: &str) -> String {
@@ -212,7 +305,11 @@ impl LineInFile {
 }
 
 fn join_lines(lines: &[String]) -> String {
-    if lines.is_empty() { String::new() } else { lines.join("\n") + "\n" }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        lines.join("\n") + "\n"
+    }
 }
 
 impl Module for LineInFile {
@@ -225,7 +322,10 @@ impl Module for LineInFile {
             if !self.present {
                 return Plan::Ok(format!("{} does not exist", self.path));
             }
-            return Plan::Fail(format!("{} does not exist (set create: true to create it)", self.path));
+            return Plan::Fail(format!(
+                "{} does not exist (set create: true to create it)",
+                self.path
+            ));
         }
         let after = self.edit(&cur.content);
         plan_content(&self.path, &cur, &after, self.mode.as_deref(), None, None)
@@ -243,7 +343,9 @@ pub struct BlockInFile {
 
 impl BlockInFile {
     pub fn new(a: &Args) -> Result<Self, String> {
-        let marker = a.str("marker")?.unwrap_or_else(|| "# {mark} PROVISION MANAGED BLOCK".into());
+        let marker = a
+            .str("marker")?
+            .unwrap_or_else(|| "# {mark} PROVISION MANAGED BLOCK".into());
         if !marker.contains("{mark}") {
             return Err("`marker` must contain {mark}".into());
         }
@@ -258,7 +360,10 @@ impl BlockInFile {
     }
 
     fn edit(&self, before: &str) -> String {
-        let (begin, end) = (self.marker.replace("{mark}", "BEGIN"), self.marker.replace("{mark}", "END"));
+        let (begin, end) = (
+            self.marker.replace("{mark}", "BEGIN"),
+            self.marker.replace("{mark}", "END"),
+        );
         let lines: Vec<String> = before.lines().map(str::to_owned).collect();
         let start = lines.iter().position(|l| *l == begin);
         let stop = start.and_then(|s| lines[s..].iter().position(|l| *l == end).map(|e| s + e));
@@ -269,7 +374,12 @@ impl BlockInFile {
             block.push(end.clone());
         }
         let out: Vec<String> = match (start, stop) {
-            (Some(s), Some(e)) => lines[..s].iter().cloned().chain(block).chain(lines[e + 1..].iter().cloned()).collect(),
+            (Some(s), Some(e)) => lines[..s]
+                .iter()
+                .cloned()
+                .chain(block)
+                .chain(lines[e + 1..].iter().cloned())
+                .collect(),
             _ => lines.into_iter().chain(block).collect(),
         };
         join_lines(&out)
@@ -283,9 +393,19 @@ impl Module for BlockInFile {
     fn plan(&self, p: &Output) -> Plan {
         let cur = parse_file(&p.stdout);
         if !cur.exists && !self.create {
-            return Plan::Fail(format!("{} does not exist (set create: true to create it)", self.path));
+            return Plan::Fail(format!(
+                "{} does not exist (set create: true to create it)",
+                self.path
+            ));
         }
-        plan_content(&self.path, &cur, &self.edit(&cur.content), self.mode.as_deref(), None, None)
+        plan_content(
+            &self.path,
+            &cur,
+            &self.edit(&cur.content),
+            self.mode.as_deref(),
+            None,
+            None,
+        )
     }
 }
 
@@ -299,13 +419,18 @@ pub struct Sysctl {
 impl Sysctl {
     pub fn new(a: &Args) -> Result<Self, String> {
         let name = a.req("name")?;
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)) {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+        {
             return Err(format!("`{name}` is not a sysctl key"));
         }
         Ok(Sysctl {
             name,
             value: a.req("value")?,
-            file: a.str("sysctl_file")?.unwrap_or_else(|| "/etc/sysctl.d/99-provision.conf".into()),
+            file: a
+                .str("sysctl_file")?
+                .unwrap_or_else(|| "/etc/sysctl.d/99-provision.conf".into()),
             reload: a.bool("reload", true)?,
         })
     }
@@ -313,7 +438,11 @@ impl Sysctl {
 
 impl Module for Sysctl {
     fn probe(&self) -> Option<String> {
-        Some(format!("{}; echo '--live--'; sysctl -n {} 2>/dev/null || echo '<missing>'", probe_file(&self.file), q(&self.name)))
+        Some(format!(
+            "{}; echo '--live--'; sysctl -n {} 2>/dev/null || echo '<missing>'",
+            probe_file(&self.file),
+            q(&self.name)
+        ))
     }
     fn plan(&self, p: &Output) -> Plan {
         let (file_part, live) = p.stdout.split_once("--live--\n").unwrap_or((&p.stdout, ""));
@@ -326,7 +455,10 @@ impl Module for Sysctl {
         let re = regex::Regex::new(&format!(r"^\s*{}\s*=", regex::escape(&self.name))).ok();
         let mut lines: Vec<String> = cur.content.lines().map(str::to_owned).collect();
         let entry = format!("{} = {}", self.name, self.value);
-        match lines.iter().position(|l| re.as_ref().is_some_and(|r| r.is_match(l))) {
+        match lines
+            .iter()
+            .position(|l| re.as_ref().is_some_and(|r| r.is_match(l)))
+        {
             Some(i) => lines[i] = entry,
             None => lines.push(entry),
         }
@@ -334,8 +466,16 @@ impl Module for Sysctl {
         let mut script = String::new();
         let mut diff = None;
         if !cur.exists || after != cur.content {
-            script += &format!("printf %s {} | {{ {}; }}; ", q(&after), put_script(&self.file, "644", Some("root"), Some("root")));
-            diff = Some(Diff { path: self.file.clone(), before: cur.content.clone(), after });
+            script += &format!(
+                "printf %s {} | {{ {}; }}; ",
+                q(&after),
+                put_script(&self.file, "644", Some("root"), Some("root"))
+            );
+            diff = Some(Diff {
+                path: self.file.clone(),
+                before: cur.content.clone(),
+                after,
+            });
         }
         if self.reload && live != want {
             script += &format!("sysctl -q -w {}={}", q(&self.name), q(&self.value));
@@ -343,7 +483,12 @@ impl Module for Sysctl {
         if script.is_empty() {
             Plan::Ok(format!("{} = {}", self.name, self.value))
         } else {
-            Plan::Change { script, stdin: None, diff, msg: format!("{} set to {} (was {live})", self.name, self.value) }
+            Plan::Change {
+                script,
+                stdin: None,
+                diff,
+                msg: format!("{} set to {} (was {live})", self.name, self.value),
+            }
         }
     }
 }
@@ -359,7 +504,9 @@ impl AuthorizedKey {
     pub fn new(a: &Args) -> Result<Self, String> {
         let key = a.req("key")?.trim().to_owned();
         if key.lines().any(|l| l.split_whitespace().count() < 2) {
-            return Err("`key` must be public keys in OpenSSH format (type and base64), one a line".into());
+            return Err(
+                "`key` must be public keys in OpenSSH format (type and base64), one a line".into(),
+            );
         }
         Ok(AuthorizedKey {
             user: a.req("user")?,
@@ -386,7 +533,11 @@ impl Module for AuthorizedKey {
         let cur = parse_file(rest);
         let body = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         let wanted: Vec<&str> = self.key.lines().collect();
-        let mut lines: Vec<String> = if self.exclusive && self.present { Vec::new() } else { cur.content.lines().map(str::to_owned).collect() };
+        let mut lines: Vec<String> = if self.exclusive && self.present {
+            Vec::new()
+        } else {
+            cur.content.lines().map(str::to_owned).collect()
+        };
         for k in &wanted {
             let kb = body(k);
             if self.present {
@@ -400,7 +551,9 @@ impl Module for AuthorizedKey {
         if self.exclusive && self.present {
             // Keep the existing lines' comments and options order-stable.
             let old: Vec<String> = cur.content.lines().map(str::to_owned).collect();
-            if old.len() == lines.len() && old.iter().all(|o| lines.iter().any(|l| body(l) == body(o))) {
+            if old.len() == lines.len()
+                && old.iter().all(|o| lines.iter().any(|l| body(l) == body(o)))
+            {
                 lines = old;
             }
         }

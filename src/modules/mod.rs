@@ -13,7 +13,12 @@ pub enum Plan {
     /// Already in the wanted state.
     Ok(String),
     /// A change: a script to run (with optional stdin) and what it changes.
-    Change { script: String, stdin: Option<Vec<u8>>, diff: Option<Diff>, msg: String },
+    Change {
+        script: String,
+        stdin: Option<Vec<u8>>,
+        diff: Option<Diff>,
+        msg: String,
+    },
     Fail(String),
 }
 
@@ -28,7 +33,10 @@ impl Diff {
         similar::TextDiff::from_lines(&self.before, &self.after)
             .unified_diff()
             .context_radius(3)
-            .header(&format!("{} (before)", self.path), &format!("{} (after)", self.path))
+            .header(
+                &format!("{} (before)", self.path),
+                &format!("{} (after)", self.path),
+            )
             .to_string()
     }
 }
@@ -56,7 +64,18 @@ pub fn spec(module: &str) -> Option<(&'static [&'static str], &'static [&'static
         "service" | "systemd" => (&["name"], &["state", "enabled", "daemon_reload"]),
         "sysctl" => (&["name", "value"], &["sysctl_file", "reload"]),
         "hostname" => (&["name"], &[]),
-        "user" => (&["name"], &["state", "shell", "groups", "append", "home", "system", "create_home"]),
+        "user" => (
+            &["name"],
+            &[
+                "state",
+                "shell",
+                "groups",
+                "append",
+                "home",
+                "system",
+                "create_home",
+            ],
+        ),
         "group" => (&["name"], &["state", "system"]),
         "authorized_key" => (&["user", "key"], &["state", "exclusive"]),
         "wait_for" => (&[], &["port", "host", "path", "state", "timeout"]),
@@ -65,8 +84,23 @@ pub fn spec(module: &str) -> Option<(&'static [&'static str], &'static [&'static
 }
 
 pub const NAMES: &[&str] = &[
-    "command", "shell", "copy", "template", "file", "lineinfile", "blockinfile", "package", "apt",
-    "service", "systemd", "sysctl", "hostname", "user", "group", "authorized_key", "wait_for",
+    "command",
+    "shell",
+    "copy",
+    "template",
+    "file",
+    "lineinfile",
+    "blockinfile",
+    "package",
+    "apt",
+    "service",
+    "systemd",
+    "sysctl",
+    "hostname",
+    "user",
+    "group",
+    "authorized_key",
+    "wait_for",
 ];
 
 /// Builds a module from rendered arguments (template content already rendered into `content`).
@@ -125,7 +159,11 @@ impl Args<'_> {
                     other => Err(format!("`{k}` must be a list of strings, found {other}")),
                 })
                 .collect(),
-            Some(Value::String(s)) => Ok(s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()),
+            Some(Value::String(s)) => Ok(s
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()),
             Some(v) => Err(format!("`{k}` must be a list, found {v}")),
         }
     }
@@ -134,18 +172,28 @@ impl Args<'_> {
         if allowed.contains(&v.as_str()) {
             Ok(v)
         } else {
-            Err(format!("`{k}` must be one of {}, found `{v}`", allowed.join(", ")))
+            Err(format!(
+                "`{k}` must be one of {}, found `{v}`",
+                allowed.join(", ")
+            ))
         }
     }
     /// A file mode as octal digits ("0644", "644" or the YAML integer 644).
     pub fn mode(&self, k: &str) -> Result<Option<String>, String> {
-        let Some(m) = self.str(k)? else { return Ok(None) };
+        let Some(m) = self.str(k)? else {
+            return Ok(None);
+        };
         let digits = m.trim_start_matches('0');
         let digits = if digits.is_empty() { "0" } else { digits };
         if digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-            return Err(format!("`{k}` must be an octal mode like \"0644\", found `{m}`"));
+            return Err(format!(
+                "`{k}` must be an octal mode like \"0644\", found `{m}`"
+            ));
         }
-        Ok(Some(format!("{:o}", u32::from_str_radix(digits, 8).unwrap_or(0))))
+        Ok(Some(format!(
+            "{:o}",
+            u32::from_str_radix(digits, 8).unwrap_or(0)
+        )))
     }
 }
 

@@ -12,7 +12,12 @@ pub struct Command {
 
 impl Command {
     pub fn new(a: &Args) -> Result<Self, String> {
-        Ok(Command { cmd: a.req("cmd")?, chdir: a.str("chdir")?, creates: a.str("creates")?, removes: a.str("removes")? })
+        Ok(Command {
+            cmd: a.req("cmd")?,
+            chdir: a.str("chdir")?,
+            creates: a.str("creates")?,
+            removes: a.str("removes")?,
+        })
     }
 }
 
@@ -38,7 +43,12 @@ impl Module for Command {
             Some(d) => format!("cd {} && {}", q(d), self.cmd),
             None => self.cmd.clone(),
         };
-        Plan::Change { script, stdin: None, diff: None, msg: String::new() }
+        Plan::Change {
+            script,
+            stdin: None,
+            diff: None,
+            msg: String::new(),
+        }
     }
     fn is_command(&self) -> bool {
         true
@@ -54,17 +64,34 @@ pub struct Package {
 impl Package {
     pub fn new(a: &Args) -> Result<Self, String> {
         let names = a.list("name")?;
-        if let Some(bad) = names.iter().find(|n| n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "+-.:=~".contains(c))) {
+        if let Some(bad) = names.iter().find(|n| {
+            n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.:=~".contains(c))
+        }) {
             return Err(format!("`{bad}` is not a package name"));
         }
-        let state = a.choice("state", "present", &["present", "absent", "installed", "removed"])?;
-        Ok(Package { names, present: matches!(state.as_str(), "present" | "installed"), update_cache: a.bool("update_cache", false)? })
+        let state = a.choice(
+            "state",
+            "present",
+            &["present", "absent", "installed", "removed"],
+        )?;
+        Ok(Package {
+            names,
+            present: matches!(state.as_str(), "present" | "installed"),
+            update_cache: a.bool("update_cache", false)?,
+        })
     }
 }
 
 impl Module for Package {
     fn probe(&self) -> Option<String> {
-        let names: Vec<String> = self.names.iter().map(|n| q(n.split('=').next().unwrap_or(n))).collect();
+        let names: Vec<String> = self
+            .names
+            .iter()
+            .map(|n| q(n.split('=').next().unwrap_or(n)))
+            .collect();
         Some(format!(
             "if ! command -v apt-get >/dev/null; then if command -v dnf >/dev/null; then echo MGR=dnf; else echo MGR=none; fi; exit 0; fi; \
              echo MGR=apt; dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {} 2>/dev/null; true",
@@ -74,27 +101,57 @@ impl Module for Package {
     fn plan(&self, p: &Output) -> Plan {
         let out = &p.stdout;
         if out.contains("MGR=dnf") {
-            return Plan::Fail("this host uses dnf, which provision does not support yet (only apt)".into());
+            return Plan::Fail(
+                "this host uses dnf, which provision does not support yet (only apt)".into(),
+            );
         }
         if out.contains("MGR=none") {
             return Plan::Fail("no supported package manager (apt-get) on this host".into());
         }
-        let installed: Vec<&str> = out.lines().filter(|l| l.split_whitespace().nth(1) == Some("ii")).filter_map(|l| l.split_whitespace().next()).collect();
+        let installed: Vec<&str> = out
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("ii"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
         let base = |n: &String| n.split('=').next().unwrap_or(n).to_owned();
-        let todo: Vec<&String> = self.names.iter().filter(|n| installed.contains(&base(n).as_str()) != self.present).collect();
+        let todo: Vec<&String> = self
+            .names
+            .iter()
+            .filter(|n| installed.contains(&base(n).as_str()) != self.present)
+            .collect();
         if todo.is_empty() {
-            return Plan::Ok(format!("{} {}", self.names.join(", "), if self.present { "installed" } else { "absent" }));
+            return Plan::Ok(format!(
+                "{} {}",
+                self.names.join(", "),
+                if self.present { "installed" } else { "absent" }
+            ));
         }
         let list: Vec<String> = todo.iter().map(|n| q(n)).collect();
         let env = "DEBIAN_FRONTEND=noninteractive";
         let script = if self.present {
-            let update = if self.update_cache { "apt-get update -q && " } else { "" };
-            format!("{update}{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {}", list.join(" "))
+            let update = if self.update_cache {
+                "apt-get update -q && "
+            } else {
+                ""
+            };
+            format!(
+                "{update}{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {}",
+                list.join(" ")
+            )
         } else {
             format!("{env} apt-get remove -y -q {}", list.join(" "))
         };
         let names: Vec<&str> = todo.iter().map(|s| s.as_str()).collect();
-        Plan::Change { script, stdin: None, diff: None, msg: format!("{} {}", if self.present { "installed" } else { "removed" }, names.join(", ")) }
+        Plan::Change {
+            script,
+            stdin: None,
+            diff: None,
+            msg: format!(
+                "{} {}",
+                if self.present { "installed" } else { "removed" },
+                names.join(", ")
+            ),
+        }
     }
 }
 
@@ -109,13 +166,26 @@ impl Service {
     pub fn new(a: &Args) -> Result<Self, String> {
         let state = match a.str("state")? {
             None => None,
-            Some(_) => Some(a.choice("state", "", &["started", "stopped", "restarted", "reloaded"])?),
+            Some(_) => Some(a.choice(
+                "state",
+                "",
+                &["started", "stopped", "restarted", "reloaded"],
+            )?),
         };
-        let enabled = if a.0.contains_key("enabled") { Some(a.bool("enabled", false)?) } else { None };
+        let enabled = if a.0.contains_key("enabled") {
+            Some(a.bool("enabled", false)?)
+        } else {
+            None
+        };
         if state.is_none() && enabled.is_none() {
             return Err("give `state` or `enabled`".into());
         }
-        Ok(Service { name: a.req("name")?, state, enabled, daemon_reload: a.bool("daemon_reload", false)? })
+        Ok(Service {
+            name: a.req("name")?,
+            state,
+            enabled,
+            daemon_reload: a.bool("daemon_reload", false)?,
+        })
     }
 }
 
@@ -134,7 +204,10 @@ impl Module for Service {
         let active = lines.get(1) == Some(&"active");
         let enabled_state = lines.get(2).copied().unwrap_or("");
         if systemd && enabled_state == "missing" && lines.get(1) != Some(&"active") {
-            return Plan::Fail(format!("service `{}` is not installed on this host", self.name));
+            return Plan::Fail(format!(
+                "service `{}` is not installed on this host",
+                self.name
+            ));
         }
         let n = q(&self.name);
         let mut script = Vec::new();
@@ -143,10 +216,17 @@ impl Module for Service {
             script.push("systemctl daemon-reload".to_string());
         }
         if let Some(want) = self.enabled {
-            let is = matches!(enabled_state, "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated");
+            let is = matches!(
+                enabled_state,
+                "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
+            );
             if want != is {
                 let verb = if want { "enable" } else { "disable" };
-                script.push(if systemd { format!("systemctl {verb} {n}") } else { format!("update-rc.d {n} {verb}") });
+                script.push(if systemd {
+                    format!("systemctl {verb} {n}")
+                } else {
+                    format!("update-rc.d {n} {verb}")
+                });
                 msg.push(format!("{verb}d"));
             }
         }
@@ -158,13 +238,26 @@ impl Module for Service {
             _ => None,
         };
         if let Some(a) = action {
-            script.push(if systemd { format!("systemctl {a} {n}") } else { format!("service {n} {a}") });
+            script.push(if systemd {
+                format!("systemctl {a} {n}")
+            } else {
+                format!("service {n} {a}")
+            });
             msg.push(format!("{a}ed"));
         }
         if msg.is_empty() {
-            return Plan::Ok(format!("{} is {}", self.name, if active { "running" } else { "stopped" }));
+            return Plan::Ok(format!(
+                "{} is {}",
+                self.name,
+                if active { "running" } else { "stopped" }
+            ));
         }
-        Plan::Change { script: script.join(" && "), stdin: None, diff: None, msg: format!("{} {}", self.name, msg.join(", ")) }
+        Plan::Change {
+            script: script.join(" && "),
+            stdin: None,
+            diff: None,
+            msg: format!("{} {}", self.name, msg.join(", ")),
+        }
     }
 }
 
@@ -175,8 +268,14 @@ pub struct Hostname {
 impl Hostname {
     pub fn new(a: &Args) -> Result<Self, String> {
         let name = a.req("name")?;
-        if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || name.starts_with('-') {
-            return Err(format!("`{name}` is not a valid hostname (letters, digits and `-`, at most 63)"));
+        if name.is_empty()
+            || name.len() > 63
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || name.starts_with('-')
+        {
+            return Err(format!(
+                "`{name}` is not a valid hostname (letters, digits and `-`, at most 63)"
+            ));
         }
         Ok(Hostname { name })
     }
@@ -241,33 +340,71 @@ impl Module for User {
         let exists = pw.len() >= 7;
         if !self.present {
             return if exists {
-                Plan::Change { script: format!("userdel {n}"), stdin: None, diff: None, msg: format!("user {} removed", self.name) }
+                Plan::Change {
+                    script: format!("userdel {n}"),
+                    stdin: None,
+                    diff: None,
+                    msg: format!("user {} removed", self.name),
+                }
             } else {
                 Plan::Ok(format!("user {} absent", self.name))
             };
         }
-        let groups = self.groups.iter().map(|g| q(g)).collect::<Vec<_>>().join(",");
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| q(g))
+            .collect::<Vec<_>>()
+            .join(",");
         if !exists {
             let mut s = format!("useradd {}", if self.create_home { "-m" } else { "-M" });
-            if self.system { s += " -r"; }
-            if own_group { s += &format!(" -g {n}"); }
-            if let Some(sh) = &self.shell { s += &format!(" -s {}", q(sh)); }
-            if let Some(h) = &self.home { s += &format!(" -d {}", q(h)); }
-            if !groups.is_empty() { s += &format!(" -G {groups}"); }
-            return Plan::Change { script: format!("{s} {n}"), stdin: None, diff: None, msg: format!("user {} created", self.name) };
+            if self.system {
+                s += " -r";
+            }
+            if own_group {
+                s += &format!(" -g {n}");
+            }
+            if let Some(sh) = &self.shell {
+                s += &format!(" -s {}", q(sh));
+            }
+            if let Some(h) = &self.home {
+                s += &format!(" -d {}", q(h));
+            }
+            if !groups.is_empty() {
+                s += &format!(" -G {groups}");
+            }
+            return Plan::Change {
+                script: format!("{s} {n}"),
+                stdin: None,
+                diff: None,
+                msg: format!("user {} created", self.name),
+            };
         }
         let mut opts = String::new();
-        if let Some(sh) = self.shell.as_deref().filter(|s| *s != pw[6]) { opts += &format!(" -s {}", q(sh)); }
-        if let Some(h) = self.home.as_deref().filter(|h| *h != pw[5]) { opts += &format!(" -d {}", q(h)); }
+        if let Some(sh) = self.shell.as_deref().filter(|s| *s != pw[6]) {
+            opts += &format!(" -s {}", q(sh));
+        }
+        if let Some(h) = self.home.as_deref().filter(|h| *h != pw[5]) {
+            opts += &format!(" -d {}", q(h));
+        }
         let missing = self.groups.iter().any(|g| !have.contains(&g.as_str()));
-        let extra = !self.append && have.iter().skip(1).any(|h| !self.groups.iter().any(|g| g == h));
+        let extra = !self.append
+            && have
+                .iter()
+                .skip(1)
+                .any(|h| !self.groups.iter().any(|g| g == h));
         if missing || extra {
             opts += &format!(" {}-G {groups}", if self.append { "-a " } else { "" });
         }
         if opts.is_empty() {
             return Plan::Ok(format!("user {} is up to date", self.name));
         }
-        Plan::Change { script: format!("usermod{opts} {n}"), stdin: None, diff: None, msg: format!("user {} updated", self.name) }
+        Plan::Change {
+            script: format!("usermod{opts} {n}"),
+            stdin: None,
+            diff: None,
+            msg: format!("user {} updated", self.name),
+        }
     }
 }
 
@@ -279,21 +416,42 @@ pub struct Group {
 
 impl Group {
     pub fn new(a: &Args) -> Result<Self, String> {
-        Ok(Group { name: a.req("name")?, present: a.choice("state", "present", &["present", "absent"])? == "present", system: a.bool("system", false)? })
+        Ok(Group {
+            name: a.req("name")?,
+            present: a.choice("state", "present", &["present", "absent"])? == "present",
+            system: a.bool("system", false)?,
+        })
     }
 }
 
 impl Module for Group {
     fn probe(&self) -> Option<String> {
-        Some(format!("getent group {} >/dev/null && echo yes || echo no", q(&self.name)))
+        Some(format!(
+            "getent group {} >/dev/null && echo yes || echo no",
+            q(&self.name)
+        ))
     }
     fn plan(&self, p: &Output) -> Plan {
         let exists = p.stdout.trim() == "yes";
         let n = q(&self.name);
         match (exists, self.present) {
-            (false, true) => Plan::Change { script: format!("groupadd {}{n}", if self.system { "-r " } else { "" }), stdin: None, diff: None, msg: format!("group {} created", self.name) },
-            (true, false) => Plan::Change { script: format!("groupdel {n}"), stdin: None, diff: None, msg: format!("group {} removed", self.name) },
-            _ => Plan::Ok(format!("group {} {}", self.name, if exists { "exists" } else { "absent" })),
+            (false, true) => Plan::Change {
+                script: format!("groupadd {}{n}", if self.system { "-r " } else { "" }),
+                stdin: None,
+                diff: None,
+                msg: format!("group {} created", self.name),
+            },
+            (true, false) => Plan::Change {
+                script: format!("groupdel {n}"),
+                stdin: None,
+                diff: None,
+                msg: format!("group {} removed", self.name),
+            },
+            _ => Plan::Ok(format!(
+                "group {} {}",
+                self.name,
+                if exists { "exists" } else { "absent" }
+            )),
         }
     }
 }
@@ -305,18 +463,42 @@ pub struct WaitFor {
 
 impl WaitFor {
     pub fn new(a: &Args) -> Result<Self, String> {
-        let timeout: u64 = a.str("timeout")?.unwrap_or_else(|| "60".into()).parse().map_err(|_| "`timeout` must be seconds".to_string())?;
+        let timeout: u64 = a
+            .str("timeout")?
+            .unwrap_or_else(|| "60".into())
+            .parse()
+            .map_err(|_| "`timeout` must be seconds".to_string())?;
         let (check, what) = match (a.str("port")?, a.str("path")?) {
             (Some(port), None) => {
-                let port: u16 = port.parse().map_err(|_| format!("`port` must be 1 to 65535, found `{port}`"))?;
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("`port` must be 1 to 65535, found `{port}`"))?;
                 let host = a.str("host")?.unwrap_or_else(|| "127.0.0.1".into());
-                (format!("timeout 1 bash -c {} 2>/dev/null", q(&format!("</dev/tcp/{host}/{port}"))), format!("port {host}:{port}"))
+                (
+                    format!(
+                        "timeout 1 bash -c {} 2>/dev/null",
+                        q(&format!("</dev/tcp/{host}/{port}"))
+                    ),
+                    format!("port {host}:{port}"),
+                )
             }
             (None, Some(path)) => (format!("[ -e {} ]", q(&path)), format!("file {path}")),
             _ => return Err("give exactly one of `port` or `path`".into()),
         };
-        let stopped = matches!(a.choice("state", "started", &["started", "present", "stopped", "absent"])?.as_str(), "stopped" | "absent");
-        let cond = if stopped { format!("! {{ {check}; }}") } else { check };
+        let stopped = matches!(
+            a.choice(
+                "state",
+                "started",
+                &["started", "present", "stopped", "absent"]
+            )?
+            .as_str(),
+            "stopped" | "absent"
+        );
+        let cond = if stopped {
+            format!("! {{ {check}; }}")
+        } else {
+            check
+        };
         let script = format!("end=$(( $(date +%s) + {timeout} )); until {cond}; do [ $(date +%s) -ge $end ] && exit 1; sleep 0.2; done");
         Ok(WaitFor { script, what })
     }
@@ -327,6 +509,10 @@ impl Module for WaitFor {
         Some(self.script.clone())
     }
     fn plan(&self, p: &Output) -> Plan {
-        if p.rc == 0 { Plan::Ok(format!("{} ready", self.what)) } else { Plan::Fail(format!("timed out waiting for {}", self.what)) }
+        if p.rc == 0 {
+            Plan::Ok(format!("{} ready", self.what))
+        } else {
+            Plan::Fail(format!("timed out waiting for {}", self.what))
+        }
     }
 }

@@ -14,7 +14,20 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// The built-in cluster playbook: groups mapped to roles, in order.
 pub const BUILTIN: &str = "- name: common\n  hosts: all\n  roles: [common]\n";
 
-const TASK_KEYS: &[&str] = &["name", "when", "loop", "register", "notify", "tags", "become", "ignore_errors", "no_log", "vars", "listen", "changed_when"];
+const TASK_KEYS: &[&str] = &[
+    "name",
+    "when",
+    "loop",
+    "register",
+    "notify",
+    "tags",
+    "become",
+    "ignore_errors",
+    "no_log",
+    "vars",
+    "listen",
+    "changed_when",
+];
 const PLAY_KEYS: &[&str] = &["name", "hosts", "roles", "vars", "become", "tags"];
 
 #[derive(Debug, Clone)]
@@ -70,7 +83,10 @@ impl RoleSource {
             }
         }
         let f = ROLES.get_file(format!("{role}/{rel}"))?;
-        Some((f.contents_utf8()?.to_owned(), PathBuf::from(format!("<built-in>/roles/{role}/{rel}"))))
+        Some((
+            f.contents_utf8()?.to_owned(),
+            PathBuf::from(format!("<built-in>/roles/{role}/{rel}")),
+        ))
     }
 
     fn exists(&self, role: &str) -> bool {
@@ -78,10 +94,17 @@ impl RoleSource {
     }
 
     fn known(&self) -> Vec<String> {
-        let mut v: Vec<String> = ROLES.dirs().map(|d| d.path().display().to_string()).collect();
+        let mut v: Vec<String> = ROLES
+            .dirs()
+            .map(|d| d.path().display().to_string())
+            .collect();
         if let Some(d) = &self.dir {
             if let Ok(rd) = std::fs::read_dir(d) {
-                v.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()));
+                v.extend(
+                    rd.flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
             }
         }
         v
@@ -90,7 +113,10 @@ impl RoleSource {
     fn templates(&self, role: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if let Some(d) = &self.dir {
-            for sub in [d.join(role).join("templates"), d.parent().unwrap_or(d).join("templates").join(role)] {
+            for sub in [
+                d.join(role).join("templates"),
+                d.parent().unwrap_or(d).join("templates").join(role),
+            ] {
                 if let Ok(rd) = std::fs::read_dir(&sub) {
                     for e in rd.flatten() {
                         if let Ok(t) = std::fs::read_to_string(e.path()) {
@@ -100,9 +126,19 @@ impl RoleSource {
                 }
             }
         }
-        for dir in [ROLES.get_dir(format!("{role}/templates")), TEMPLATES.get_dir(role)].into_iter().flatten() {
+        for dir in [
+            ROLES.get_dir(format!("{role}/templates")),
+            TEMPLATES.get_dir(role),
+        ]
+        .into_iter()
+        .flatten()
+        {
             for f in dir.files() {
-                let name = f.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = f
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 if !out.iter().any(|(n, _)| *n == name) {
                     out.push((name, f.contents_utf8().unwrap_or_default().to_owned()));
                 }
@@ -115,8 +151,14 @@ impl RoleSource {
 pub fn load_playbook(text: &str, path: &Path, roles: &RoleSource) -> Result<Vec<Play>, Located> {
     let root = yaml::parse(text, path)?;
     let Kind::Seq(items) = &root.kind else {
-        return Err(err(&root.loc, format!("a playbook must be a list of plays, found {}", root.type_name()))
-            .hint("start each play with `- hosts: PATTERN`"));
+        return Err(err(
+            &root.loc,
+            format!(
+                "a playbook must be a list of plays, found {}",
+                root.type_name()
+            ),
+        )
+        .hint("start each play with `- hosts: PATTERN`"));
     };
     if items.is_empty() {
         return Err(err(&root.loc, "the playbook has no plays"));
@@ -125,7 +167,14 @@ pub fn load_playbook(text: &str, path: &Path, roles: &RoleSource) -> Result<Vec<
 }
 
 fn parse_play(node: &Node, roles: &RoleSource) -> Result<Play, Located> {
-    let mut play = Play { name: String::new(), hosts: String::new(), roles: Vec::new(), vars: Map::new(), sudo: None, loc: node.loc.clone() };
+    let mut play = Play {
+        name: String::new(),
+        hosts: String::new(),
+        roles: Vec::new(),
+        vars: Map::new(),
+        sudo: None,
+        loc: node.loc.clone(),
+    };
     let mut has_hosts = false;
     for (k, kn, v) in node.entries("a play")? {
         check_keys(&k, kn, PLAY_KEYS, "a play")?;
@@ -140,7 +189,10 @@ fn parse_play(node: &Node, roles: &RoleSource) -> Result<Play, Located> {
             "tags" => {}
             _ => {
                 let Kind::Seq(list) = &v.kind else {
-                    return Err(err(&v.loc, format!("roles must be a list, found {}", v.type_name())));
+                    return Err(err(
+                        &v.loc,
+                        format!("roles must be a list, found {}", v.type_name()),
+                    ));
                 };
                 for r in list {
                     play.roles.push(load_role(r, roles)?);
@@ -149,7 +201,9 @@ fn parse_play(node: &Node, roles: &RoleSource) -> Result<Play, Located> {
         }
     }
     if !has_hosts {
-        return Err(err(&node.loc, "this play has no `hosts`").hint("add `hosts: all` or a group name"));
+        return Err(
+            err(&node.loc, "this play has no `hosts`").hint("add `hosts: all` or a group name")
+        );
     }
     if play.name.is_empty() {
         play.name = play.hosts.clone();
@@ -173,9 +227,20 @@ fn load_role(node: &Node, src: &RoleSource) -> Result<Role, Located> {
                     }
                 }
             }
-            (name.ok_or_else(|| err(&node.loc, "this role entry has no `role:` name"))?, vars)
+            (
+                name.ok_or_else(|| err(&node.loc, "this role entry has no `role:` name"))?,
+                vars,
+            )
         }
-        _ => return Err(err(&node.loc, format!("a role is a name or a mapping with `role:`, found {}", node.type_name()))),
+        _ => {
+            return Err(err(
+                &node.loc,
+                format!(
+                    "a role is a name or a mapping with `role:`, found {}",
+                    node.type_name()
+                ),
+            ))
+        }
     };
     if !src.exists(&name) {
         let known = src.known();
@@ -205,40 +270,86 @@ fn load_role(node: &Node, src: &RoleSource) -> Result<Role, Located> {
     for t in &tasks {
         for n in &t.notify {
             if !handlers.iter().any(|h| &h.name == n) {
-                return Err(err(&t.loc, format!("task `{}` notifies `{n}`, which is no handler of role `{name}`", t.name)));
+                return Err(err(
+                    &t.loc,
+                    format!(
+                        "task `{}` notifies `{n}`, which is no handler of role `{name}`",
+                        t.name
+                    ),
+                ));
             }
         }
     }
-    Ok(Role { name, tasks, handlers, defaults, templates })
+    Ok(Role {
+        name,
+        tasks,
+        handlers,
+        defaults,
+        templates,
+    })
 }
 
-pub fn parse_tasks(node: &Node, role: &str, templates: &[(String, String)]) -> Result<Vec<Task>, Located> {
+pub fn parse_tasks(
+    node: &Node,
+    role: &str,
+    templates: &[(String, String)],
+) -> Result<Vec<Task>, Located> {
     match &node.kind {
         Kind::Null => Ok(Vec::new()),
-        Kind::Seq(items) => items.iter().map(|t| parse_task(t, role, templates)).collect(),
-        _ => Err(err(&node.loc, format!("a task file must be a list of tasks, found {}", node.type_name()))),
+        Kind::Seq(items) => items
+            .iter()
+            .map(|t| parse_task(t, role, templates))
+            .collect(),
+        _ => Err(err(
+            &node.loc,
+            format!(
+                "a task file must be a list of tasks, found {}",
+                node.type_name()
+            ),
+        )),
     }
 }
 
 fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result<Task, Located> {
     let mut t = Task {
-        name: String::new(), role: role.to_owned(), module: String::new(), args: node.clone(), when: None, changed_when: None, items: None,
-        register: None, notify: Vec::new(), tags: Vec::new(), sudo: None, ignore_errors: false, no_log: false,
-        vars: Map::new(), loc: node.loc.clone(),
+        name: String::new(),
+        role: role.to_owned(),
+        module: String::new(),
+        args: node.clone(),
+        when: None,
+        changed_when: None,
+        items: None,
+        register: None,
+        notify: Vec::new(),
+        tags: Vec::new(),
+        sudo: None,
+        ignore_errors: false,
+        no_log: false,
+        vars: Map::new(),
+        loc: node.loc.clone(),
     };
     for (k, kn, v) in node.entries("a task")? {
         match k.as_str() {
             "name" => t.name = v.scalar_string("name")?,
-            "when" => t.when = Some(match &v.kind {
-                Kind::Seq(_) => v.string_list("when")?.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" and "),
-                Kind::Bool(b) => b.to_string(),
-                _ => v.scalar_string("when")?,
-            }),
+            "when" => {
+                t.when = Some(match &v.kind {
+                    Kind::Seq(_) => v
+                        .string_list("when")?
+                        .iter()
+                        .map(|c| format!("({c})"))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    Kind::Bool(b) => b.to_string(),
+                    _ => v.scalar_string("when")?,
+                })
+            }
             "loop" => t.items = Some(v.clone()),
-            "changed_when" => t.changed_when = Some(match &v.kind {
-                Kind::Bool(b) => b.to_string(),
-                _ => v.scalar_string("changed_when")?,
-            }),
+            "changed_when" => {
+                t.changed_when = Some(match &v.kind {
+                    Kind::Bool(b) => b.to_string(),
+                    _ => v.scalar_string("changed_when")?,
+                })
+            }
             "register" => t.register = Some(v.as_str("register")?.to_owned()),
             "notify" | "listen" => t.notify = v.string_list("notify")?,
             "tags" => t.tags = v.string_list("tags")?,
@@ -248,7 +359,11 @@ fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result
             "vars" => t.vars = vars_map(v, "task vars")?,
             m if modules::spec(m).is_some() => {
                 if !t.module.is_empty() {
-                    return Err(err(&kn.loc, format!("this task has two modules, `{}` and `{m}`", t.module)).hint("split it into two tasks"));
+                    return Err(err(
+                        &kn.loc,
+                        format!("this task has two modules, `{}` and `{m}`", t.module),
+                    )
+                    .hint("split it into two tasks"));
                 }
                 t.module = m.to_owned();
                 t.args = v.clone();
@@ -261,7 +376,8 @@ fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result
         }
     }
     if t.module.is_empty() {
-        return Err(err(&node.loc, format!("task `{}` names no module", t.name)).hint(format!("modules: {}", modules::NAMES.join(", "))));
+        return Err(err(&node.loc, format!("task `{}` names no module", t.name))
+            .hint(format!("modules: {}", modules::NAMES.join(", "))));
     }
     check_args(&t, templates)?;
     if t.name.is_empty() {
@@ -272,7 +388,9 @@ fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result
 
 /// Checks a task's arguments against its module's spec (free-form commands are `cmd`).
 fn check_args(t: &Task, templates: &[(String, String)]) -> Result<(), Located> {
-    let Some((required, optional)) = modules::spec(&t.module) else { return Ok(()) };
+    let Some((required, optional)) = modules::spec(&t.module) else {
+        return Ok(());
+    };
     let a = &t.args;
     if matches!(a.kind, Kind::Str(_)) && (t.module == "command" || t.module == "shell") {
         return Ok(());
@@ -285,8 +403,11 @@ fn check_args(t: &Task, templates: &[(String, String)]) -> Result<(), Located> {
         if t.module == "template" && k == "src" {
             if let Kind::Str(s) = &v.kind {
                 if !s.contains("{{") && !templates.iter().any(|(n, _)| n == s) {
-                    return Err(err(&v.loc, format!("template `{s}` not found for role `{}`", t.role))
-                        .hint("put it in roles/ROLE/templates/ or templates/ROLE/"));
+                    return Err(err(
+                        &v.loc,
+                        format!("template `{s}` not found for role `{}`", t.role),
+                    )
+                    .hint("put it in roles/ROLE/templates/ or templates/ROLE/"));
                 }
             }
         }

@@ -31,7 +31,9 @@ impl HostKeyPolicy {
             }
         }
         let Some(first) = self.files.first() else {
-            return Err(format!("unknown host key for {host} ({fp}) and no known_hosts file to record it in"));
+            return Err(format!(
+                "unknown host key for {host} ({fp}) and no known_hosts file to record it in"
+            ));
         };
         if !self.accept_new {
             return Err(format!(
@@ -41,7 +43,11 @@ impl HostKeyPolicy {
                 first.display()
             ));
         }
-        learn_known_hosts_path(host, port, key, first)
-            .map_err(|e| format!("cannot record the host key of {host} in {}: {e}", first.display()))
+        learn_known_hosts_path(host, port, key, first).map_err(|e| {
+            format!(
+                "cannot record the host key of {host} in {}: {e}",
+                first.display()
+            )
+        })
     }
 }

@@ -67,7 +67,10 @@ struct Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let key = &key.public_key();
         let t = &self.target;
         match t.hostkeys.check(&t.address, t.port, key) {
@@ -113,15 +116,28 @@ impl Conn {
             ..Default::default()
         });
         let verdict = Arc::new(Mutex::new(None));
-        let handler = Client { target: target.clone(), verdict: verdict.clone() };
+        let handler = Client {
+            target: target.clone(),
+            verdict: verdict.clone(),
+        };
         let addr = format!("{}:{}", target.address, target.port);
-        let unreachable = |reason: String| TransportError::Unreachable { addr: addr.clone(), reason };
-        let stream = tokio::time::timeout(target.connect_timeout, tokio::net::TcpStream::connect(&addr))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {:?}", target.connect_timeout)))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        let unreachable = |reason: String| TransportError::Unreachable {
+            addr: addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(
+            target.connect_timeout,
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        .map_err(|_| unreachable(format!("no answer within {:?}", target.connect_timeout)))?
+        .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let handshake = tokio::time::timeout(target.connect_timeout, client::connect_stream(config, stream, handler)).await;
+        let handshake = tokio::time::timeout(
+            target.connect_timeout,
+            client::connect_stream(config, stream, handler),
+        )
+        .await;
         let mut handle = match handshake {
             Err(_) => return Err(unreachable("SSH handshake timed out".into())),
             Ok(Ok(h)) => h,
@@ -142,13 +158,25 @@ impl Conn {
                     continue;
                 }
             };
-            let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+            let hash = handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten();
             let res = handle
-                .authenticate_publickey(target.user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+                .authenticate_publickey(
+                    target.user.clone(),
+                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
                 .await
                 .map_err(|e| TransportError::Protocol(e.to_string()))?;
             if res.success() {
-                return Ok(Conn { handle, target, commands: AtomicU64::new(0) });
+                return Ok(Conn {
+                    handle,
+                    target,
+                    commands: AtomicU64::new(0),
+                });
             }
             tried.push(format!("{}: refused by the server", file.display()));
         }
@@ -157,7 +185,10 @@ impl Conn {
         } else {
             format!("tried {}", tried.join("; "))
         };
-        Err(TransportError::Auth { user: target.user.clone(), reason })
+        Err(TransportError::Auth {
+            user: target.user.clone(),
+            reason,
+        })
     }
 
     /// Commands run on this connection so far (each is one round trip).
@@ -166,7 +197,12 @@ impl Conn {
     }
 
     /// Runs `script` with `sh`, as root through sudo when `become` is set.
-    pub async fn run(&self, script: &str, stdin: Option<&[u8]>, as_root: bool) -> Result<Output, TransportError> {
+    pub async fn run(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        as_root: bool,
+    ) -> Result<Output, TransportError> {
         let cmd = wrap(script, as_root);
         let timeout = self.target.command_timeout;
         tokio::time::timeout(timeout, self.exec(&cmd, stdin))
@@ -204,13 +240,19 @@ impl Conn {
     }
 
     pub async fn close(&self) {
-        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
     }
 }
 
 /// Quotes `s` for a POSIX shell.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))

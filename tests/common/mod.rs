@@ -7,21 +7,36 @@ use std::process::{Command, Output};
 pub const BIN: &str = env!("CARGO_BIN_EXE_provision");
 
 pub fn lab_dir() -> PathBuf {
-    std::env::var_os("PROVISION_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/provision-lab".into())
+    std::env::var_os("PROVISION_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/provision-lab".into())
 }
 
 pub fn provision(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("provision runs")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("provision runs")
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Runs a command on a lab host with OpenSSH, host keys checked against the lab's known_hosts.
 pub fn ssh(node: &str, cmd: &str) -> String {
     let cfg = lab_dir().join("ssh_config");
-    let o = Command::new("ssh").arg("-F").arg(cfg).arg(node).arg(cmd).output().expect("ssh runs");
+    let o = Command::new("ssh")
+        .arg("-F")
+        .arg(cfg)
+        .arg(node)
+        .arg(cmd)
+        .output()
+        .expect("ssh runs");
     assert!(o.status.success(), "ssh {node} {cmd}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
