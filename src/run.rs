@@ -372,47 +372,37 @@ async fn run_play(
                 return (tally, true, registered);
             }
         }
+        // Tasks first, then the handlers they notified, once each.
         let mut notified: HashSet<String> = HashSet::new();
-        for task in role.tasks.iter().filter(|t| selected(t, o)) {
-            let ok = run_task(
-                task,
-                play,
-                role,
-                host,
-                conn,
-                hostvars,
-                groups,
-                &mut registered,
-                &env,
-                o,
-                rep,
-                &mut tally,
-                &mut notified,
-            )
-            .await;
-            if !ok {
-                return (tally, true, registered);
-            }
-        }
-        for handler in role.handlers.iter().filter(|h| notified.contains(&h.name)) {
-            let ok = run_task(
-                handler,
-                play,
-                role,
-                host,
-                conn,
-                hostvars,
-                groups,
-                &mut registered,
-                &env,
-                o,
-                rep,
-                &mut tally,
-                &mut HashSet::new(),
-            )
-            .await;
-            if !ok {
-                return (tally, true, registered);
+        for phase in [true, false] {
+            let list: Vec<&Task> = if phase {
+                role.tasks.iter().filter(|t| selected(t, o)).collect()
+            } else {
+                role.handlers
+                    .iter()
+                    .filter(|h| notified.contains(&h.name))
+                    .collect()
+            };
+            for task in list {
+                let ok = run_task(
+                    task,
+                    play,
+                    role,
+                    host,
+                    conn,
+                    hostvars,
+                    groups,
+                    &mut registered,
+                    &env,
+                    o,
+                    rep,
+                    &mut tally,
+                    &mut notified,
+                )
+                .await;
+                if !ok {
+                    return (tally, true, registered);
+                }
             }
         }
     }
