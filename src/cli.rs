@@ -77,6 +77,12 @@ pub struct RunArgs {
     /// Seconds a single remote command may take
     #[arg(long, default_value_t = 900)]
     pub command_timeout: u64,
+    /// OpenSSH client config to honour (default ~/.ssh/config)
+    #[arg(long, short = 'F')]
+    pub ssh_config: Option<PathBuf>,
+    /// Ask once for the sudo password, used on hosts where sudo wants one
+    #[arg(long, short = 'K')]
+    pub ask_become_pass: bool,
     /// Stop all hosts after the first failure
     #[arg(long)]
     pub any_errors_fatal: bool,
@@ -220,8 +226,9 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
         command_timeout: std::time::Duration::from_secs(a.command_timeout),
         any_errors_fatal: a.any_errors_fatal,
         max_fail_percentage: a.max_fail_percentage,
+        ssh_config: a.ssh_config.clone(),
     };
-    let prepared = match crate::run::prepare(&opts) {
+    let mut prepared = match crate::run::prepare(&opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -255,6 +262,26 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
         }
         return Ok(exit::OK);
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    let become_pass = if a.ask_become_pass {
+        Some(
+            rpassword::prompt_password("BECOME password: ").map_err(|e| {
+                anyhow::anyhow!(
+                    "--ask-become-pass: cannot read the password from the terminal: {e}"
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    if let Err(e) = rt.block_on(prepared.unlock(interactive, become_pass)) {
+        eprintln!("error: {e}");
+        eprintln!("nothing was changed: no host was contacted");
+        return Ok(exit::INVALID);
+    }
     let mode = match a.output {
         OutputMode::Text => crate::output::Mode::Text,
         OutputMode::Json => crate::output::Mode::Json,
@@ -267,9 +294,6 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
     for w in &prepared.inventory.warnings {
         rep.warn(w);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let check = opts.check;
     let summary = rt.block_on(crate::run::execute(prepared, opts, rep.clone()));
     let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();

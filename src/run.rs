@@ -6,7 +6,7 @@ use crate::modules::{self, Plan};
 use crate::output::{Reporter, Status, Tally};
 use crate::play::{self, Play, RoleSource, Task};
 use crate::template::{self, environment};
-use crate::transport::{Conn, HostKeyPolicy, Target};
+use crate::transport::{sshconfig, Conn, HostKeyPolicy, Keys, Secret, Target};
 use crate::yaml::Located;
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
@@ -31,6 +31,8 @@ pub struct Options {
     pub command_timeout: Duration,
     pub any_errors_fatal: bool,
     pub max_fail_percentage: Option<u8>,
+    /// An OpenSSH client config to honour (default ~/.ssh/config).
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// Everything validated, before any connection.
@@ -38,6 +40,7 @@ pub struct Prepared {
     pub inventory: Inventory,
     pub plays: Vec<(Play, Vec<String>)>,
     pub hosts: Vec<String>,
+    pub targets: IndexMap<String, Target>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +100,32 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
                 .unwrap_or_default()
         )));
     }
+    let cfg_path = o
+        .ssh_config
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/config")));
+    let cfg = match cfg_path {
+        Some(p) if o.ssh_config.is_some() && !p.exists() => {
+            return Err(Invalid::Other(format!(
+                "--ssh-config {}: no such file",
+                p.display()
+            )))
+        }
+        Some(p) => sshconfig::Config::load(&p).map_err(Invalid::Other)?,
+        None => Default::default(),
+    };
+    let mut targets = IndexMap::new();
+    for h in &all {
+        let host = &inventory.hosts[h];
+        let t = target(o, &inventory, host, &cfg)
+            .map_err(|e| Invalid::Other(format!("{}: {e}", host.loc)))?;
+        targets.insert(h.clone(), t);
+    }
     Ok(Prepared {
         inventory,
         plays: out,
         hosts: all,
+        targets,
     })
 }
 
@@ -151,46 +176,153 @@ fn parse_facts(out: &str) -> Map<String, Value> {
     m
 }
 
-fn target(o: &Options, inv: &Inventory, h: &inventory::Host) -> Target {
+/// How to reach `h`: the inventory first, then ~/.ssh/config (as Ansible passes its
+/// settings to ssh), then OpenSSH's defaults.
+fn target(
+    o: &Options,
+    inv: &Inventory,
+    h: &inventory::Host,
+    cfg: &sshconfig::Config,
+) -> Result<Target, String> {
     let dir = inv
         .path
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let c = cfg.host(&h.address);
     let mut files = Vec::new();
     match h.vars.get("known_hosts_file").and_then(Value::as_str) {
         Some(f) => files.push(inventory::expand(f, &dir)),
         None => files.push(dir.join("known_hosts")),
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(home).join(".ssh/known_hosts"));
+    files.extend(c.known_hosts.iter().cloned());
+    if let Some(home) = &home {
+        files.push(home.join(".ssh/known_hosts"));
     }
-    let mut keys = Vec::new();
-    if let Some(k) = &h.key_file {
-        keys.push(k.clone());
-    } else if let Some(home) = std::env::var_os("HOME") {
-        for n in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-            let p = PathBuf::from(&home).join(".ssh").join(n);
-            if p.exists() {
-                keys.push(p);
+    let mut keys: Vec<PathBuf> = h.key_file.iter().cloned().collect();
+    keys.extend(c.identity_files.iter().cloned());
+    if keys.is_empty() {
+        if let Some(home) = &home {
+            for n in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let p = home.join(".ssh").join(n);
+                if p.exists() {
+                    keys.push(p);
+                }
             }
         }
     }
-    Target {
+    for k in &keys {
+        if !k.exists() {
+            return Err(format!(
+                "host `{}`: private key {} does not exist",
+                h.name,
+                k.display()
+            ));
+        }
+    }
+    let user = h
+        .user
+        .clone()
+        .or(c.user.clone())
+        .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+    let mut t = Target {
         name: h.name.clone(),
-        address: h.address.clone(),
-        port: h.port,
-        user: h
-            .user
-            .clone()
-            .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into())),
-        key_files: keys,
+        address: c.host_name.clone().unwrap_or_else(|| h.address.clone()),
+        port: if h.port_given {
+            h.port
+        } else {
+            c.port.unwrap_or(h.port)
+        },
+        user,
+        key_files: keys.clone(),
+        identities_only: c.identities_only,
+        jump: None,
         hostkeys: HostKeyPolicy {
             files,
             accept_new: o.accept_new_host_keys,
         },
         connect_timeout: o.connect_timeout,
         command_timeout: o.command_timeout,
+        keys: Default::default(),
+        become_pass: None,
+    };
+    let hops: Vec<String> = match h
+        .vars
+        .get("ansible_ssh_common_args")
+        .and_then(Value::as_str)
+        .and_then(sshconfig::jump_from_args)
+    {
+        Some(j) => j.split(',').map(str::to_owned).collect(),
+        None => c
+            .proxy_jump
+            .iter()
+            .flat_map(|j| j.split(','))
+            .map(str::to_owned)
+            .collect(),
+    };
+    let mut prev: Option<Box<Target>> = None;
+    for hop in hops {
+        let (user, host, port) =
+            sshconfig::parse_jump(&hop).map_err(|e| format!("host `{}`: {e}", h.name))?;
+        let hc = cfg.host(&host);
+        let mut keys = hc.identity_files.clone();
+        if keys.is_empty() {
+            keys = t.key_files.clone();
+        }
+        prev = Some(Box::new(Target {
+            name: format!("{} (bastion)", host),
+            address: hc.host_name.clone().unwrap_or(host),
+            port: port.or(hc.port).unwrap_or(22),
+            user: user.or(hc.user.clone()).unwrap_or_else(|| t.user.clone()),
+            key_files: keys,
+            identities_only: hc.identities_only,
+            jump: prev,
+            ..t.clone()
+        }));
+    }
+    t.jump = prev;
+    Ok(t)
+}
+
+/// Every key file the targets (and their bastions) may use.
+fn key_files(t: &Target, out: &mut Vec<PathBuf>) {
+    for k in &t.key_files {
+        if !out.contains(k) {
+            out.push(k.clone());
+        }
+    }
+    if let Some(j) = &t.jump {
+        key_files(j, out);
+    }
+}
+
+fn set_secrets(t: &mut Target, keys: &Arc<Keys>, pass: &Option<Arc<Secret>>) {
+    t.keys = keys.clone();
+    t.become_pass = pass.clone();
+    if let Some(j) = &mut t.jump {
+        set_secrets(j, keys, pass);
+    }
+}
+
+impl Prepared {
+    /// Reads the key files (asking for passphrases when `interactive`) and sets the
+    /// become password, before any connection.
+    pub async fn unlock(
+        &mut self,
+        interactive: bool,
+        become_pass: Option<String>,
+    ) -> Result<(), String> {
+        let mut files = Vec::new();
+        for t in self.targets.values() {
+            key_files(t, &mut files);
+        }
+        let keys = Arc::new(Keys::load(&files, interactive).await?);
+        let pass = become_pass.map(|p| Arc::new(Secret(p)));
+        for t in self.targets.values_mut() {
+            set_secrets(t, &keys, &pass);
+        }
+        Ok(())
     }
 }
 
@@ -201,16 +333,37 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
     // Connect and gather facts everywhere first.
     let mut joins = Vec::new();
     for h in &p.hosts {
-        let t = target(&o, &inv, &inv.hosts[h]);
+        let t = p.targets[h].clone();
         let sem = sem.clone();
+        let wants_root = inv.hosts[h].sudo;
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let conn = Conn::connect(t).await.map_err(|e| e.to_string())?;
-            let out = conn
-                .run(FACTS, None, false)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((Arc::new(conn), parse_facts(&out.stdout)))
+            let unreachable = |e: crate::transport::TransportError| (true, e.to_string());
+            let conn = Conn::connect(t).await.map_err(unreachable)?;
+            let out = conn.run(FACTS, None, None).await.map_err(unreachable)?;
+            let facts = parse_facts(&out.stdout);
+            if facts.get("ansible_sudo").and_then(Value::as_str) == Some("no")
+                && conn.target.become_pass.is_some()
+            {
+                conn.use_sudo_password();
+                if wants_root {
+                    let r = conn
+                        .run("true", None, Some("root"))
+                        .await
+                        .map_err(unreachable)?;
+                    if r.rc != 0 {
+                        return Err((
+                            false,
+                            format!(
+                                "sudo refused the become password for {}: {}",
+                                conn.target.user,
+                                crate::sys::tail(r.stderr.trim(), 2)
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok::<_, (bool, String)>((Arc::new(conn), facts))
         }));
     }
     let mut runs: IndexMap<String, HostRun> = IndexMap::new();
@@ -224,16 +377,21 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
         };
         match j
             .await
-            .unwrap_or_else(|e| Err(format!("internal error: {e}")))
+            .unwrap_or_else(|e| Err((false, format!("internal error: {e}"))))
         {
             Ok((c, f)) => {
                 run.conn = Some(c);
                 run.facts = f;
             }
-            Err(e) => {
+            Err((true, e)) => {
                 run.tally.unreachable = 1;
                 run.failed = true;
                 rep.task_done(h, "connect", "connect", Status::Unreachable, &e, None);
+            }
+            Err((false, e)) => {
+                run.tally.failed = 1;
+                run.failed = true;
+                rep.task_done(h, "connect", "become", Status::Failed, &e, None);
             }
         }
         runs.insert(h.clone(), run);
@@ -487,6 +645,8 @@ async fn run_task(
         }
     };
     let sudo = task.sudo.or(play.sudo).unwrap_or(host.sudo);
+    let become_user = task.become_user.as_deref().unwrap_or(&host.become_user);
+    let sudo = sudo.then_some(become_user);
     let (mut changed, mut failed, mut skipped) = (false, None::<String>, 0usize);
     let mut msgs = Vec::new();
     let mut diffs = Vec::new();

@@ -30,6 +30,8 @@ pub struct Host {
     pub loc: Loc,
     pub address: String,
     pub port: u16,
+    /// ansible_port was set (else ~/.ssh/config's Port may apply).
+    pub port_given: bool,
     pub user: Option<String>,
     pub key_file: Option<PathBuf>,
     pub sudo: bool,
@@ -284,10 +286,15 @@ fn resolve(
             )
             .hint("each host needs its own ansible_host (or ansible_port)"));
         }
-        if host.vars.contains_key("ansible_ssh_common_args") {
-            warnings.push(format!(
-                "{h}: ansible_ssh_common_args is ignored (provision speaks SSH itself)"
-            ));
+        if let Some(a) = host.vars.get("ansible_ssh_common_args") {
+            let jump = a
+                .as_str()
+                .and_then(crate::transport::sshconfig::jump_from_args);
+            if jump.is_none() {
+                warnings.push(format!(
+                    "{h}: ansible_ssh_common_args is ignored apart from ProxyJump (-J); put other options in ~/.ssh/config"
+                ));
+            }
         }
         hosts.insert(h, host);
     }
@@ -472,6 +479,7 @@ fn connection(
         loc: loc.clone(),
         address,
         port,
+        port_given: vars.get("ansible_port").is_some_and(|v| !v.is_null()),
         user: s("ansible_user")?,
         key_file,
         sudo,

@@ -1,17 +1,20 @@
 //! The SSH transport: one russh connection per host, a channel per command,
 //! host keys always verified, files put in place atomically.
 
+mod auth;
 mod hostkeys;
+pub mod sshconfig;
 
 use russh::client::{self, Handle};
-use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
 use russh::ChannelMsg;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
 
+pub use auth::Keys;
 pub use hostkeys::HostKeyPolicy;
 
 /// SSH connections opened by this process (for benchmarks and tests).
@@ -25,9 +28,32 @@ pub struct Target {
     pub port: u16,
     pub user: String,
     pub key_files: Vec<PathBuf>,
+    /// Only offer agent keys that match `key_files` (IdentitiesOnly).
+    pub identities_only: bool,
+    /// A bastion to tunnel through (ProxyJump).
+    pub jump: Option<Box<Target>>,
     pub hostkeys: HostKeyPolicy,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    pub keys: Arc<Keys>,
+    /// The sudo password (--ask-become-pass); used only where sudo asks for one.
+    pub become_pass: Option<Arc<Secret>>,
+}
+
+/// A password that never shows in Debug output or logs.
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+impl Target {
+    /// `user@address:port`, also the key of shared bastion connections.
+    pub fn label(&self) -> String {
+        format!("{}@{}:{}", self.user, self.address, self.port)
+    }
 }
 
 #[derive(Debug, Error)]
@@ -88,6 +114,38 @@ pub struct Conn {
     handle: Handle<Client>,
     pub target: Arc<Target>,
     commands: AtomicU64,
+    /// Set when sudo on this host wants the become password.
+    sudo_pass: AtomicBool,
+}
+
+/// Bastion connections, shared by every host behind the same one.
+fn bastions() -> &'static tokio::sync::Mutex<HashMap<String, Arc<Conn>>> {
+    static B: OnceLock<tokio::sync::Mutex<HashMap<String, Arc<Conn>>>> = OnceLock::new();
+    B.get_or_init(Default::default)
+}
+
+async fn bastion(t: &Target) -> Result<Arc<Conn>, TransportError> {
+    let mut map = bastions().lock().await;
+    if let Some(c) = map.get(&t.label()) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(
+        Box::pin(Conn::connect(t.clone()))
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable { addr, reason } => TransportError::Unreachable {
+                    addr: format!("bastion {addr}"),
+                    reason,
+                },
+                TransportError::Auth { user, reason } => TransportError::Auth {
+                    user: format!("{user} on bastion {}", t.address),
+                    reason,
+                },
+                other => other,
+            })?,
+    );
+    map.insert(t.label(), c.clone());
+    Ok(c)
 }
 
 impl Conn {
@@ -125,19 +183,40 @@ impl Conn {
             addr: addr.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(
-            target.connect_timeout,
-            tokio::net::TcpStream::connect(&addr),
-        )
-        .await
-        .map_err(|_| unreachable(format!("no answer within {:?}", target.connect_timeout)))?
-        .map_err(|e| unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let handshake = tokio::time::timeout(
-            target.connect_timeout,
-            client::connect_stream(config, stream, handler),
-        )
-        .await;
+        let handshake = if let Some(j) = &target.jump {
+            let b = bastion(j).await?;
+            let ch = b
+                .handle
+                .channel_open_direct_tcpip(
+                    target.address.clone(),
+                    target.port as u32,
+                    "127.0.0.1",
+                    0,
+                )
+                .await
+                .map_err(|e| {
+                    unreachable(format!("bastion {} cannot open a tunnel: {e}", j.address))
+                })?;
+            tokio::time::timeout(
+                target.connect_timeout,
+                client::connect_stream(config, ch.into_stream(), handler),
+            )
+            .await
+        } else {
+            let stream = tokio::time::timeout(
+                target.connect_timeout,
+                tokio::net::TcpStream::connect(&addr),
+            )
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", target.connect_timeout)))?
+            .map_err(|e| unreachable(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            tokio::time::timeout(
+                target.connect_timeout,
+                client::connect_stream(config, stream, handler),
+            )
+            .await
+        };
         let mut handle = match handshake {
             Err(_) => return Err(unreachable("SSH handshake timed out".into())),
             Ok(Ok(h)) => h,
@@ -150,38 +229,26 @@ impl Conn {
         };
         CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let mut tried = Vec::new();
-        for file in &target.key_files {
-            let key = match load_secret_key(file, None) {
-                Ok(k) => k,
-                Err(e) => {
-                    tried.push(format!("{}: {e}", file.display()));
-                    continue;
-                }
-            };
-            let hash = handle
-                .best_supported_rsa_hash()
-                .await
-                .ok()
-                .flatten()
-                .flatten();
-            let res = handle
-                .authenticate_publickey(
-                    target.user.clone(),
-                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-                )
-                .await
-                .map_err(|e| TransportError::Protocol(e.to_string()))?;
-            if res.success() {
-                return Ok(Conn {
-                    handle,
-                    target,
-                    commands: AtomicU64::new(0),
-                });
-            }
-            tried.push(format!("{}: refused by the server", file.display()));
+        let ok = auth::authenticate(
+            &mut handle,
+            &target.user,
+            &target.key_files,
+            target.identities_only,
+            &target.keys,
+            &mut tried,
+        )
+        .await
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        if ok {
+            return Ok(Conn {
+                handle,
+                target,
+                commands: AtomicU64::new(0),
+                sudo_pass: AtomicBool::new(false),
+            });
         }
         let reason = if tried.is_empty() {
-            "no private key to try: set ansible_ssh_private_key_file".to_string()
+            "no key to try: set ansible_ssh_private_key_file, IdentityFile in ~/.ssh/config, or load a key into ssh-agent".to_string()
         } else {
             format!("tried {}", tried.join("; "))
         };
@@ -196,14 +263,32 @@ impl Conn {
         self.commands.load(Ordering::Relaxed)
     }
 
-    /// Runs `script` with `sh`, as root through sudo when `become` is set.
+    /// Makes sudo on this host read the become password (sudo -S) from now on.
+    pub fn use_sudo_password(&self) {
+        self.sudo_pass.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs `script` with `sh`, through sudo as `become` when it is set.
     pub async fn run(
         &self,
         script: &str,
         stdin: Option<&[u8]>,
-        as_root: bool,
+        as_user: Option<&str>,
     ) -> Result<Output, TransportError> {
-        let cmd = wrap(script, as_root);
+        let pass = match (&self.target.become_pass, as_user) {
+            (Some(p), Some(_)) if self.sudo_pass.load(Ordering::Relaxed) => Some(p.clone()),
+            _ => None,
+        };
+        let cmd = wrap(script, as_user, pass.is_some());
+        let mut input;
+        let stdin = match &pass {
+            Some(p) => {
+                input = format!("{}\n", p.0).into_bytes();
+                input.extend_from_slice(stdin.unwrap_or_default());
+                Some(input.as_slice())
+            }
+            None => stdin,
+        };
         let timeout = self.target.command_timeout;
         tokio::time::timeout(timeout, self.exec(&cmd, stdin))
             .await
@@ -258,11 +343,16 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn wrap(script: &str, as_root: bool) -> String {
-    if as_root {
-        format!("sudo -n -H -- sh -c {}", quote(script))
-    } else {
-        format!("sh -c {}", quote(script))
+fn wrap(script: &str, as_user: Option<&str>, password: bool) -> String {
+    let user = match as_user {
+        Some(u) if u != "root" => format!("-u {} ", quote(u)),
+        _ => String::new(),
+    };
+    match (as_user, password) {
+        // -k: always read the password, so it never reaches the command's stdin.
+        (Some(_), true) => format!("sudo -k -S -p '' -H {user}-- sh -c {}", quote(script)),
+        (Some(_), false) => format!("sudo -n -H {user}-- sh -c {}", quote(script)),
+        (None, _) => format!("sh -c {}", quote(script)),
     }
 }
 
