@@ -702,6 +702,27 @@ async fn run_task(
             }
             args.remove("src");
         }
+        if task.module == "copy" {
+            if let Some(src) = args.remove("src") {
+                let src = src.as_str().unwrap_or_default().to_owned();
+                let found = role
+                    .files
+                    .iter()
+                    .find(|(n, _)| *n == src)
+                    .map(|(_, t)| t.clone());
+                let text = match found {
+                    Some(t) => t,
+                    None => match std::fs::read_to_string(&src) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            failed = Some(format!("copy: cannot read `{src}`: {e}"));
+                            break;
+                        }
+                    },
+                };
+                args.insert("content".into(), json!(text));
+            }
+        }
         let module = match modules::build(&task.module, &args) {
             Ok(m) => m,
             Err(e) => {

@@ -92,6 +92,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Located> {
         msg: format!("invalid YAML: {}", e.info()),
         hint: Some("check the indentation and quoting around this place".into()),
     })?;
+    duplicate_keys(text, &file)?;
     if docs.len() > 1 {
         let loc = Loc {
             file: file.clone(),
@@ -299,4 +300,60 @@ pub fn closest<'a>(word: &str, choices: &[&'a str]) -> Option<&'a str> {
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
+}
+
+/// YAML loaders keep the last of two equal keys silently; we refuse them.
+fn duplicate_keys(text: &str, file: &Arc<PathBuf>) -> Result<(), Located> {
+    use saphyr_parser::{Event, Parser};
+    use std::collections::HashMap;
+    // One frame per open collection: for mappings, the keys seen (with their line)
+    // and whether the next node is a key.
+    enum Frame {
+        Seq,
+        Map(HashMap<String, usize>, bool),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    // A finished node: flips the parent mapping between key and value.
+    fn done(stack: &mut [Frame]) {
+        if let Some(Frame::Map(_, is_key)) = stack.last_mut() {
+            *is_key = !*is_key;
+        }
+    }
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else {
+            return Ok(()); // the loader reports syntax errors
+        };
+        match ev {
+            Event::Scalar(v, ..) => {
+                if let Some(Frame::Map(keys, true)) = stack.last_mut() {
+                    let line = span.start.line();
+                    if let Some(first) = keys.insert(v.to_string(), line) {
+                        let loc = Loc {
+                            file: file.clone(),
+                            line: line.max(1),
+                            col: span.start.col() + 1,
+                        };
+                        return Err(err(
+                            &loc,
+                            format!(
+                                "key `{v}` appears twice in this mapping (first on line {first})"
+                            ),
+                        )
+                        .hint("remove one of them: YAML keeps only the last"));
+                    }
+                }
+                done(&mut stack);
+            }
+            Event::Alias(_) => done(&mut stack),
+            Event::SequenceStart(..) => stack.push(Frame::Seq),
+            Event::MappingStart(..) => stack.push(Frame::Map(HashMap::new(), true)),
+            Event::SequenceEnd | Event::MappingEnd => {
+                stack.pop();
+                done(&mut stack);
+            }
+            Event::DocumentStart(_) => stack.clear(),
+            _ => {}
+        }
+    }
+    Ok(())
 }

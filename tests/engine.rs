@@ -57,6 +57,10 @@ fn modules_idempotence_check_mode_and_host_keys() {
         );
         assert!(ssh(h, "sudo cat /opt/provision-test/app.conf").contains("peers=node1,node2,node3"));
         assert_eq!(
+            ssh(h, "sudo stat -c %a /opt/provision-test/notice.txt; sudo cat /opt/provision-test/notice.txt"),
+            "600\ncopied from the role files folder"
+        );
+        assert_eq!(
             ssh(h, "sudo cat /opt/provision-test/settings"),
             "level=info"
         );

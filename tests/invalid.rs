@@ -24,6 +24,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("all:\n  children:\n    all:\n", "", "inv.yml:3:5", "cannot be a child"),
     ("all:\n  hosts:\n    a:\n  children:\n    web: [a]\n", "", "inv.yml:5:11", "must be a mapping"),
     ("all:\n  hosts:\n    a:\n      ansible_host: ''\n", "", "inv.yml:3:5", "not a valid address"),
+    ("all:\n  hosts:\n    a:\n      ansible_host: 10.0.0.1\n    a:\n", "", "inv.yml:5:5", "key `a` appears twice"),
+    ("all:\n  vars:\n    x: 1\n    x: 2\n  hosts:\n    a:\n", "", "inv.yml:4:5", "first on line 3"),
+    ("all:\n  hosts:\n    web[3:1]:\n", "", "inv.yml:3:5", "invalid host range"),
+    ("all:\n  hosts:\n    web[01:\n", "", "inv.yml:3:5", "without `]`"),
+    ("all:\n  hosts:\n    a:\n      ansible_ssh_private_key_file: /nonexistent/key\n", "", "inv.yml:3:5", "does not exist"),
+    ("all:\n  hosts:\n    a:\n      ansible_ssh_common_args: -J u@h:port\n", "", "inv.yml:3:5", "bad port in ProxyJump"),
     // Playbooks.
     (OK_INV, "hosts: all\n", "site.yml:1:1", "list of plays"),
     (OK_INV, "[]\n", "site.yml:1:1", "no plays"),
@@ -41,6 +47,9 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     (OK_INV, "- hosts: all\n  roles: [t7]\n", "tasks/main.yml:1:3", "no handler"),
     (OK_INV, "- hosts: all\n  become: sometimes\n  roles: [common]\n", "site.yml:2:11", "true or false"),
     (OK_INV, "---\n- hosts: all\n---\n- hosts: all\n", "site.yml:", "more than one YAML document"),
+    (OK_INV, "- hosts: all\n  roles: [t8]\n", "tasks/main.yml:1:10", "exactly one of `content` and `src`"),
+    (OK_INV, "- hosts: all\n  roles: [t9]\n", "tasks/main.yml:1:25", "file `nope.txt` not found"),
+    (OK_INV, "- hosts: all\n  roles: [t10]\n", "tasks/main.yml:3:3", "key `copy` appears twice"),
 ];
 
 const OK_INV: &str = "all:\n  hosts:\n    a:\n      ansible_host: 192.0.2.10\n";
@@ -67,6 +76,15 @@ const ROLES: &[(&str, &str)] = &[
     (
         "t7/tasks/main.yml",
         "- copy: {dest: /x, content: y}\n  notify: restart it\n",
+    ),
+    (
+        "t8/tasks/main.yml",
+        "- copy: {dest: /x, content: y, src: z}\n",
+    ),
+    ("t9/tasks/main.yml", "- copy: {dest: /x, src: nope.txt}\n"),
+    (
+        "t10/tasks/main.yml",
+        "- name: twice\n  copy: {dest: /x, content: y}\n  copy: {dest: /z, content: y}\n",
     ),
 ];
 
@@ -129,6 +147,17 @@ fn limit_patterns_select_hosts() {
     assert_eq!(hosts("all:!m1"), ["m2", "w1"]);
     assert_eq!(hosts("m*"), ["m1", "m2"]);
     assert_eq!(hosts("w1,m1"), ["m1", "w1"]);
+    let ranged = dir.path().join("ranged.yml");
+    std::fs::write(&ranged, "all:\n  children:\n    web:\n      hosts:\n        web[08:10].lan:\n          role: front\n").unwrap();
+    let o = provision(&[ranged.to_str().unwrap(), "--list-hosts", "--limit", "web"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["web08.lan", "web09.lan", "web10.lan"],
+        "{}",
+        text(&o)
+    );
     let o = provision(&[i, "--list-hosts", "--limit", "managerz"]);
     assert_eq!(o.status.code(), Some(4));
     assert!(text(&o).contains("did you mean `managers`"), "{}", text(&o));

@@ -2,6 +2,7 @@
 //! with merged variables and connection settings, all invariants checked before any SSH.
 
 mod pattern;
+mod range;
 
 use crate::yaml::{self, check_keys, closest, err, Kind, Loc, Located, Node};
 use indexmap::{IndexMap, IndexSet};
@@ -136,12 +137,18 @@ fn parse_group(raw: &mut Raw, name: &str, key: &Node, body: &Node) -> Result<(),
             }
         }
     }
-    for (h, hnode, hvars) in hosts {
-        check_name(&h, &hnode, "host")?;
-        let vars = vars_map(&hvars, &format!("vars of host `{h}`"))?;
-        raw.groups[name].hosts.insert(h.clone());
-        raw.host_locs.entry(h.clone()).or_insert(hnode.loc.clone());
-        raw.host_vars.entry(h).or_default().push(vars);
+    for (pattern, hnode, hvars) in hosts {
+        let names = range::expand(&pattern).map_err(|e| {
+            err(&hnode.loc, format!("invalid host range {e}"))
+                .hint("for example web[01:10] or db-[a:c]")
+        })?;
+        let vars = vars_map(&hvars, &format!("vars of host `{pattern}`"))?;
+        for h in names {
+            check_name(&h, &hnode, "host")?;
+            raw.groups[name].hosts.insert(h.clone());
+            raw.host_locs.entry(h.clone()).or_insert(hnode.loc.clone());
+            raw.host_vars.entry(h).or_default().push(vars.clone());
+        }
     }
     for (c, cnode, cbody) in children {
         if c == "all" {
@@ -164,7 +171,7 @@ fn check_name(name: &str, node: &Node, what: &str) -> Result<(), Located> {
         && !name.starts_with(['-', '.']);
     if !ok {
         return Err(err(&node.loc, format!("invalid {what} name `{name}`"))
-            .hint("use letters, digits, `-`, `_` and `.` (host ranges like web[01:10] are not supported yet)"));
+            .hint("use letters, digits, `-`, `_` and `.`, or a range like web[01:10]"));
     }
     Ok(())
 }

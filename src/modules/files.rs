@@ -114,9 +114,7 @@ impl Copy {
     pub fn new(a: &Args) -> Result<Self, String> {
         Ok(Copy {
             dest: a.req("dest")?,
-            content: a
-                .str("content")?
-                .ok_or("`content` is required (copying local files is not supported yet)")?,
+            content: a.str("content")?.ok_or("`content` or `src` is required")?,
             mode: a.mode("mode")?,
             owner: a.str("owner")?,
             group: a.str("group")?,

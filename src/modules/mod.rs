@@ -55,7 +55,7 @@ pub trait Module: Send + Sync {
 pub fn spec(module: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
     Some(match module {
         "command" | "shell" => (&["cmd"], &["chdir", "creates", "removes"]),
-        "copy" => (&["dest"], &["content", "mode", "owner", "group"]),
+        "copy" => (&["dest"], &["content", "src", "mode", "owner", "group"]),
         "template" => (&["src", "dest"], &["mode", "owner", "group"]),
         "file" => (&["path"], &["state", "mode", "owner", "group", "src"]),
         "lineinfile" => (&["path"], &["line", "regexp", "state", "create", "mode"]),

@@ -59,6 +59,8 @@ pub struct Role {
     pub defaults: Map<String, Value>,
     /// Template name to its source text.
     pub templates: Vec<(String, String)>,
+    /// roles/ROLE/files: name to content, for `copy: src=`.
+    pub files: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,12 +114,13 @@ impl RoleSource {
         v
     }
 
-    fn templates(&self, role: &str) -> Vec<(String, String)> {
+    /// Files of roles/ROLE/SUB (`templates` also from templates/ROLE/), by file name.
+    fn folder(&self, role: &str, sub: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if let Some(d) = &self.dir {
             for sub in [
-                d.join(role).join("templates"),
-                d.parent().unwrap_or(d).join("templates").join(role),
+                d.join(role).join(sub),
+                d.parent().unwrap_or(d).join(sub).join(role),
             ] {
                 if let Ok(rd) = std::fs::read_dir(&sub) {
                     for e in rd.flatten() {
@@ -128,12 +131,14 @@ impl RoleSource {
                 }
             }
         }
-        for dir in [
-            ROLES.get_dir(format!("{role}/templates")),
-            TEMPLATES.get_dir(role),
-        ]
-        .into_iter()
-        .flatten()
+        let shared = if sub == "templates" {
+            TEMPLATES.get_dir(role)
+        } else {
+            None
+        };
+        for dir in [ROLES.get_dir(format!("{role}/{sub}")), shared]
+            .into_iter()
+            .flatten()
         {
             for f in dir.files() {
                 let name = f
@@ -260,13 +265,16 @@ fn load_role(node: &Node, src: &RoleSource) -> Result<Role, Located> {
     for (k, v) in vars {
         defaults.insert(k, v);
     }
-    let templates = src.templates(&name);
+    let assets = Assets {
+        templates: src.folder(&name, "templates"),
+        files: src.folder(&name, "files"),
+    };
     let tasks = match src.read(&name, "tasks/main.yml") {
-        Some((t, p)) => parse_tasks(&yaml::parse(&t, &p)?, &name, &templates)?,
+        Some((t, p)) => parse_tasks(&yaml::parse(&t, &p)?, &name, &assets)?,
         None => Vec::new(),
     };
     let handlers = match src.read(&name, "handlers/main.yml") {
-        Some((t, p)) => parse_tasks(&yaml::parse(&t, &p)?, &name, &templates)?,
+        Some((t, p)) => parse_tasks(&yaml::parse(&t, &p)?, &name, &assets)?,
         None => Vec::new(),
     };
     for t in &tasks {
@@ -287,21 +295,22 @@ fn load_role(node: &Node, src: &RoleSource) -> Result<Role, Located> {
         tasks,
         handlers,
         defaults,
-        templates,
+        templates: assets.templates,
+        files: assets.files,
     })
 }
 
-pub fn parse_tasks(
-    node: &Node,
-    role: &str,
-    templates: &[(String, String)],
-) -> Result<Vec<Task>, Located> {
+/// A role's templates and plain files, by file name.
+#[derive(Default)]
+pub struct Assets {
+    pub templates: Vec<(String, String)>,
+    pub files: Vec<(String, String)>,
+}
+
+pub fn parse_tasks(node: &Node, role: &str, assets: &Assets) -> Result<Vec<Task>, Located> {
     match &node.kind {
         Kind::Null => Ok(Vec::new()),
-        Kind::Seq(items) => items
-            .iter()
-            .map(|t| parse_task(t, role, templates))
-            .collect(),
+        Kind::Seq(items) => items.iter().map(|t| parse_task(t, role, assets)).collect(),
         _ => Err(err(
             &node.loc,
             format!(
@@ -312,7 +321,7 @@ pub fn parse_tasks(
     }
 }
 
-fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result<Task, Located> {
+fn parse_task(node: &Node, role: &str, assets: &Assets) -> Result<Task, Located> {
     let mut t = Task {
         name: String::new(),
         role: role.to_owned(),
@@ -383,7 +392,7 @@ fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result
         return Err(err(&node.loc, format!("task `{}` names no module", t.name))
             .hint(format!("modules: {}", modules::NAMES.join(", "))));
     }
-    check_args(&t, templates)?;
+    check_args(&t, assets)?;
     if t.name.is_empty() {
         t.name = t.module.clone();
     }
@@ -391,7 +400,7 @@ fn parse_task(node: &Node, role: &str, templates: &[(String, String)]) -> Result
 }
 
 /// Checks a task's arguments against its module's spec (free-form commands are `cmd`).
-fn check_args(t: &Task, templates: &[(String, String)]) -> Result<(), Located> {
+fn check_args(t: &Task, assets: &Assets) -> Result<(), Located> {
     let Some((required, optional)) = modules::spec(&t.module) else {
         return Ok(());
     };
@@ -406,7 +415,7 @@ fn check_args(t: &Task, templates: &[(String, String)]) -> Result<(), Located> {
         check_keys(k, kn, &known, &format!("module `{}`", t.module))?;
         if t.module == "template" && k == "src" {
             if let Kind::Str(s) = &v.kind {
-                if !s.contains("{{") && !templates.iter().any(|(n, _)| n == s) {
+                if !s.contains("{{") && !assets.templates.iter().any(|(n, _)| n == s) {
                     return Err(err(
                         &v.loc,
                         format!("template `{s}` not found for role `{}`", t.role),
@@ -419,6 +428,32 @@ fn check_args(t: &Task, templates: &[(String, String)]) -> Result<(), Located> {
     for r in required {
         if !entries.iter().any(|(k, _, _)| k == r) {
             return Err(err(&a.loc, format!("module `{}` needs `{r}`", t.module)));
+        }
+    }
+    if t.module == "copy" {
+        let has = |key: &str| entries.iter().any(|(k, _, _)| k == key);
+        if has("content") == has("src") {
+            return Err(err(
+                &a.loc,
+                "module `copy` needs exactly one of `content` and `src`".to_string(),
+            ));
+        }
+        if let Some((_, _, v)) = entries.iter().find(|(k, _, _)| k == "src") {
+            if let Kind::Str(s) = &v.kind {
+                let local = Path::new(s);
+                if !s.contains("{{")
+                    && !assets.files.iter().any(|(n, _)| n == s)
+                    && !(local.is_absolute() && local.is_file())
+                {
+                    return Err(err(
+                        &v.loc,
+                        format!("file `{s}` not found for role `{}`", t.role),
+                    )
+                    .hint(
+                        "put it in roles/ROLE/files/, or give an absolute path on this machine",
+                    ));
+                }
+            }
         }
     }
     Ok(())
