@@ -297,7 +297,7 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
     let check = opts.check;
     let summary = rt.block_on(crate::run::execute(prepared, opts, rep.clone()));
     let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();
-    rep.recap(&rows, check);
+    rep.recap(&rows, check, summary.connections);
     let code = if rows.iter().any(|(_, t)| t.unreachable > 0) {
         exit::UNREACHABLE
     } else if rows.iter().any(|(_, t)| t.failed > 0) {

@@ -170,7 +170,8 @@ impl Reporter {
         }
     }
 
-    pub fn recap(&self, rows: &[(String, Tally)], check: bool) {
+    /// The table that ends every run; `connections` is the SSH connections opened.
+    pub fn recap(&self, rows: &[(String, Tally)], check: bool, connections: u64) {
         if let Some((mp, _)) = &self.bars {
             let _ = mp.clear();
         }
@@ -178,7 +179,7 @@ impl Reporter {
             Mode::Json => {
                 let hosts: serde_json::Map<String, serde_json::Value> =
                     rows.iter().map(|(h, t)| (h.clone(), json!(t))).collect();
-                self.event(json!({"event": "recap", "check": check, "hosts": hosts}));
+                self.event(json!({"event": "recap", "check": check, "connections": connections, "hosts": hosts}));
             }
             Mode::Text => {
                 let mut out = format!(

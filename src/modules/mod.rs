@@ -49,6 +49,10 @@ pub trait Module: Send + Sync {
     fn is_command(&self) -> bool {
         false
     }
+    /// The probe may run ahead of earlier tasks in one batch (false for probes that wait).
+    fn batchable(&self) -> bool {
+        true
+    }
 }
 
 /// Arguments of every module: (required, optional). Checked before any connection.

@@ -505,6 +505,9 @@ impl WaitFor {
 }
 
 impl Module for WaitFor {
+    fn batchable(&self) -> bool {
+        false
+    }
     fn probe(&self) -> Option<String> {
         Some(self.script.clone())
     }

@@ -1,0 +1,187 @@
+//! Facts gathered in one round trip, and how to reach each host (inventory, then
+//! ~/.ssh/config, then OpenSSH's defaults).
+
+use super::{Options, Prepared};
+use crate::inventory::{self, Inventory};
+use crate::transport::{sshconfig, HostKeyPolicy, Keys, Secret, Target};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const FACTS: &str = r#"set +e; . /etc/os-release 2>/dev/null
+echo "ansible_distribution=$ID"; echo "ansible_distribution_version=$VERSION_ID"; echo "ansible_distribution_release=$VERSION_CODENAME"
+echo "ansible_architecture=$(uname -m)"; echo "ansible_kernel=$(uname -r)"; echo "ansible_hostname=$(hostname)"
+echo "ansible_default_ipv4_address=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+echo "ansible_all_ipv4_addresses=$(hostname -I 2>/dev/null)"
+if [ -d /run/systemd/system ]; then echo ansible_service_mgr=systemd; else echo ansible_service_mgr=sysv; fi
+echo "ansible_memtotal_mb=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)"; echo "ansible_processor_vcpus=$(nproc)"
+echo "ansible_user_id=$(id -un)"; sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
+
+pub fn parse_facts(out: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    for line in out.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            let val = match k {
+                "ansible_memtotal_mb" | "ansible_processor_vcpus" => {
+                    v.parse::<u64>().map(Value::from).unwrap_or(Value::Null)
+                }
+                "ansible_all_ipv4_addresses" => {
+                    Value::from(v.split_whitespace().collect::<Vec<_>>())
+                }
+                _ => Value::from(v),
+            };
+            m.insert(k.to_owned(), val);
+        }
+    }
+    m
+}
+
+/// How to reach `h`: the inventory first, then ~/.ssh/config (as Ansible passes its
+/// settings to ssh), then OpenSSH's defaults.
+pub fn target(
+    o: &Options,
+    inv: &Inventory,
+    h: &inventory::Host,
+    cfg: &sshconfig::Config,
+) -> Result<Target, String> {
+    let dir = inv
+        .path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let c = cfg.host(&h.address);
+    let mut files = Vec::new();
+    match h.vars.get("known_hosts_file").and_then(Value::as_str) {
+        Some(f) => files.push(inventory::expand(f, &dir)),
+        None => files.push(dir.join("known_hosts")),
+    }
+    files.extend(c.known_hosts.iter().cloned());
+    if let Some(home) = &home {
+        files.push(home.join(".ssh/known_hosts"));
+    }
+    let mut keys: Vec<PathBuf> = h.key_file.iter().cloned().collect();
+    keys.extend(c.identity_files.iter().cloned());
+    if keys.is_empty() {
+        if let Some(home) = &home {
+            for n in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let p = home.join(".ssh").join(n);
+                if p.exists() {
+                    keys.push(p);
+                }
+            }
+        }
+    }
+    for k in &keys {
+        if !k.exists() {
+            return Err(format!(
+                "host `{}`: private key {} does not exist",
+                h.name,
+                k.display()
+            ));
+        }
+    }
+    let user = h
+        .user
+        .clone()
+        .or(c.user.clone())
+        .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+    let mut t = Target {
+        name: h.name.clone(),
+        address: c.host_name.clone().unwrap_or_else(|| h.address.clone()),
+        port: if h.port_given {
+            h.port
+        } else {
+            c.port.unwrap_or(h.port)
+        },
+        user,
+        key_files: keys.clone(),
+        identities_only: c.identities_only,
+        jump: None,
+        hostkeys: HostKeyPolicy {
+            files,
+            accept_new: o.accept_new_host_keys,
+        },
+        connect_timeout: o.connect_timeout,
+        command_timeout: o.command_timeout,
+        keys: Default::default(),
+        become_pass: None,
+    };
+    let hops: Vec<String> = match h
+        .vars
+        .get("ansible_ssh_common_args")
+        .and_then(Value::as_str)
+        .and_then(sshconfig::jump_from_args)
+    {
+        Some(j) => j.split(',').map(str::to_owned).collect(),
+        None => c
+            .proxy_jump
+            .iter()
+            .flat_map(|j| j.split(','))
+            .map(str::to_owned)
+            .collect(),
+    };
+    let mut prev: Option<Box<Target>> = None;
+    for hop in hops {
+        let (user, host, port) =
+            sshconfig::parse_jump(&hop).map_err(|e| format!("host `{}`: {e}", h.name))?;
+        let hc = cfg.host(&host);
+        let mut keys = hc.identity_files.clone();
+        if keys.is_empty() {
+            keys = t.key_files.clone();
+        }
+        prev = Some(Box::new(Target {
+            name: format!("{} (bastion)", host),
+            address: hc.host_name.clone().unwrap_or(host),
+            port: port.or(hc.port).unwrap_or(22),
+            user: user.or(hc.user.clone()).unwrap_or_else(|| t.user.clone()),
+            key_files: keys,
+            identities_only: hc.identities_only,
+            jump: prev,
+            ..t.clone()
+        }));
+    }
+    t.jump = prev;
+    Ok(t)
+}
+
+/// Every key file the targets (and their bastions) may use.
+fn key_files(t: &Target, out: &mut Vec<PathBuf>) {
+    for k in &t.key_files {
+        if !out.contains(k) {
+            out.push(k.clone());
+        }
+    }
+    if let Some(j) = &t.jump {
+        key_files(j, out);
+    }
+}
+
+fn set_secrets(t: &mut Target, keys: &Arc<Keys>, pass: &Option<Arc<Secret>>) {
+    t.keys = keys.clone();
+    t.become_pass = pass.clone();
+    if let Some(j) = &mut t.jump {
+        set_secrets(j, keys, pass);
+    }
+}
+
+impl Prepared {
+    /// Reads the key files (asking for passphrases when `interactive`) and sets the
+    /// become password, before any connection.
+    pub async fn unlock(
+        &mut self,
+        interactive: bool,
+        become_pass: Option<String>,
+    ) -> Result<(), String> {
+        let mut files = Vec::new();
+        for t in self.targets.values() {
+            key_files(t, &mut files);
+        }
+        let keys = Arc::new(Keys::load(&files, interactive).await?);
+        let pass = become_pass.map(|p| Arc::new(Secret(p)));
+        for t in self.targets.values_mut() {
+            set_secrets(t, &keys, &pass);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,440 @@
+//! One host through one play: its roles' tasks in order, then the handlers they
+//! notified, once each. Each task probes, plans and changes only what differs.
+
+use super::probes::{ProbeCache, MAX_BATCH};
+use super::Options;
+use crate::inventory;
+use crate::modules::{self, Module, Plan};
+use crate::output::{Reporter, Status, Tally};
+use crate::play::{Play, Role, Task};
+use crate::template::{self, environment};
+use crate::transport::Conn;
+use minijinja::Environment;
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+
+/// What every task of a host shares.
+pub struct HostCtx<'a> {
+    pub play: &'a Play,
+    pub host: &'a inventory::Host,
+    pub conn: &'a Conn,
+    pub hostvars: &'a Map<String, Value>,
+    pub groups: &'a Map<String, Value>,
+    pub o: &'a Options,
+    pub rep: &'a Reporter,
+}
+
+/// Where a host stands in a play.
+struct State {
+    registered: Map<String, Value>,
+    tally: Tally,
+    /// Notified handler names, per role.
+    notified: Vec<HashSet<String>>,
+    probes: ProbeCache,
+}
+
+pub fn selected(task: &Task, o: &Options) -> bool {
+    if task.tags.iter().any(|t| o.skip_tags.contains(t)) {
+        return false;
+    }
+    o.tags.is_empty()
+        || task.tags.iter().any(|t| o.tags.contains(t))
+        || task.tags.iter().any(|t| t == "always")
+}
+
+/// Runs the play on one host: (tally, failed, registered variables).
+pub async fn run_play(
+    h: &HostCtx<'_>,
+    registered: Map<String, Value>,
+) -> (Tally, bool, Map<String, Value>) {
+    let play = h.play;
+    let mut st = State {
+        registered,
+        tally: Tally::default(),
+        notified: vec![HashSet::new(); play.roles.len()],
+        probes: ProbeCache::default(),
+    };
+    let mut envs = Vec::new();
+    for role in &play.roles {
+        let mut env = environment();
+        for (name, src) in &role.templates {
+            if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
+                h.rep.task_done(
+                    &h.host.name,
+                    &role.name,
+                    &format!("template {name}"),
+                    Status::Failed,
+                    &template::describe(&e),
+                    None,
+                );
+                st.tally.failed += 1;
+                return (st.tally, true, st.registered);
+            }
+        }
+        envs.push(env);
+    }
+    let steps: Vec<(usize, &Task)> = play
+        .roles
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, r)| {
+            r.tasks
+                .iter()
+                .filter(|t| selected(t, h.o))
+                .map(move |t| (ri, t))
+        })
+        .collect();
+    h.rep.plan(&h.host.name, steps.len() as u64);
+    if !run_steps(h, &envs, &steps, &mut st).await {
+        return (st.tally, true, st.registered);
+    }
+    // Handlers run at the end of the play, in the order their roles define them.
+    let handlers: Vec<(usize, &Task)> = play
+        .roles
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, r)| r.handlers.iter().map(move |t| (ri, t)))
+        .filter(|(ri, t)| st.notified[*ri].contains(&t.name))
+        .collect();
+    let ok = run_steps(h, &envs, &handlers, &mut st).await;
+    (st.tally, !ok, st.registered)
+}
+
+async fn run_steps(
+    h: &HostCtx<'_>,
+    envs: &[Environment<'static>],
+    steps: &[(usize, &Task)],
+    st: &mut State,
+) -> bool {
+    for i in 0..steps.len() {
+        if !st.probes.fresh {
+            prefetch(h, envs, &steps[i..], st).await;
+        }
+        let (ri, task) = steps[i];
+        if !run_task(h, &h.play.roles[ri], ri, &envs[ri], task, st).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// The variables a task sees. Precedence, low to high: role defaults, inventory,
+/// facts, play vars, registered results, task vars.
+fn context(
+    h: &HostCtx<'_>,
+    role: &Role,
+    registered: &Map<String, Value>,
+    task: &Task,
+) -> Map<String, Value> {
+    let mut c = role.defaults.clone();
+    if let Some(Value::Object(hv)) = h.hostvars.get(&h.host.name) {
+        c.extend(hv.clone());
+    }
+    c.extend(h.play.vars.clone());
+    c.extend(registered.clone());
+    c.extend(task.vars.clone());
+    c.insert("hostvars".into(), Value::Object(h.hostvars.clone()));
+    c.insert("groups".into(), Value::Object(h.groups.clone()));
+    c.insert(
+        "group_names".into(),
+        json!(h
+            .host
+            .groups
+            .iter()
+            .filter(|g| *g != "all")
+            .collect::<Vec<_>>()),
+    );
+    c
+}
+
+/// The user a task's commands run as: None without become.
+fn become_user<'a>(h: &'a HostCtx<'_>, task: &'a Task) -> Option<&'a str> {
+    let sudo = task.sudo.or(h.play.sudo).unwrap_or(h.host.sudo);
+    sudo.then(|| task.become_user.as_deref().unwrap_or(&h.host.become_user))
+}
+
+/// The loop's items, or one run without `item`.
+fn items(
+    task: &Task,
+    env: &Environment<'static>,
+    base: &Map<String, Value>,
+) -> Result<Vec<Option<Value>>, String> {
+    match &task.items {
+        None => Ok(vec![None]),
+        Some(node) => {
+            let ctx = minijinja::Value::from_serialize(base);
+            match template::render_value(env, &node.to_json(), &ctx) {
+                Ok(Value::Array(a)) => Ok(a.into_iter().map(Some).collect()),
+                Ok(other) => Err(format!("`loop` must give a list, got {other}")),
+                Err(e) => Err(format!("loop: {e}")),
+            }
+        }
+    }
+}
+
+/// The module for one item, or None when `when` is false.
+fn module_for(
+    task: &Task,
+    role: &Role,
+    env: &Environment<'static>,
+    c: &Map<String, Value>,
+) -> Result<Option<Box<dyn Module>>, String> {
+    let ctx = minijinja::Value::from_serialize(c);
+    if let Some(w) = &task.when {
+        match template::eval_bool(env, w, &ctx) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(format!("when `{w}`: {e}")),
+        }
+    }
+    let raw = match &task.args.to_json() {
+        Value::String(s) => json!({ "cmd": s }),
+        other => other.clone(),
+    };
+    let mut args = match template::render_value(env, &raw, &ctx)? {
+        Value::Object(m) => m,
+        _ => return Err("arguments must be a mapping".into()),
+    };
+    if task.module == "template" {
+        let src = args
+            .remove("src")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let text = env
+            .get_template(&src)
+            .and_then(|t| t.render(&ctx))
+            .map_err(|e| format!("template {src}: {}", template::describe(&e)))?;
+        args.insert("content".into(), json!(text));
+    }
+    if task.module == "copy" {
+        if let Some(src) = args.remove("src") {
+            let src = src.as_str().unwrap_or_default().to_owned();
+            let text = match role.files.iter().find(|(n, _)| *n == src) {
+                Some((_, t)) => t.clone(),
+                None => std::fs::read_to_string(&src)
+                    .map_err(|e| format!("copy: cannot read `{src}`: {e}"))?,
+            };
+            args.insert("content".into(), json!(text));
+        }
+    }
+    modules::build(&task.module, &args)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", task.module))
+}
+
+/// Renders the tasks ahead as far as can be foreseen and sends their probes in one
+/// command. Tasks that cannot be rendered yet are left to probe when they run.
+async fn prefetch(
+    h: &HostCtx<'_>,
+    envs: &[Environment<'static>],
+    steps: &[(usize, &Task)],
+    st: &mut State,
+) {
+    let Some(&(_, first)) = steps.first() else {
+        return;
+    };
+    let user = become_user(h, first);
+    let mut scripts = Vec::new();
+    for &(ri, task) in steps {
+        if scripts.len() >= MAX_BATCH {
+            break;
+        }
+        if become_user(h, task) != user {
+            continue;
+        }
+        let role = &h.play.roles[ri];
+        let base = context(h, role, &st.registered, task);
+        let Ok(list) = items(task, &envs[ri], &base) else {
+            continue;
+        };
+        for item in list {
+            let mut c = base.clone();
+            if let Some(i) = item {
+                c.insert("item".into(), i);
+            }
+            if let Ok(Some(m)) = module_for(task, role, &envs[ri], &c) {
+                if let (Some(p), true) = (m.probe(), m.batchable()) {
+                    scripts.push(p);
+                }
+            }
+        }
+    }
+    st.probes.fill(h.conn, user, scripts).await;
+}
+
+async fn run_task(
+    h: &HostCtx<'_>,
+    role: &Role,
+    ri: usize,
+    env: &Environment<'static>,
+    task: &Task,
+    st: &mut State,
+) -> bool {
+    let host = &h.host.name;
+    h.rep.task_start(host, &role.name, &task.name);
+    let base = context(h, role, &st.registered, task);
+    let user = become_user(h, task);
+    let (mut changed, mut failed, mut skipped) = (false, None::<String>, 0usize);
+    let mut msgs = Vec::new();
+    let mut diffs = Vec::new();
+    let mut last = json!({});
+    let list = match items(task, env, &base) {
+        Ok(l) => l,
+        Err(e) => {
+            failed = Some(e);
+            Vec::new()
+        }
+    };
+    for item in &list {
+        let mut c = base.clone();
+        if let Some(i) = item {
+            c.insert("item".into(), i.clone());
+        }
+        let module = match module_for(task, role, env, &c) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                skipped += 1;
+                continue;
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        let probe = match module.probe() {
+            None => Default::default(),
+            Some(script) => match st.probes.get(user, &script) {
+                Some(out) => out,
+                None => match h.conn.run(&script, None, user).await {
+                    Ok(out) if out.stderr.contains("sudo: a password is required") => {
+                        failed = Some(format!(
+                            "sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass",
+                            h.conn.target.user
+                        ));
+                        break;
+                    }
+                    Ok(out) => out,
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                },
+            },
+        };
+        let (script, stdin, diff, msg) = match module.plan(&probe) {
+            Plan::Ok(m) => {
+                msgs.push(m);
+                last = json!({"changed": false, "rc": 0});
+                continue;
+            }
+            Plan::Fail(m) => {
+                failed = Some(m);
+                break;
+            }
+            Plan::Change {
+                script,
+                stdin,
+                diff,
+                msg,
+            } => (script, stdin, diff, msg),
+        };
+        if h.o.diff {
+            if let Some(d) = &diff {
+                diffs.push(if task.no_log {
+                    format!("--- {} (diff hidden: no_log)", d.path)
+                } else {
+                    d.unified()
+                });
+            }
+        }
+        if h.o.check {
+            if module.is_command() {
+                skipped += 1;
+            } else {
+                changed = true;
+                msgs.push(msg);
+            }
+            continue;
+        }
+        st.probes.invalidate();
+        let out = match h.conn.run(&script, stdin.as_deref(), user).await {
+            Ok(out) => out,
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        };
+        last = json!({"changed": true, "rc": out.rc, "stdout": out.stdout.trim_end(), "stderr": out.stderr.trim_end()});
+        if out.rc != 0 {
+            let shown = if task.no_log {
+                "(command hidden: no_log)".to_string()
+            } else {
+                crate::sys::tail(&script, 3)
+            };
+            failed = Some(format!(
+                "exit code {}\n  ran: {shown}\n  stderr: {}",
+                out.rc,
+                crate::sys::tail(out.stderr.trim(), 8)
+            ));
+            break;
+        }
+        let mut item_changed = true;
+        if let Some(cw) = &task.changed_when {
+            let mut c2 = c.clone();
+            c2.extend(last.as_object().cloned().unwrap_or_default());
+            match template::eval_bool(env, cw, &minijinja::Value::from_serialize(&c2)) {
+                Ok(v) => item_changed = v,
+                Err(e) => {
+                    failed = Some(format!("changed_when `{cw}`: {e}"));
+                    break;
+                }
+            }
+        }
+        changed |= item_changed;
+        if !msg.is_empty() {
+            msgs.push(msg);
+        }
+    }
+    let diff_text = (!diffs.is_empty()).then(|| diffs.join("\n"));
+    if let Some(r) = &task.register {
+        let mut v = last.as_object().cloned().unwrap_or_default();
+        v.insert("changed".into(), json!(changed));
+        v.insert("failed".into(), json!(failed.is_some()));
+        v.insert(
+            "skipped".into(),
+            json!(!list.is_empty() && skipped == list.len()),
+        );
+        st.registered.insert(r.clone(), Value::Object(v));
+    }
+    if let Some(e) = failed {
+        let msg = format!("{}: {e}", task.loc);
+        h.rep
+            .task_done(host, &role.name, &task.name, Status::Failed, &msg, None);
+        if task.ignore_errors {
+            st.tally.ok += 1;
+            return true;
+        }
+        st.tally.failed += 1;
+        return false;
+    }
+    let (status, msg) = if changed {
+        st.tally.changed += 1;
+        st.notified[ri].extend(task.notify.iter().cloned());
+        (Status::Changed, msgs.join("; "))
+    } else if skipped == list.len() {
+        st.tally.skipped += 1;
+        (Status::Skipped, String::new())
+    } else {
+        st.tally.ok += 1;
+        (Status::Ok, msgs.join("; "))
+    };
+    h.rep.task_done(
+        host,
+        &role.name,
+        &task.name,
+        status,
+        &msg,
+        diff_text.as_deref(),
+    );
+    true
+}
