@@ -291,6 +291,22 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
         a.verbose,
         &prepared.hosts,
     ));
+    let mut hidden = Vec::new();
+    for h in prepared.inventory.hosts.values() {
+        crate::output::secret_values(
+            &serde_json::Value::Object(h.vars.clone()),
+            false,
+            &mut hidden,
+        );
+    }
+    rep.hide(hidden);
+    if let Some(p) = prepared
+        .targets
+        .values()
+        .find_map(|t| t.become_pass.clone())
+    {
+        rep.hide([p.0.clone()]);
+    }
     for w in &prepared.inventory.warnings {
         rep.warn(w);
     }

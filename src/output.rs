@@ -40,6 +40,25 @@ pub struct Reporter {
     verbose: u8,
     bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
     lock: Mutex<()>,
+    /// Values never printed: replaced by `********` in messages and diffs.
+    secrets: std::sync::RwLock<Vec<String>>,
+}
+
+/// Variable names whose values are secrets.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "private_key",
+        "api_key",
+        "apikey",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 impl Reporter {
@@ -70,6 +89,7 @@ impl Reporter {
             verbose,
             bars,
             lock: Mutex::new(()),
+            secrets: Default::default(),
         }
     }
 
@@ -90,7 +110,31 @@ impl Reporter {
         let _ = writeln!(std::io::stdout(), "{v}");
     }
 
+    /// Adds values to hide (shorter than 4 characters would hide too much).
+    pub fn hide(&self, values: impl IntoIterator<Item = String>) {
+        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        s.extend(values.into_iter().filter(|v| v.len() >= 4));
+        s.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        s.dedup();
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for v in self
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "********");
+            }
+        }
+        out
+    }
+
     pub fn warn(&self, msg: &str) {
+        let msg = &self.redact(msg);
         match self.mode {
             Mode::Json => self.event(json!({"event": "warning", "msg": msg})),
             Mode::Text => eprintln!("warning: {msg}"),
@@ -128,6 +172,9 @@ impl Reporter {
         msg: &str,
         diff: Option<&str>,
     ) {
+        let msg = &self.redact(msg);
+        let diff = diff.map(|d| self.redact(d));
+        let diff = diff.as_deref();
         if let Some((_, map)) = &self.bars {
             if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
                 pb.inc(1);
@@ -207,5 +254,39 @@ impl Reporter {
                 self.line(out.trim_end());
             }
         }
+    }
+}
+
+/// Every string under a secret-looking key, at any depth.
+pub fn secret_values(v: &serde_json::Value, under_secret: bool, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if under_secret => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| secret_values(x, under_secret, out)),
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                secret_values(x, under_secret || is_secret_name(k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_found_and_hidden() {
+        let v = json!({"db_password": "hunter22", "users": [{"name": "ann", "api_token": "tok-1234"}], "plain": "visible"});
+        let mut found = Vec::new();
+        secret_values(&v, false, &mut found);
+        found.sort();
+        assert_eq!(found, ["hunter22", "tok-1234"]);
+        let r = Reporter::new(Mode::Json, 0, &[]);
+        r.hide(found);
+        assert_eq!(
+            r.redact("pw=hunter22 t=tok-1234 x=visible"),
+            "pw=******** t=******** x=visible"
+        );
     }
 }

@@ -19,7 +19,7 @@ impl Scratch {
         std::fs::create_dir_all(&roles).unwrap();
         std::fs::write(
             roles.join("main.yml"),
-            "- name: record the SSH client address\n  shell: echo \"$SSH_CONNECTION\" > /tmp/ssh_connection.$(id -un)\n  become: false\n- name: write as root\n  copy: {dest: /root/provision-auth, content: \"root\\n\"}\n- name: write as admin\n  shell: id -un > /tmp/provision-as\n  become_user: admin\n",
+            "- name: record the SSH client address\n  shell: echo \"$SSH_CONNECTION\" > /tmp/ssh_connection.$(id -un)\n  become: false\n- name: write as root\n  copy: {dest: /root/provision-auth, content: \"root\\n\"}\n- name: write as admin\n  shell: id -un > /tmp/provision-as\n  become_user: admin\n- name: a file with a secret\n  copy: {dest: /root/provision-secret, content: \"pw={{ db_password | default('none') }}\\n\"}\n",
         )
         .unwrap();
         std::fs::write(
@@ -177,10 +177,21 @@ fn agent_encrypted_keys_jump_hosts_and_sudo_passwords() {
 
     // ProxyJump from ansible_ssh_common_args: node2 is reached through node1.
     let jump = s.inventory(
-        &format!(", ansible_user: admin, ansible_ssh_private_key_file: {}", lab_key()),
+        &format!(", ansible_user: admin, db_password: hunter2-xyz-42, ansible_ssh_private_key_file: {}", lab_key()),
         "    node2: {ansible_host: 10.200.0.12, ansible_ssh_common_args: '-o ProxyJump=admin@10.200.0.11'}\n    node3: {ansible_host: 10.200.0.13}\n",
     );
-    ok(&s.run(&[&jump], &[]));
+    let o = s.run(&[&jump, "--diff"], &[]);
+    ok(&o);
+    // The secret reached the host, but never the output (the diff shows it masked).
+    assert_eq!(
+        ssh("node3", "sudo cat /root/provision-secret"),
+        "pw=hunter2-xyz-42"
+    );
+    assert!(
+        !text(&o).contains("hunter2-xyz-42") && text(&o).contains("pw=********"),
+        "{}",
+        text(&o)
+    );
     assert!(ssh("node2", "cat /tmp/ssh_connection.admin").starts_with("10.200.0.11 "));
     assert!(ssh("node3", "cat /tmp/ssh_connection.admin").starts_with("10.200.0.1 "));
 
