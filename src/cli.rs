@@ -97,8 +97,39 @@ pub enum OutputMode {
     Json,
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// The inventory (the local lab's when omitted)
+    pub inventory: Option<PathBuf>,
+    /// A folder of roles that overrides the built-in ones (its hardening/rules.yml too)
+    #[arg(long)]
+    pub roles: Option<PathBuf>,
+    /// Only these hosts (pattern: names, groups, globs, a:&b, !c)
+    #[arg(long, short = 'l')]
+    pub limit: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputMode::Text)]
+    pub output: OutputMode,
+    /// Also list the rules that pass
+    #[arg(short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// OpenSSH client config to honour (default ~/.ssh/config)
+    #[arg(long, short = 'F')]
+    pub ssh_config: Option<PathBuf>,
+    /// Trust unknown host keys on first use and record them
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for a host to answer
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Hosts checked at once
+    #[arg(long, short = 'f', default_value_t = 50)]
+    pub forks: usize,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Check every hardening rule read-only and report drift (exit 5 when any)
+    Audit(AuditArgs),
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
     /// Local lab: real SSH hosts on this machine
@@ -156,6 +187,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
             );
             Ok(exit::OK)
         }
+        Some(Cmd::Audit(a)) => audit(a),
         None => run_inventory(args.inventory, args.run),
     }
 }
@@ -194,6 +226,70 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+fn audit(a: AuditArgs) -> anyhow::Result<i32> {
+    use std::time::Duration;
+    let opts = crate::run::Options {
+        inventory: lab_or(a.inventory)?,
+        playbook: None,
+        roles_dir: a.roles,
+        limit: a.limit,
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+        check: true,
+        diff: false,
+        forks: a.forks,
+        accept_new_host_keys: a.accept_new_host_keys,
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        command_timeout: Duration::from_secs(120),
+        any_errors_fatal: false,
+        max_fail_percentage: None,
+        ssh_config: a.ssh_config,
+    };
+    let mut prepared = match crate::run::prepare(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was checked: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    if let Err(e) = rt.block_on(prepared.unlock(interactive, None)) {
+        eprintln!("error: {e}");
+        return Ok(exit::INVALID);
+    }
+    let started = std::time::Instant::now();
+    let results = rt.block_on(crate::run::audit(&prepared, &opts));
+    let secs = started.elapsed().as_secs_f64();
+    Ok(crate::output::audit_report(
+        &results,
+        matches!(a.output, OutputMode::Json),
+        a.verbose,
+        secs,
+    ))
+}
+
+/// The given inventory, or the local lab's (started when it is not up).
+fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match inventory {
+        Some(i) => i,
+        None => {
+            let lab = Lab::new(lab::default_dir(), lab::default_cache());
+            if lab.state().is_none() {
+                lab.up(3, None, &mut |m: &str| eprintln!("lab: {m}"))?;
+            }
+            eprintln!(
+                "no inventory given: using the local lab's {}",
+                lab.inventory().display()
+            );
+            lab.inventory()
+        }
+    })
 }
 
 fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {

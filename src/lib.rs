@@ -1,6 +1,7 @@
 //! provision: agentless provisioning of Docker Swarm clusters over SSH.
 
 pub mod cli;
+pub mod hardening;
 pub mod inventory;
 pub mod lab;
 pub mod modules;

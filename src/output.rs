@@ -257,6 +257,90 @@ impl Reporter {
     }
 }
 
+/// Prints what `provision audit` found and returns the exit code: 0 compliant,
+/// 5 drift, 3 a host could not be checked.
+pub fn audit_report(
+    results: &indexmap::IndexMap<String, (crate::run::AuditResult, u64)>,
+    json_mode: bool,
+    verbose: u8,
+    seconds: f64,
+) -> i32 {
+    let (mut drift, mut broken) = (0usize, 0usize);
+    let mut summary = Vec::new();
+    for (host, (res, round_trips)) in results {
+        match res {
+            Err(e) => {
+                broken += 1;
+                if json_mode {
+                    println!("{}", json!({"event": "audit", "host": host, "error": e}));
+                } else {
+                    println!("{host:<12} ERROR  {e}");
+                }
+                summary.push(json!({"host": host, "error": e}));
+            }
+            Ok(findings) => {
+                let failed = findings.iter().filter(|f| !f.pass).count();
+                drift += failed;
+                if json_mode {
+                    println!(
+                        "{}",
+                        json!({"event": "audit", "host": host, "findings": findings})
+                    );
+                } else {
+                    for f in findings.iter().filter(|f| !f.pass || verbose > 0) {
+                        println!(
+                            "{host:<12} {}  {:<28} {}",
+                            if f.pass { "pass " } else { "DRIFT" },
+                            f.id,
+                            f.title
+                        );
+                        if !f.pass {
+                            println!("{:<12}        expected: {}\n{:<12}        actual:   {}\n{:<12}        why:      {}", "", f.expected, "", f.actual, "", f.reason);
+                        }
+                    }
+                }
+                summary.push(
+                    json!({"host": host, "rules": findings.len(), "pass": findings.len() - failed,
+                    "drift": failed, "round_trips": round_trips}),
+                );
+            }
+        }
+    }
+    if json_mode {
+        println!(
+            "{}",
+            json!({"event": "audit_summary", "hosts": summary, "drift": drift, "errors": broken, "seconds": seconds})
+        );
+    } else {
+        println!("\nAUDIT");
+        for s in &summary {
+            match s.get("error") {
+                Some(_) => println!("{:<12} not checked", s["host"].as_str().unwrap_or("")),
+                None => println!(
+                    "{:<12} rules={:<4} pass={:<4} drift={:<4} round_trips={}",
+                    s["host"].as_str().unwrap_or(""),
+                    s["rules"],
+                    s["pass"],
+                    s["drift"],
+                    s["round_trips"]
+                ),
+            }
+        }
+        if drift == 0 && broken == 0 {
+            println!("compliant: every rule holds on every host ({seconds:.1}s)");
+        } else {
+            println!("{drift} rule(s) drifted, {broken} host(s) not checked ({seconds:.1}s)");
+        }
+    }
+    if broken > 0 {
+        crate::cli::exit::UNREACHABLE
+    } else if drift > 0 {
+        crate::cli::exit::DRIFT
+    } else {
+        crate::cli::exit::OK
+    }
+}
+
 /// Every string under a secret-looking key, at any depth.
 pub fn secret_values(v: &serde_json::Value, under_secret: bool, out: &mut Vec<String>) {
     match v {

@@ -367,7 +367,8 @@ impl Lab {
         write_atomic(&self.ssh_config(), config.as_bytes(), 0o644)?;
         let inv = format!(
             "# Written by `provision lab up`: the lab's {} hosts.\nall:\n  vars:\n    ansible_user: {}\n    ansible_become: true\n    \
-             ansible_ssh_private_key_file: {}\n    known_hosts_file: {}\n  children:\n    lab:\n      hosts:\n{}",
+             ansible_ssh_private_key_file: {}\n    known_hosts_file: {}\n    \
+             # lab hosts share this machine's clock: chrony must not set it\n    chrony_options: \"-x\"\n  children:\n    lab:\n      hosts:\n{}",
             state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), hosts
         );
         write_atomic(&self.inventory(), inv.as_bytes(), 0o644)?;

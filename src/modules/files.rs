@@ -1,24 +1,24 @@
 //! Modules that manage file contents and metadata.
 
 use super::{q, Args, Diff, Module, Plan};
-use crate::transport::{put_script, Output};
+use crate::transport::{put_script, put_script_checked, Output};
 use base64::Engine;
 
 /// The state of one remote file as read by `probe_file`.
-struct Remote {
-    exists: bool,
+pub(super) struct Remote {
+    pub exists: bool,
     mode: String,
     owner: String,
     group: String,
-    content: String,
+    pub content: String,
 }
 
-fn probe_file(path: &str) -> String {
+pub(super) fn probe_file(path: &str) -> String {
     let p = q(path);
     format!("if [ -f {p} ]; then stat -c 'E %a %U %G' {p} && base64 -w0 {p}; echo; else echo N; fi")
 }
 
-fn parse_file(out: &str) -> Remote {
+pub(super) fn parse_file(out: &str) -> Remote {
     let mut lines = out.lines();
     let head: Vec<&str> = lines.next().unwrap_or("N").split_whitespace().collect();
     if head.first() != Some(&"E") || head.len() < 4 {
@@ -43,13 +43,14 @@ fn parse_file(out: &str) -> Remote {
 }
 
 /// Plans a file with `content`, mode and owner, changing only what differs.
-fn plan_content(
+pub(super) fn plan_content(
     path: &str,
     cur: &Remote,
     content: &str,
     mode: Option<&str>,
     owner: Option<&str>,
     group: Option<&str>,
+    validate: Option<&str>,
 ) -> Plan {
     let mode_ok = mode.is_none_or(|m| m == cur.mode);
     let owner_ok = owner.is_none_or(|o| o == cur.owner);
@@ -95,7 +96,7 @@ fn plan_content(
         .map(str::to_owned)
         .or_else(|| cur.exists.then(|| cur.group.clone()));
     Plan::Change {
-        script: put_script(path, &mode, owner.as_deref(), group.as_deref()),
+        script: put_script_checked(path, &mode, owner.as_deref(), group.as_deref(), validate),
         stdin: Some(content.as_bytes().to_vec()),
         diff,
         msg: format!("{path} {}", if cur.exists { "updated" } else { "created" }),
@@ -104,10 +105,11 @@ fn plan_content(
 
 pub struct Copy {
     dest: String,
-    content: String,
+    pub content: String,
     mode: Option<String>,
     owner: Option<String>,
     group: Option<String>,
+    validate: Option<String>,
 }
 
 impl Copy {
@@ -118,6 +120,14 @@ impl Copy {
             mode: a.mode("mode")?,
             owner: a.str("owner")?,
             group: a.str("group")?,
+            validate: match a.str("validate")? {
+                Some(v) if !v.contains("%s") => {
+                    return Err(format!(
+                        "`validate` must contain %s (the new file), got `{v}`"
+                    ))
+                }
+                v => v,
+            },
         })
     }
 }
@@ -135,6 +145,7 @@ impl Module for Copy {
             self.mode.as_deref(),
             self.owner.as_deref(),
             self.group.as_deref(),
+            self.validate.as_deref(),
         )
     }
 }
@@ -146,6 +157,8 @@ pub struct File {
     owner: Option<String>,
     group: Option<String>,
     src: Option<String>,
+    /// Leave a missing path alone instead of failing (hardening of optional files).
+    if_exists: bool,
 }
 
 impl File {
@@ -166,6 +179,7 @@ impl File {
             owner: a.str("owner")?,
             group: a.str("group")?,
             src,
+            if_exists: a.bool("if_exists", false)?,
         })
     }
 }
@@ -202,6 +216,9 @@ impl Module for File {
                 }
             }
             want => {
+                if kind == "absent" && self.if_exists {
+                    return Plan::Ok(format!("{} does not exist (if_exists)", self.path));
+                }
                 if kind == "absent" {
                     script = match want {
                         "directory" => format!("mkdir -p {p}; "),
@@ -243,7 +260,7 @@ impl Module for File {
                 script: format!("set -e; {script}"),
                 stdin: None,
                 diff: None,
-                msg: format!("{} made {}", self.path, self.state),
+                msg: format!("{}: {}", self.path, script.trim().trim_end_matches(';')),
             }
         }
     }
@@ -326,7 +343,15 @@ impl Module for LineInFile {
             ));
         }
         let after = self.edit(&cur.content);
-        plan_content(&self.path, &cur, &after, self.mode.as_deref(), None, None)
+        plan_content(
+            &self.path,
+            &cur,
+            &after,
+            self.mode.as_deref(),
+            None,
+            None,
+            None,
+        )
     }
 }
 
@@ -401,6 +426,7 @@ impl Module for BlockInFile {
             &cur,
             &self.edit(&cur.content),
             self.mode.as_deref(),
+            None,
             None,
             None,
         )
@@ -485,7 +511,11 @@ impl Module for Sysctl {
                 script,
                 stdin: None,
                 diff,
-                msg: format!("{} set to {} (was {live})", self.name, self.value),
+                msg: if live == want {
+                    format!("{} = {} persisted in {}", self.name, self.value, self.file)
+                } else {
+                    format!("{} set to {} (was {live})", self.name, self.value)
+                },
             }
         }
     }
@@ -556,7 +586,7 @@ impl Module for AuthorizedKey {
             }
         }
         let path = format!("{home}/.ssh/authorized_keys");
-        match plan_content(&path, &cur, &join_lines(&lines), Some("600"), Some(&self.user), None) {
+        match plan_content(&path, &cur, &join_lines(&lines), Some("600"), Some(&self.user), None, None) {
             Plan::Change { script, stdin, diff, msg } => Plan::Change {
                 script: format!("mkdir -p {h}/.ssh && chmod 700 {h}/.ssh && chown {u} {h}/.ssh && {{ {script}; }}", h = q(home), u = q(&self.user)),
                 stdin,

@@ -3,6 +3,7 @@
 //! the plan is simply not applied.
 
 mod files;
+mod sshd;
 mod system;
 
 use crate::transport::{quote, Output};
@@ -53,15 +54,27 @@ pub trait Module: Send + Sync {
     fn batchable(&self) -> bool {
         true
     }
+    /// For changes that could cut access: after applying, the runner opens a new SSH
+    /// connection and, if that fails, runs this script (as root) on the old one.
+    fn rollback(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Arguments of every module: (required, optional). Checked before any connection.
 pub fn spec(module: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
     Some(match module {
         "command" | "shell" => (&["cmd"], &["chdir", "creates", "removes"]),
-        "copy" => (&["dest"], &["content", "src", "mode", "owner", "group"]),
-        "template" => (&["src", "dest"], &["mode", "owner", "group"]),
-        "file" => (&["path"], &["state", "mode", "owner", "group", "src"]),
+        "sshd_config" => (&["path", "content"], &[]),
+        "copy" => (
+            &["dest"],
+            &["content", "src", "mode", "owner", "group", "validate"],
+        ),
+        "template" => (&["src", "dest"], &["mode", "owner", "group", "validate"]),
+        "file" => (
+            &["path"],
+            &["state", "mode", "owner", "group", "src", "if_exists"],
+        ),
         "lineinfile" => (&["path"], &["line", "regexp", "state", "create", "mode"]),
         "blockinfile" => (&["path"], &["block", "marker", "state", "create", "mode"]),
         "package" | "apt" => (&["name"], &["state", "update_cache"]),
@@ -88,6 +101,7 @@ pub fn spec(module: &str) -> Option<(&'static [&'static str], &'static [&'static
 }
 
 pub const NAMES: &[&str] = &[
+    "sshd_config",
     "command",
     "shell",
     "copy",
@@ -113,6 +127,7 @@ pub fn build(module: &str, args: &Map<String, Value>) -> Result<Box<dyn Module>,
     Ok(match module {
         "command" | "shell" => Box::new(system::Command::new(&a)?),
         "copy" | "template" => Box::new(files::Copy::new(&a)?),
+        "sshd_config" => Box::new(sshd::SshdConfig::new(&a)?),
         "file" => Box::new(files::File::new(&a)?),
         "lineinfile" => Box::new(files::LineInFile::new(&a)?),
         "blockinfile" => Box::new(files::BlockInFile::new(&a)?),

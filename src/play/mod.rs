@@ -12,7 +12,7 @@ static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
 /// The built-in cluster playbook: groups mapped to roles, in order.
-pub const BUILTIN: &str = "- name: common\n  hosts: all\n  roles: [common]\n";
+pub const BUILTIN: &str = "- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening]\n";
 
 const TASK_KEYS: &[&str] = &[
     "name",
@@ -79,7 +79,7 @@ pub struct RoleSource {
 }
 
 impl RoleSource {
-    fn read(&self, role: &str, rel: &str) -> Option<(String, PathBuf)> {
+    pub(crate) fn read(&self, role: &str, rel: &str) -> Option<(String, PathBuf)> {
         if let Some(d) = &self.dir {
             let p = d.join(role).join(rel);
             if let Ok(t) = std::fs::read_to_string(&p) {

@@ -42,6 +42,9 @@ pub struct Prepared {
     pub plays: Vec<(Play, Vec<String>)>,
     pub hosts: Vec<String>,
     pub targets: IndexMap<String, Target>,
+    /// The hardening rules of each host (also its `hardening` variable).
+    pub rules: IndexMap<String, Vec<crate::hardening::Rule>>,
+    pub sysctl_file: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,11 +125,42 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             .map_err(|e| Invalid::Other(format!("{}: {e}", host.loc)))?;
         targets.insert(h.clone(), t);
     }
+    // Hardening rules per host; rules that would lock provision out are refused here.
+    let hardening = crate::hardening::Rules::load(&roles)?;
+    let mut rules = IndexMap::new();
+    let mut inventory = inventory;
+    for h in &all {
+        let host = inventory.hosts.get_mut(h).expect("selected hosts exist");
+        let r = hardening
+            .resolve(&host.vars)
+            .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
+        let hardened = out
+            .iter()
+            .any(|(p, hs)| hs.contains(h) && p.roles.iter().any(|r| r.name == "hardening"));
+        if hardened {
+            crate::hardening::lockout(&r, &targets[h].user)
+                .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
+        }
+        host.vars
+            .insert("hardening".into(), crate::hardening::as_var(&r));
+        rules.insert(h.clone(), r);
+    }
+    let sysctl_file = inventory
+        .hosts
+        .values()
+        .next()
+        .and_then(|h| h.vars.get("hardening_sysctl_file"))
+        .or(hardening.default("hardening_sysctl_file"))
+        .and_then(Value::as_str)
+        .unwrap_or("/etc/sysctl.d/90-provision-hardening.conf")
+        .to_owned();
     Ok(Prepared {
         inventory,
         plays: out,
         hosts: all,
         targets,
+        rules,
+        sysctl_file,
     })
 }
 
@@ -317,4 +351,51 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
         tallies,
         connections: crate::transport::CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
     }
+}
+
+/// What `provision audit` found on one host: its findings, or why it could not look.
+pub type AuditResult = Result<Vec<crate::hardening::audit::Finding>, String>;
+
+/// Checks every hardening rule on every host, read-only: one connection and one
+/// command per host. Returns the results and the round trips made per host.
+pub async fn audit(p: &Prepared, o: &Options) -> IndexMap<String, (AuditResult, u64)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
+    let mut joins = Vec::new();
+    for h in &p.hosts {
+        let t = p.targets[h].clone();
+        let rules = p.rules[h].clone();
+        let file = p.sysctl_file.clone();
+        let sem = sem.clone();
+        joins.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let conn = match Conn::connect(t).await {
+                Ok(c) => c,
+                Err(e) => return (Err(format!("unreachable: {e}")), 0),
+            };
+            let script = crate::hardening::audit::script(&rules, &file);
+            let res = match conn.run(&script, None, Some("root")).await {
+                Ok(out) if out.stderr.contains("sudo:") => Err(format!(
+                    "the audit needs root through sudo: {}",
+                    crate::sys::tail(out.stderr.trim(), 2)
+                )),
+                Ok(out) => Ok(crate::hardening::audit::evaluate(
+                    &rules,
+                    &out.stdout,
+                    &file,
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            let n = conn.commands();
+            conn.close().await;
+            (res, n)
+        }));
+    }
+    let mut out = IndexMap::new();
+    for (h, j) in p.hosts.iter().zip(joins) {
+        let r = j
+            .await
+            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0));
+        out.insert(h.clone(), r);
+    }
+    out
 }

@@ -275,7 +275,8 @@ async fn run_task(
     let base = context(h, role, &st.registered, task);
     let user = become_user(h, task);
     let (mut changed, mut failed, mut skipped) = (false, None::<String>, 0usize);
-    let mut msgs = Vec::new();
+    // What was already right, and what changed; a changed task reports only the latter.
+    let (mut msgs, mut ok_msgs) = (Vec::new(), Vec::new());
     let mut diffs = Vec::new();
     let mut last = json!({});
     let list = match items(task, env, &base) {
@@ -323,7 +324,7 @@ async fn run_task(
         };
         let (script, stdin, diff, msg) = match module.plan(&probe) {
             Plan::Ok(m) => {
-                msgs.push(m);
+                ok_msgs.push(m);
                 last = json!({"changed": false, "rc": 0});
                 continue;
             }
@@ -378,6 +379,12 @@ async fn run_task(
             ));
             break;
         }
+        if let Some(rollback) = module.rollback() {
+            if let Err(e) = prove_access(h, &rollback).await {
+                failed = Some(e);
+                break;
+            }
+        }
         let mut item_changed = true;
         if let Some(cw) = &task.changed_when {
             let mut c2 = c.clone();
@@ -426,7 +433,7 @@ async fn run_task(
         (Status::Skipped, String::new())
     } else {
         st.tally.ok += 1;
-        (Status::Ok, msgs.join("; "))
+        (Status::Ok, ok_msgs.join("; "))
     };
     h.rep.task_done(
         host,
@@ -437,4 +444,32 @@ async fn run_task(
         diff_text.as_deref(),
     );
     true
+}
+
+/// After a change that could cut access: a brand-new connection with the same
+/// credentials must work; otherwise `rollback` runs on the connection still open.
+async fn prove_access(h: &HostCtx<'_>, rollback: &str) -> Result<(), String> {
+    let target = (*h.conn.target).clone();
+    let user = target.user.clone();
+    let err = match Conn::connect(target).await {
+        Ok(c) => {
+            let r = c.run("true", None, None).await;
+            c.close().await;
+            match r {
+                Ok(o) if o.rc == 0 => return Ok(()),
+                Ok(o) => format!("`true` exited with {}", o.rc),
+                Err(e) => e.to_string(),
+            }
+        }
+        Err(e) => e.to_string(),
+    };
+    let restored = match h.conn.run(rollback, None, Some("root")).await {
+        Ok(o) if o.rc == 0 => "the previous settings were restored and sshd reloaded".to_string(),
+        Ok(o) => format!("ROLLBACK FAILED (exit {}): {}", o.rc, o.stderr.trim()),
+        Err(e) => format!("ROLLBACK FAILED: {e}"),
+    };
+    Err(format!(
+        "a new SSH connection as `{user}` failed after the change ({err}); {restored}. \
+         Check settings that limit who may log in (AllowUsers, AllowGroups, ...)"
+    ))
 }

@@ -358,6 +358,17 @@ fn wrap(script: &str, as_user: Option<&str>, password: bool) -> String {
 
 /// A shell script that writes its stdin to `path` atomically with the given mode and owner.
 pub fn put_script(path: &str, mode: &str, owner: Option<&str>, group: Option<&str>) -> String {
+    put_script_checked(path, mode, owner, group, None)
+}
+
+/// Like `put_script`, running `validate` (its `%s` is the temp file) before the rename.
+pub fn put_script_checked(
+    path: &str,
+    mode: &str,
+    owner: Option<&str>,
+    group: Option<&str>,
+    validate: Option<&str>,
+) -> String {
     let p = quote(path);
     let mut s = format!(
         "set -e; d=$(dirname {p}); t=$(mktemp \"$d/.provision.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
@@ -368,6 +379,12 @@ pub fn put_script(path: &str, mode: &str, owner: Option<&str>, group: Option<&st
         (Some(o), None) => s += &format!("chown {} \"$t\"; ", quote(o)),
         (None, Some(g)) => s += &format!("chgrp {} \"$t\"; ", quote(g)),
         (None, None) => {}
+    }
+    if let Some(v) = validate {
+        s += &format!(
+            "if ! out=$({} 2>&1); then echo \"validation refused the new {path}: $out\" >&2; exit 1; fi; ",
+            v.replace("%s", "\"$t\"")
+        );
     }
     s += &format!("mv -f \"$t\" {p}; trap - EXIT");
     s
