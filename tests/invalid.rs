@@ -30,6 +30,9 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("all:\n  hosts:\n    web[01:\n", "", "inv.yml:3:5", "without `]`"),
     ("all:\n  hosts:\n    a:\n      ansible_ssh_private_key_file: /nonexistent/key\n", "", "inv.yml:3:5", "does not exist"),
     ("all:\n  hosts:\n    a:\n      ansible_ssh_common_args: -J u@h:port\n", "", "inv.yml:3:5", "bad port in ProxyJump"),
+    ("all:\n  hosts:\n    a:\n      hardening_disabled: [ssh-rot-login]\n", "", "inv.yml:3:5", "did you mean `ssh-root-login`"),
+    ("all:\n  hosts:\n    a:\n      ansible_user: admin\n      hardening_ssh_allow_users: [ops]\n", "", "inv.yml:3:5", "does not let `admin`"),
+    ("all:\n  hosts:\n    a:\n      ansible_user: root\n", "", "inv.yml:3:5", "provision connects as root"),
     // Playbooks.
     (OK_INV, "hosts: all\n", "site.yml:1:1", "list of plays"),
     (OK_INV, "[]\n", "site.yml:1:1", "no plays"),
@@ -134,7 +137,7 @@ fn malformed_input_is_rejected_with_a_location_before_any_connection() {
 fn limit_patterns_select_hosts() {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("inv.yml");
-    std::fs::write(&inv, "all:\n  children:\n    managers:\n      hosts:\n        m1: {ansible_host: 192.0.2.1}\n        m2: {ansible_host: 192.0.2.2}\n    workers:\n      hosts:\n        w1: {ansible_host: 192.0.2.3}\n        m2:\n").unwrap();
+    std::fs::write(&inv, "all:\n  vars:\n    ansible_user: admin\n  children:\n    managers:\n      hosts:\n        m1: {ansible_host: 192.0.2.1}\n        m2: {ansible_host: 192.0.2.2}\n    workers:\n      hosts:\n        w1: {ansible_host: 192.0.2.3}\n        m2:\n").unwrap();
     let i = inv.to_str().unwrap();
     let hosts = |limit: &str| {
         String::from_utf8_lossy(&provision(&[i, "--list-hosts", "--limit", limit]).stdout)
@@ -148,7 +151,7 @@ fn limit_patterns_select_hosts() {
     assert_eq!(hosts("m*"), ["m1", "m2"]);
     assert_eq!(hosts("w1,m1"), ["m1", "w1"]);
     let ranged = dir.path().join("ranged.yml");
-    std::fs::write(&ranged, "all:\n  children:\n    web:\n      hosts:\n        web[08:10].lan:\n          role: front\n").unwrap();
+    std::fs::write(&ranged, "all:\n  vars: {ansible_user: admin}\n  children:\n    web:\n      hosts:\n        web[08:10].lan:\n          role: front\n").unwrap();
     let o = provision(&[ranged.to_str().unwrap(), "--list-hosts", "--limit", "web"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout)
