@@ -293,20 +293,7 @@ fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
-    let inventory = match inventory {
-        Some(i) => i,
-        None => {
-            let lab = Lab::new(lab::default_dir(), lab::default_cache());
-            if lab.state().is_none() {
-                lab.up(3, None, &mut |m: &str| eprintln!("lab: {m}"))?;
-            }
-            eprintln!(
-                "no inventory given: using the local lab's {}",
-                lab.inventory().display()
-            );
-            lab.inventory()
-        }
-    };
+    let inventory = lab_or(inventory)?;
     let opts = crate::run::Options {
         inventory,
         playbook: a.playbook,

@@ -42,9 +42,9 @@ pub struct Prepared {
     pub plays: Vec<(Play, Vec<String>)>,
     pub hosts: Vec<String>,
     pub targets: IndexMap<String, Target>,
-    /// The hardening rules of each host (also its `hardening` variable).
-    pub rules: IndexMap<String, Vec<crate::hardening::Rule>>,
-    pub sysctl_file: String,
+    /// The hardening rules of each host (also its `hardening` variable), and the
+    /// file its hardening sysctls are persisted in.
+    pub rules: IndexMap<String, (Vec<crate::hardening::Rule>, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,24 +143,21 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         }
         host.vars
             .insert("hardening".into(), crate::hardening::as_var(&r));
-        rules.insert(h.clone(), r);
+        let sysctl_file = host
+            .vars
+            .get("hardening_sysctl_file")
+            .or(hardening.default("hardening_sysctl_file"))
+            .and_then(Value::as_str)
+            .unwrap_or("/etc/sysctl.d/90-provision-hardening.conf")
+            .to_owned();
+        rules.insert(h.clone(), (r, sysctl_file));
     }
-    let sysctl_file = inventory
-        .hosts
-        .values()
-        .next()
-        .and_then(|h| h.vars.get("hardening_sysctl_file"))
-        .or(hardening.default("hardening_sysctl_file"))
-        .and_then(Value::as_str)
-        .unwrap_or("/etc/sysctl.d/90-provision-hardening.conf")
-        .to_owned();
     Ok(Prepared {
         inventory,
         plays: out,
         hosts: all,
         targets,
         rules,
-        sysctl_file,
     })
 }
 
@@ -363,8 +360,7 @@ pub async fn audit(p: &Prepared, o: &Options) -> IndexMap<String, (AuditResult, 
     let mut joins = Vec::new();
     for h in &p.hosts {
         let t = p.targets[h].clone();
-        let rules = p.rules[h].clone();
-        let file = p.sysctl_file.clone();
+        let (rules, file) = p.rules[h].clone();
         let sem = sem.clone();
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;

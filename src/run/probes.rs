@@ -29,15 +29,29 @@ impl ProbeCache {
         self.map.clear();
     }
 
-    /// Runs `scripts` as one command; on any trouble keeps nothing (tasks probe alone).
-    pub async fn fill(&mut self, conn: &Conn, user: Option<&str>, scripts: Vec<String>) {
+    /// Runs the probes as one command per become user; on any trouble keeps nothing
+    /// for that user (its tasks then probe alone).
+    pub async fn fill(&mut self, conn: &Conn, probes: Vec<(Option<String>, String)>) {
         self.fresh = true;
-        let mut unique: Vec<String> = Vec::new();
-        for s in scripts {
-            if !unique.contains(&s) {
-                unique.push(s);
+        let mut by_user: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        for (user, script) in probes {
+            let i = match by_user.iter().position(|(u, _)| *u == user) {
+                Some(i) => i,
+                None => {
+                    by_user.push((user, Vec::new()));
+                    by_user.len() - 1
+                }
+            };
+            if !by_user[i].1.contains(&script) {
+                by_user[i].1.push(script);
             }
         }
+        for (user, unique) in by_user {
+            self.fill_one(conn, user.as_deref(), unique).await;
+        }
+    }
+
+    async fn fill_one(&mut self, conn: &Conn, user: Option<&str>, unique: Vec<String>) {
         if unique.len() < 2 {
             return; // one probe costs the same alone
         }

@@ -223,25 +223,19 @@ fn module_for(
 }
 
 /// Renders the tasks ahead as far as can be foreseen and sends their probes in one
-/// command. Tasks that cannot be rendered yet are left to probe when they run.
+/// command per become user. Tasks that cannot be rendered yet probe when they run.
 async fn prefetch(
     h: &HostCtx<'_>,
     envs: &[Environment<'static>],
     steps: &[(usize, &Task)],
     st: &mut State,
 ) {
-    let Some(&(_, first)) = steps.first() else {
-        return;
-    };
-    let user = become_user(h, first);
-    let mut scripts = Vec::new();
+    let mut probes = Vec::new();
     for &(ri, task) in steps {
-        if scripts.len() >= MAX_BATCH {
+        if probes.len() >= MAX_BATCH {
             break;
         }
-        if become_user(h, task) != user {
-            continue;
-        }
+        let user = become_user(h, task).map(str::to_owned);
         let role = &h.play.roles[ri];
         let base = context(h, role, &st.registered, task);
         let Ok(list) = items(task, &envs[ri], &base) else {
@@ -254,12 +248,12 @@ async fn prefetch(
             }
             if let Ok(Some(m)) = module_for(task, role, &envs[ri], &c) {
                 if let (Some(p), true) = (m.probe(), m.batchable()) {
-                    scripts.push(p);
+                    probes.push((user.clone(), p));
                 }
             }
         }
     }
-    st.probes.fill(h.conn, user, scripts).await;
+    st.probes.fill(h.conn, probes).await;
 }
 
 async fn run_task(
