@@ -3,6 +3,20 @@
 use base64::Engine;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
+/// As Ansible's `to_nice_json`: keys sorted, four-space indent, so files written
+/// by an Ansible role and by provision are byte for byte the same.
+fn nice_json(v: Value) -> Result<String, Error> {
+    use serde::Serialize;
+    let err = |e: serde_json::Error| Error::new(ErrorKind::InvalidOperation, e.to_string());
+    // serde_json's Map is a BTreeMap here (no preserve_order): keys come out sorted.
+    let sorted = serde_json::to_value(&v).map_err(err)?;
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    sorted.serialize(&mut ser).map_err(err)?;
+    String::from_utf8(out).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
+}
+
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -11,10 +25,7 @@ pub fn environment() -> Environment<'static> {
         serde_json::to_string(&v)
             .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
     });
-    env.add_filter("to_nice_json", |v: Value| -> Result<String, Error> {
-        serde_json::to_string_pretty(&v)
-            .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
-    });
+    env.add_filter("to_nice_json", nice_json);
     env.add_filter("b64encode", |s: String| {
         base64::engine::general_purpose::STANDARD.encode(s)
     });
@@ -111,4 +122,21 @@ pub fn describe(e: &Error) -> String {
         s += &format!(": {d}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nice_json_is_ansibles() {
+        let env = super::environment();
+        let out = env
+            .render_str(
+                "{{ {'b': 1, 'a': {'y': true, 'x': [1]}} | to_nice_json }}",
+                (),
+            )
+            .unwrap();
+        // json.dumps(v, indent=4, sort_keys=True, separators=(',', ': ')) in Python
+        let want = "{\n    \"a\": {\n        \"x\": [\n            1\n        ],\n        \"y\": true\n    },\n    \"b\": 1\n}";
+        assert_eq!(out, want);
+    }
 }
