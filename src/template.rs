@@ -82,7 +82,8 @@ pub fn render_value(
             if !s.contains("{{") && !s.contains("{%") {
                 return Ok(v.clone());
             }
-            let t = s.trim();
+            // Only spaces around it: "{{ x }}\n" is a string that ends with a newline.
+            let t = s.trim_matches(' ');
             if t.starts_with("{{") && t.ends_with("}}") && t[2..].find("}}") == Some(t.len() - 4) {
                 let expr = env
                     .compile_expression(&t[2..t.len() - 2])
@@ -126,6 +127,16 @@ pub fn describe(e: &Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_expression_keeps_its_type_but_not_a_newline_after_it() {
+        let env = super::environment();
+        let ctx = minijinja::context! { xs => vec![1, 2], s => "a" };
+        let list = super::render_value(&env, &serde_json::json!(" {{ xs }} "), &ctx).unwrap();
+        assert_eq!(list, serde_json::json!([1, 2]));
+        let line = super::render_value(&env, &serde_json::json!("{{ s }}\n"), &ctx).unwrap();
+        assert_eq!(line, serde_json::json!("a\n"));
+    }
+
     #[test]
     fn nice_json_is_ansibles() {
         let env = super::environment();

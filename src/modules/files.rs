@@ -460,6 +460,12 @@ impl Sysctl {
     }
 }
 
+/// Whether a `key = value` line of a sysctl file holds `want` (whitespace-normalised).
+fn same_value(line: &str, want: &str) -> bool {
+    line.split_once('=')
+        .is_some_and(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" ") == want)
+}
+
 impl Module for Sysctl {
     fn probe(&self) -> Option<String> {
         Some(format!(
@@ -483,6 +489,9 @@ impl Module for Sysctl {
             .iter()
             .position(|l| re.as_ref().is_some_and(|r| r.is_match(l)))
         {
+            // `key=value` and `key = value` mean the same: a line that already
+            // holds the value is left as it is written.
+            Some(i) if same_value(&lines[i], &want) => {}
             Some(i) => lines[i] = entry,
             None => lines.push(entry),
         }
@@ -595,5 +604,16 @@ impl Module for AuthorizedKey {
             },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sysctl_lines_compare_by_value_not_spelling() {
+        assert!(super::same_value("net.ipv4.ip_forward=1", "1"));
+        assert!(super::same_value("net.ipv4.ip_forward =  1 ", "1"));
+        assert!(!super::same_value("net.ipv4.ip_forward = 0", "1"));
+        assert!(super::same_value("net.core.x = 4096  8192", "4096 8192"));
     }
 }
