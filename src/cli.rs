@@ -179,12 +179,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Lab { command }) => lab_cmd(command),
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Args::command(),
-                "provision",
-                &mut std::io::stdout(),
-            );
+            use std::io::Write as _;
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "provision", &mut buf);
+            let _ = std::io::stdout().write_all(&buf); // a closed pipe is not an error
             Ok(exit::OK)
         }
         Some(Cmd::Audit(a)) => audit(a),
@@ -198,14 +196,14 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
     match cmd {
         LabCmd::Up { hosts, disk } => {
             lab.up(hosts, disk.as_deref(), &mut log)?;
-            println!("inventory: {}", lab.inventory().display());
-            println!("ssh:       ssh -F {} node1", lab.ssh_config().display());
+            out!("inventory: {}", lab.inventory().display());
+            out!("ssh:       ssh -F {} node1", lab.ssh_config().display());
         }
         LabCmd::Down => lab.down(&mut log)?,
         LabCmd::Status => {
             let rows = lab.status();
             if rows.is_empty() {
-                println!("no lab is up");
+                out!("no lab is up");
             }
             for (h, up, ssh, mem) in rows {
                 let mem = mem
@@ -218,7 +216,7 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
                 } else {
                     "booting"
                 };
-                println!("{:<8} {:<14} {:<10} {}", h.name, h.address, state, mem);
+                out!("{:<8} {:<14} {:<10} {}", h.name, h.address, state, mem);
             }
         }
         LabCmd::Ssh { node, command } => {
@@ -321,16 +319,16 @@ fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> 
     };
     if a.list_hosts {
         for h in &prepared.hosts {
-            println!("{h}");
+            out!("{h}");
         }
         return Ok(exit::OK);
     }
     if a.list_tasks {
         for (play, hosts) in &prepared.plays {
-            println!("play {} ({} hosts)", play.name, hosts.len());
+            out!("play {} ({} hosts)", play.name, hosts.len());
             for r in &play.roles {
                 for t in &r.tasks {
-                    println!(
+                    out!(
                         "  {} : {}{}",
                         r.name,
                         t.name,

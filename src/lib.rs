@@ -1,5 +1,13 @@
 //! provision: agentless provisioning of Docker Swarm clusters over SSH.
 
+/// `println!` that does not panic when stdout is closed (`provision audit | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod hardening;
 pub mod inventory;

@@ -272,9 +272,9 @@ pub fn audit_report(
             Err(e) => {
                 broken += 1;
                 if json_mode {
-                    println!("{}", json!({"event": "audit", "host": host, "error": e}));
+                    out!("{}", json!({"event": "audit", "host": host, "error": e}));
                 } else {
-                    println!("{host:<12} ERROR  {e}");
+                    out!("{host:<12} ERROR  {e}");
                 }
                 summary.push(json!({"host": host, "error": e}));
             }
@@ -282,20 +282,20 @@ pub fn audit_report(
                 let failed = findings.iter().filter(|f| !f.pass).count();
                 drift += failed;
                 if json_mode {
-                    println!(
+                    out!(
                         "{}",
                         json!({"event": "audit", "host": host, "findings": findings})
                     );
                 } else {
                     for f in findings.iter().filter(|f| !f.pass || verbose > 0) {
-                        println!(
+                        out!(
                             "{host:<12} {}  {:<28} {}",
                             if f.pass { "pass " } else { "DRIFT" },
                             f.id,
                             f.title
                         );
                         if !f.pass {
-                            println!("{:<12}        expected: {}\n{:<12}        actual:   {}\n{:<12}        why:      {}", "", f.expected, "", f.actual, "", f.reason);
+                            out!("{:<12}        expected: {}\n{:<12}        actual:   {}\n{:<12}        why:      {}", "", f.expected, "", f.actual, "", f.reason);
                         }
                     }
                 }
@@ -307,16 +307,16 @@ pub fn audit_report(
         }
     }
     if json_mode {
-        println!(
+        out!(
             "{}",
             json!({"event": "audit_summary", "hosts": summary, "drift": drift, "errors": broken, "seconds": seconds})
         );
     } else {
-        println!("\nAUDIT");
+        out!("\nAUDIT");
         for s in &summary {
             match s.get("error") {
-                Some(_) => println!("{:<12} not checked", s["host"].as_str().unwrap_or("")),
-                None => println!(
+                Some(_) => out!("{:<12} not checked", s["host"].as_str().unwrap_or("")),
+                None => out!(
                     "{:<12} rules={:<4} pass={:<4} drift={:<4} round_trips={}",
                     s["host"].as_str().unwrap_or(""),
                     s["rules"],
@@ -327,9 +327,9 @@ pub fn audit_report(
             }
         }
         if drift == 0 && broken == 0 {
-            println!("compliant: every rule holds on every host ({seconds:.1}s)");
+            out!("compliant: every rule holds on every host ({seconds:.1}s)");
         } else {
-            println!("{drift} rule(s) drifted, {broken} host(s) not checked ({seconds:.1}s)");
+            out!("{drift} rule(s) drifted, {broken} host(s) not checked ({seconds:.1}s)");
         }
     }
     if broken > 0 {

@@ -184,6 +184,17 @@ fn bootstrap_hardening_audit_drift_and_lockout_protection() {
         text(&o)
     );
 
+    // A reader gone before the report (`| true`) is no crash: same exit code, no panic.
+    let o = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!("{BIN} audit {inv} -v | true; exit ${{PIPESTATUS[0]}}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+
     // Drift by hand on node2: an sshd option, a sysctl, a file mode.
     ssh(
         "node2",
