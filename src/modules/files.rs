@@ -468,10 +468,20 @@ fn same_value(line: &str, want: &str) -> bool {
 
 impl Module for Sysctl {
     fn probe(&self) -> Option<String> {
+        // The live value read by the shell itself from /proc/sys: no process per sysctl.
+        let path: String = self
+            .name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect();
         Some(format!(
-            "{}; echo '--live--'; sysctl -n {} 2>/dev/null || echo '<missing>'",
+            "{}; echo '--live--'; {{ read -r v < {} && printf '%s\\n' \"$v\"; }} 2>/dev/null || echo '<missing>'",
             probe_file(&self.file),
-            q(&self.name)
+            q(&format!("/proc/sys/{path}"))
         ))
     }
     fn plan(&self, p: &Output) -> Plan {

@@ -269,7 +269,11 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
         .iter()
         .map(|(g, m)| (g.clone(), json!(m.iter().collect::<Vec<_>>())))
         .collect();
-    let shared = Arc::new((hostvars, groups));
+    let shared_vars = [
+        ("hostvars", minijinja::Value::from_serialize(&hostvars)),
+        ("groups", minijinja::Value::from_serialize(&groups)),
+    ];
+    let shared = Arc::new((hostvars, shared_vars));
     let total_hosts = p.hosts.len();
     for (play, hosts) in p.plays {
         let play = Arc::new(play);
@@ -302,7 +306,7 @@ pub async fn execute(p: Prepared, o: Options, rep: Arc<Reporter>) -> Summary {
                     host,
                     conn: &conn,
                     hostvars: &shared.0,
-                    groups: &shared.1,
+                    shared_vars: &shared.1,
                     o: &o,
                     rep: &rep,
                 };

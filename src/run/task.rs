@@ -19,7 +19,9 @@ pub struct HostCtx<'a> {
     pub host: &'a inventory::Host,
     pub conn: &'a Conn,
     pub hostvars: &'a Map<String, Value>,
-    pub groups: &'a Map<String, Value>,
+    /// `hostvars` and `groups` as template values, built once per run and shared
+    /// (cloning one is cloning an Arc): a task's context no longer copies every host's vars.
+    pub shared_vars: &'a [(&'static str, minijinja::Value)],
     pub o: &'a Options,
     pub rep: &'a Reporter,
 }
@@ -133,8 +135,6 @@ fn context(
     c.extend(h.play.vars.clone());
     c.extend(registered.clone());
     c.extend(task.vars.clone());
-    c.insert("hostvars".into(), Value::Object(h.hostvars.clone()));
-    c.insert("groups".into(), Value::Object(h.groups.clone()));
     c.insert(
         "group_names".into(),
         json!(h
@@ -147,6 +147,16 @@ fn context(
     c
 }
 
+impl HostCtx<'_> {
+    /// The template context: a task's variables plus the shared `hostvars` and `groups`.
+    fn ctx(&self, c: &Map<String, Value>) -> minijinja::Value {
+        c.iter()
+            .map(|(k, v)| (k.as_str(), minijinja::Value::from_serialize(v)))
+            .chain(self.shared_vars.iter().map(|(k, v)| (*k, v.clone())))
+            .collect()
+    }
+}
+
 /// The user a task's commands run as: None without become.
 fn become_user<'a>(h: &'a HostCtx<'_>, task: &'a Task) -> Option<&'a str> {
     let sudo = task.sudo.or(h.play.sudo).unwrap_or(h.host.sudo);
@@ -155,6 +165,7 @@ fn become_user<'a>(h: &'a HostCtx<'_>, task: &'a Task) -> Option<&'a str> {
 
 /// The loop's items, or one run without `item`.
 fn items(
+    h: &HostCtx<'_>,
     task: &Task,
     env: &Environment<'static>,
     base: &Map<String, Value>,
@@ -162,8 +173,7 @@ fn items(
     match &task.items {
         None => Ok(vec![None]),
         Some(node) => {
-            let ctx = minijinja::Value::from_serialize(base);
-            match template::render_value(env, &node.to_json(), &ctx) {
+            match template::render_value(env, &node.to_json(), &h.ctx(base)) {
                 Ok(Value::Array(a)) => Ok(a.into_iter().map(Some).collect()),
                 Ok(other) => Err(format!("`loop` must give a list, got {other}")),
                 Err(e) => Err(format!("loop: {e}")),
@@ -174,12 +184,13 @@ fn items(
 
 /// The module for one item, or None when `when` is false.
 fn module_for(
+    h: &HostCtx<'_>,
     task: &Task,
     role: &Role,
     env: &Environment<'static>,
     c: &Map<String, Value>,
 ) -> Result<Option<Box<dyn Module>>, String> {
-    let ctx = minijinja::Value::from_serialize(c);
+    let ctx = h.ctx(c);
     if let Some(w) = &task.when {
         match template::eval_bool(env, w, &ctx) {
             Ok(true) => {}
@@ -238,7 +249,7 @@ async fn prefetch(
         let user = become_user(h, task).map(str::to_owned);
         let role = &h.play.roles[ri];
         let base = context(h, role, &st.registered, task);
-        let Ok(list) = items(task, &envs[ri], &base) else {
+        let Ok(list) = items(h, task, &envs[ri], &base) else {
             continue;
         };
         for item in list {
@@ -246,7 +257,7 @@ async fn prefetch(
             if let Some(i) = item {
                 c.insert("item".into(), i);
             }
-            if let Ok(Some(m)) = module_for(task, role, &envs[ri], &c) {
+            if let Ok(Some(m)) = module_for(h, task, role, &envs[ri], &c) {
                 if let (Some(p), true) = (m.probe(), m.batchable()) {
                     probes.push((user.clone(), p));
                 }
@@ -273,7 +284,7 @@ async fn run_task(
     let (mut msgs, mut ok_msgs) = (Vec::new(), Vec::new());
     let mut diffs = Vec::new();
     let mut last = json!({});
-    let list = match items(task, env, &base) {
+    let list = match items(h, task, env, &base) {
         Ok(l) => l,
         Err(e) => {
             failed = Some(e);
@@ -285,7 +296,7 @@ async fn run_task(
         if let Some(i) = item {
             c.insert("item".into(), i.clone());
         }
-        let module = match module_for(task, role, env, &c) {
+        let module = match module_for(h, task, role, env, &c) {
             Ok(Some(m)) => m,
             Ok(None) => {
                 skipped += 1;
@@ -383,7 +394,7 @@ async fn run_task(
         if let Some(cw) = &task.changed_when {
             let mut c2 = c.clone();
             c2.extend(last.as_object().cloned().unwrap_or_default());
-            match template::eval_bool(env, cw, &minijinja::Value::from_serialize(&c2)) {
+            match template::eval_bool(env, cw, &h.ctx(&c2)) {
                 Ok(v) => item_changed = v,
                 Err(e) => {
                     failed = Some(format!("changed_when `{cw}`: {e}"));
