@@ -116,6 +116,7 @@ impl Lab {
             }
         }
         self.down(&mut |_| {})?;
+        inotify_room(size, log)?;
         let image = image::ensure(&self.cache, log)?;
         std::fs::create_dir_all(&self.dir)?;
         self.client_keypair()?;
@@ -494,6 +495,26 @@ fn preflight() -> Result<()> {
         ("debootstrap", "debootstrap"),
     ] {
         require_tool(tool, pkg)?;
+    }
+    Ok(())
+}
+
+/// Every systemd host holds several inotify instances, all counted against root: the
+/// machine's default limit (128) leaves the hosts of a large lab without a working
+/// systemd. Raised (never lowered) for the lab's size, and said so.
+fn inotify_room(size: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
+    const KEY: &str = "/proc/sys/fs/inotify/max_user_instances";
+    let Ok(now) = std::fs::read_to_string(KEY) else {
+        return Ok(());
+    };
+    let now: usize = now.trim().parse().unwrap_or(usize::MAX);
+    let want = 16 * size + 128;
+    if now < want {
+        std::fs::write(KEY, want.to_string())
+            .with_context(|| format!("raising {KEY} to {want} for {size} lab hosts"))?;
+        log(&format!(
+            "raised fs.inotify.max_user_instances from {now} to {want} for {size} systemd hosts"
+        ));
     }
     Ok(())
 }
