@@ -468,20 +468,12 @@ fn same_value(line: &str, want: &str) -> bool {
 
 impl Module for Sysctl {
     fn probe(&self) -> Option<String> {
-        // The live value read by the shell itself from /proc/sys: no process per sysctl.
-        let path: String = self
-            .name
-            .chars()
-            .map(|c| match c {
-                '.' => '/',
-                '/' => '.',
-                c => c,
-            })
-            .collect();
+        // sysctl(8), not the shell's `read`: dash reads byte by byte, and /proc/sys
+        // answers a read past offset 0 with end-of-file (it would see "4096" as "4").
         Some(format!(
-            "{}; echo '--live--'; {{ read -r v < {} && printf '%s\\n' \"$v\"; }} 2>/dev/null || echo '<missing>'",
+            "{}; echo '--live--'; sysctl -n {} 2>/dev/null || echo '<missing>'",
             probe_file(&self.file),
-            q(&format!("/proc/sys/{path}"))
+            q(&self.name)
         ))
     }
     fn plan(&self, p: &Output) -> Plan {
