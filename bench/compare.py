@@ -218,6 +218,7 @@ class Sampler:
         # processes already under us (lab hosts, its package server) are not the tool's;
         # Ansible's ssh masters are, even when a previous run started them
         self.before = {p for p in self.tree() if str(CP_DIR) not in cmdline(p)}
+        self.netns = os.readlink("/proc/self/ns/net")
         self.done = threading.Event()
         self.t = threading.Thread(target=self.loop, args=(interval,), daemon=True)
         self.t.start()
@@ -250,6 +251,9 @@ class Sampler:
         total = 0
         for pid in self.tree() - self.before:
             try:
+                # lab hosts descend from us too: their sshd sessions are not the controller's
+                if os.readlink(f"/proc/{pid}/ns/net") != self.netns:
+                    continue
                 for l in open(f"/proc/{pid}/smaps_rollup"):
                     if l.startswith("Pss:"):
                         total += int(l.split()[1]) * 1024
@@ -304,16 +308,24 @@ def record(out, **row):
           f"changed={row.get('changed', '-')}{extra}", flush=True)
 
 
-def bench(n, runs, tools, out):
+def bench(n, runs, first_runs, tools, out):
     print(f"== {n} hosts", flush=True)
     for tool in tools:
-        for i in range(runs):
-            addrs = fresh_lab(n)
+        for i in range(first_runs):
+            fresh_lab(n)
             wall, _, o = run_tool(tool, "first", n)
             verify(tool, n)
             extra = provision_counts(o) if tool == "provision" else {}
             record(out, tool=tool, workload="first", hosts=n, run=i, wall=wall,
                    changed=changed(tool, "first", o), **extra)
+        if first_runs == 0 and tool == tools[0]:
+            fresh_lab(n)  # not timed: the same state every tool writes (verified at other sizes)
+            run_tool("provision", "first", n)
+            verify("provision", n)
+        if first_runs == 0 and tool != "provision":
+            # the tool's own first run on these hosts, untimed (pyinfra, say, refreshes the
+            # apt cache once when its own stamp is missing): its re-runs follow its run
+            run_tool(tool, "first", n)
         # the hosts now hold the settings: re-runs and audits, then one sampled run each
         for workload in ("rerun", "audit"):
             for i in range(runs + 1):
@@ -344,6 +356,26 @@ def bench(n, runs, tools, out):
 
 # ---------------------------------------------------------------- the report
 
+def memory(n, tools, out):
+    """One sampled re-run and audit per tool on converged hosts, and the floor's."""
+    fresh_lab(n)
+    run_tool("provision", "first", n)
+    verify("provision", n)
+    NAMES.clear()
+    src = (LAB / "inventory.yml").read_text()
+    NAMES.update({a: h for h, a in re.findall(r"^        (\S+):\n          ansible_host: (\S+)", src, re.M)})
+    for tool in tools:
+        for workload in ("rerun", "audit"):
+            wall, peak, o = run_tool(tool, workload, n, sample=True)
+            record(out, tool=tool, workload=workload, hosts=n, run=-1, wall=wall,
+                   changed=changed(tool, workload, o), peak_mb=peak / 2**20, sampled=True)
+    for workload, only in (("rerun", False), ("audit", True)):
+        wall, peak = run_floor(list(NAMES), only, sample=True)
+        record(out, tool="floor", workload=workload, hosts=n, run=-1, wall=wall,
+               peak_mb=peak / 2**20, sampled=True)
+    stop_masters()
+
+
 def report(path):
     rows = [json.loads(l) for l in open(path)]
     meta = next((r for r in rows if r.get("versions")), None)
@@ -369,7 +401,7 @@ def report(path):
     for wl in ("first", "rerun", "audit"):
         print(f"### {names[wl]}\n")
         print("Wall seconds, median (min–max) of n runs; ratio = peer median / provision median.\n")
-        print("| hosts | runs | provision | Ansible | pyinfra | floor | Ansible ÷ provision | "
+        print("| hosts | runs (p/A/py/f) | provision | Ansible | pyinfra | floor | Ansible ÷ provision | "
               "pyinfra ÷ provision | provision ÷ floor |")
         print("|---:|---:|---|---|---|---|---:|---:|---:|")
         for n in ns:
@@ -379,11 +411,12 @@ def report(path):
 
             def ratio(a, b):
                 return f"{a / b:.1f}x" if a and b else "–"
-            print(f"| {n} | {len(t['provision'])} | {cell(t['provision'])} | {cell(t['ansible'])} | "
+            counts = "/".join(str(len(t[k])) for k in tools)
+            print(f"| {n} | {counts} | {cell(t['provision'])} | {cell(t['ansible'])} | "
                   f"{cell(t['pyinfra'])} | {cell(t['floor'])} | {ratio(med.get('ansible'), p)} | "
                   f"{ratio(med.get('pyinfra'), p)} | {ratio(p, med.get('floor'))} |")
         print()
-    print("### Controller memory (peak PSS of the tool and every process under it, MB)\n")
+    print("### Controller memory (peak PSS of the tool and every process under it, MB; the last sampled run)\n")
     print("| hosts | workload | provision | Ansible | pyinfra | floor (all ssh clients) |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in ns:
@@ -408,8 +441,14 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--hosts", default="1,5,20,50")
     r.add_argument("--runs", type=int, default=5)
+    r.add_argument("--first-runs", type=int, help="timed first runs per tool (default: --runs; "
+                   "0: converge once with provision, untimed)")
     r.add_argument("--tools", default="provision,ansible,pyinfra")
     r.add_argument("--out", default=str(ROOT / "bench" / "results.jsonl"))
+    m = sub.add_parser("memory", help="only the sampled runs (controller memory)")
+    m.add_argument("--hosts", default="1,5,20")
+    m.add_argument("--tools", default="provision,ansible,pyinfra")
+    m.add_argument("--out", default=str(ROOT / "bench" / "results.jsonl"))
     p = sub.add_parser("report")
     p.add_argument("file", nargs="?", default=str(ROOT / "bench" / "results.jsonl"))
     a = ap.parse_args()
@@ -422,8 +461,13 @@ def main():
         f.write(json.dumps({"versions": versions(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
+        if a.cmd == "memory":
+            for n in [int(x) for x in a.hosts.split(",")]:
+                memory(n, a.tools.split(","), a.out)
+            return
         for n in [int(x) for x in a.hosts.split(",")]:
-            bench(n, a.runs, a.tools.split(","), a.out)
+            first = a.runs if a.first_runs is None else a.first_runs
+            bench(n, a.runs, first, a.tools.split(","), a.out)
     finally:
         stop_masters()
 
