@@ -172,13 +172,11 @@ fn items(
 ) -> Result<Vec<Option<Value>>, String> {
     match &task.items {
         None => Ok(vec![None]),
-        Some(node) => {
-            match template::render_value(env, &node.to_json(), &h.ctx(base)) {
-                Ok(Value::Array(a)) => Ok(a.into_iter().map(Some).collect()),
-                Ok(other) => Err(format!("`loop` must give a list, got {other}")),
-                Err(e) => Err(format!("loop: {e}")),
-            }
-        }
+        Some(node) => match template::render_value(env, &node.to_json(), &h.ctx(base)) {
+            Ok(Value::Array(a)) => Ok(a.into_iter().map(Some).collect()),
+            Ok(other) => Err(format!("`loop` must give a list, got {other}")),
+            Err(e) => Err(format!("loop: {e}")),
+        },
     }
 }
 
