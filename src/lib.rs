@@ -9,13 +9,16 @@ macro_rules! out {
 }
 
 pub mod cli;
+pub mod cluster;
+pub mod engine;
 pub mod hardening;
 pub mod inventory;
 pub mod lab;
 pub mod modules;
 pub mod output;
+pub mod pki;
 pub mod play;
-pub mod run;
+pub mod state;
 pub mod sys;
 pub mod template;
 pub mod transport;

@@ -42,7 +42,7 @@ pub struct Host {
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Inventory {
     pub path: PathBuf,
     pub hosts: IndexMap<String, Host>,

@@ -5,20 +5,20 @@ use crate::transport::{put_script, put_script_checked, Output};
 use base64::Engine;
 
 /// The state of one remote file as read by `probe_file`.
-pub(super) struct Remote {
+pub struct Remote {
     pub exists: bool,
-    mode: String,
+    pub mode: String,
     owner: String,
     group: String,
     pub content: String,
 }
 
-pub(super) fn probe_file(path: &str) -> String {
+pub fn probe_file(path: &str) -> String {
     let p = q(path);
     format!("if [ -f {p} ]; then stat -c 'E %a %U %G' {p} && base64 -w0 {p}; echo; else echo N; fi")
 }
 
-pub(super) fn parse_file(out: &str) -> Remote {
+pub fn parse_file(out: &str) -> Remote {
     let mut lines = out.lines();
     let head: Vec<&str> = lines.next().unwrap_or("N").split_whitespace().collect();
     if head.first() != Some(&"E") || head.len() < 4 {

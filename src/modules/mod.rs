@@ -3,6 +3,7 @@
 //! the plan is simply not applied.
 
 mod files;
+pub use files::{parse_file, probe_file, Remote};
 mod sshd;
 mod system;
 
@@ -61,86 +62,171 @@ pub trait Module: Send + Sync {
     }
 }
 
-/// Arguments of every module: (required, optional). Checked before any connection.
-pub fn spec(module: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
-    Some(match module {
-        "command" | "shell" => (&["cmd"], &["chdir", "creates", "removes"]),
-        "sshd_config" => (&["path", "content"], &[]),
-        "copy" => (
-            &["dest"],
-            &["content", "src", "mode", "owner", "group", "validate"],
-        ),
-        "template" => (&["src", "dest"], &["mode", "owner", "group", "validate"]),
-        "file" => (
-            &["path"],
-            &["state", "mode", "owner", "group", "src", "if_exists"],
-        ),
-        "lineinfile" => (&["path"], &["line", "regexp", "state", "create", "mode"]),
-        "blockinfile" => (&["path"], &["block", "marker", "state", "create", "mode"]),
-        "package" | "apt" => (&["name"], &["state", "update_cache"]),
-        "service" | "systemd" => (&["name"], &["state", "enabled", "daemon_reload"]),
-        "sysctl" => (&["name", "value"], &["sysctl_file", "reload"]),
-        "hostname" => (&["name"], &[]),
-        "user" => (
-            &["name"],
-            &[
-                "state",
-                "shell",
-                "groups",
-                "append",
-                "home",
-                "system",
-                "create_home",
-            ],
-        ),
-        "group" => (&["name"], &["state", "system"]),
-        "authorized_key" => (&["user", "key"], &["state", "exclusive"]),
-        "wait_for" => (&[], &["port", "host", "path", "state", "timeout"]),
-        _ => return None,
-    })
+type HostBuild = fn(&Args) -> Result<Box<dyn Module>, String>;
+
+/// How a module is made: a host module from one host's arguments, or a cluster step
+/// that sees every host of the play at once (a barrier between host-local tasks).
+#[derive(Clone, Copy)]
+pub enum Build {
+    Host(HostBuild),
+    Cluster(fn() -> Box<dyn crate::cluster::Step>),
 }
 
-pub const NAMES: &[&str] = &[
-    "sshd_config",
-    "command",
-    "shell",
-    "copy",
-    "template",
-    "file",
-    "lineinfile",
-    "blockinfile",
-    "package",
-    "apt",
-    "service",
-    "systemd",
-    "sysctl",
-    "hostname",
-    "user",
-    "group",
-    "authorized_key",
-    "wait_for",
+/// One module: its name, its arguments (required, optional; checked before any
+/// connection) and how it is built. The one table every lookup goes through.
+pub struct Def {
+    pub name: &'static str,
+    pub required: &'static [&'static str],
+    pub optional: &'static [&'static str],
+    pub build: Build,
+}
+
+const fn host(
+    name: &'static str,
+    required: &'static [&'static str],
+    optional: &'static [&'static str],
+    f: HostBuild,
+) -> Def {
+    Def {
+        name,
+        required,
+        optional,
+        build: Build::Host(f),
+    }
+}
+
+fn boxed<M: Module + 'static>(r: Result<M, String>) -> Result<Box<dyn Module>, String> {
+    r.map(|m| Box::new(m) as Box<dyn Module>)
+}
+
+const OWNER: &[&str] = &["mode", "owner", "group", "validate"];
+
+pub const TABLE: &[Def] = &[
+    host("sshd_config", &["path", "content"], &[], |a| {
+        boxed(sshd::SshdConfig::new(a))
+    }),
+    host("command", &["cmd"], &["chdir", "creates", "removes"], |a| {
+        boxed(system::Command::new(a))
+    }),
+    host("shell", &["cmd"], &["chdir", "creates", "removes"], |a| {
+        boxed(system::Command::new(a))
+    }),
+    host(
+        "copy",
+        &["dest"],
+        &["content", "src", "mode", "owner", "group", "validate"],
+        |a| boxed(files::Copy::new(a)),
+    ),
+    host("template", &["src", "dest"], OWNER, |a| {
+        boxed(files::Copy::new(a))
+    }),
+    host(
+        "file",
+        &["path"],
+        &["state", "mode", "owner", "group", "src", "if_exists"],
+        |a| boxed(files::File::new(a)),
+    ),
+    host(
+        "lineinfile",
+        &["path"],
+        &["line", "regexp", "state", "create", "mode"],
+        |a| boxed(files::LineInFile::new(a)),
+    ),
+    host(
+        "blockinfile",
+        &["path"],
+        &["block", "marker", "state", "create", "mode"],
+        |a| boxed(files::BlockInFile::new(a)),
+    ),
+    host("package", &["name"], &["state", "update_cache"], |a| {
+        boxed(system::Package::new(a))
+    }),
+    host("apt", &["name"], &["state", "update_cache"], |a| {
+        boxed(system::Package::new(a))
+    }),
+    host(
+        "service",
+        &["name"],
+        &["state", "enabled", "daemon_reload"],
+        |a| boxed(system::Service::new(a)),
+    ),
+    host(
+        "systemd",
+        &["name"],
+        &["state", "enabled", "daemon_reload"],
+        |a| boxed(system::Service::new(a)),
+    ),
+    host(
+        "sysctl",
+        &["name", "value"],
+        &["sysctl_file", "reload"],
+        |a| boxed(files::Sysctl::new(a)),
+    ),
+    host("hostname", &["name"], &[], |a| {
+        boxed(system::Hostname::new(a))
+    }),
+    host(
+        "user",
+        &["name"],
+        &[
+            "state",
+            "shell",
+            "groups",
+            "append",
+            "home",
+            "system",
+            "create_home",
+        ],
+        |a| boxed(system::User::new(a)),
+    ),
+    host("group", &["name"], &["state", "system"], |a| {
+        boxed(system::Group::new(a))
+    }),
+    host(
+        "authorized_key",
+        &["user", "key"],
+        &["state", "exclusive"],
+        |a| boxed(files::AuthorizedKey::new(a)),
+    ),
+    host(
+        "wait_for",
+        &[],
+        &["port", "host", "path", "state", "timeout"],
+        |a| boxed(system::WaitFor::new(a)),
+    ),
+    Def {
+        name: "share",
+        required: &["from", "command"],
+        optional: &["dest", "mode", "secret"],
+        build: Build::Cluster(crate::cluster::share::new),
+    },
+    Def {
+        name: "tls_certs",
+        required: &["certs"],
+        optional: &["dir", "days", "sans", "ca_file", "trust_store"],
+        build: Build::Cluster(crate::cluster::tls::new),
+    },
 ];
 
-/// Builds a module from rendered arguments (template content already rendered into `content`).
+pub fn def(name: &str) -> Option<&'static Def> {
+    TABLE.iter().find(|d| d.name == name)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    TABLE.iter().map(|d| d.name)
+}
+
+pub fn is_cluster(name: &str) -> bool {
+    matches!(def(name).map(|d| d.build), Some(Build::Cluster(_)))
+}
+
+/// Builds a host module from rendered arguments (template content already rendered into `content`).
 pub fn build(module: &str, args: &Map<String, Value>) -> Result<Box<dyn Module>, String> {
-    let a = Args(args);
-    Ok(match module {
-        "command" | "shell" => Box::new(system::Command::new(&a)?),
-        "copy" | "template" => Box::new(files::Copy::new(&a)?),
-        "sshd_config" => Box::new(sshd::SshdConfig::new(&a)?),
-        "file" => Box::new(files::File::new(&a)?),
-        "lineinfile" => Box::new(files::LineInFile::new(&a)?),
-        "blockinfile" => Box::new(files::BlockInFile::new(&a)?),
-        "package" | "apt" => Box::new(system::Package::new(&a)?),
-        "service" | "systemd" => Box::new(system::Service::new(&a)?),
-        "sysctl" => Box::new(files::Sysctl::new(&a)?),
-        "hostname" => Box::new(system::Hostname::new(&a)?),
-        "user" => Box::new(system::User::new(&a)?),
-        "group" => Box::new(system::Group::new(&a)?),
-        "authorized_key" => Box::new(files::AuthorizedKey::new(&a)?),
-        "wait_for" => Box::new(system::WaitFor::new(&a)?),
-        other => return Err(format!("unknown module `{other}`")),
-    })
+    match def(module).map(|d| d.build) {
+        Some(Build::Host(f)) => f(&Args(args)),
+        Some(Build::Cluster(_)) => Err(format!("`{module}` is a cluster step, not a host module")),
+        None => Err(format!("unknown module `{module}`")),
+    }
 }
 
 /// Typed access to a module's arguments.

@@ -12,7 +12,8 @@ static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
 /// The built-in cluster playbook: groups mapped to roles, in order.
-pub const BUILTIN: &str = "- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening]\n";
+pub const BUILTIN: &str =
+    "- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, pki]\n";
 
 const TASK_KEYS: &[&str] = &[
     "name",
@@ -370,7 +371,7 @@ fn parse_task(node: &Node, role: &str, assets: &Assets) -> Result<Task, Located>
             "ignore_errors" => t.ignore_errors = v.as_bool("ignore_errors")?,
             "no_log" => t.no_log = v.as_bool("no_log")?,
             "vars" => t.vars = vars_map(v, "task vars")?,
-            m if modules::spec(m).is_some() => {
+            m if modules::def(m).is_some() => {
                 if !t.module.is_empty() {
                     return Err(err(
                         &kn.loc,
@@ -383,14 +384,28 @@ fn parse_task(node: &Node, role: &str, assets: &Assets) -> Result<Task, Located>
             }
             _ => {
                 let mut known: Vec<&str> = TASK_KEYS.to_vec();
-                known.extend(modules::NAMES);
+                known.extend(modules::names());
                 check_keys(&k, kn, &known, "a task (not a task keyword nor a module)")?;
             }
         }
     }
     if t.module.is_empty() {
-        return Err(err(&node.loc, format!("task `{}` names no module", t.name))
-            .hint(format!("modules: {}", modules::NAMES.join(", "))));
+        return Err(
+            err(&node.loc, format!("task `{}` names no module", t.name)).hint(format!(
+                "modules: {}",
+                modules::names().collect::<Vec<_>>().join(", ")
+            )),
+        );
+    }
+    if modules::is_cluster(&t.module) && (t.items.is_some() || t.changed_when.is_some()) {
+        return Err(err(
+            &node.loc,
+            format!(
+                "`{}` is a cluster step: it takes no `loop` or `changed_when`",
+                t.module
+            ),
+        )
+        .hint("give it the list as an argument instead"));
     }
     check_args(&t, assets)?;
     if t.name.is_empty() {
@@ -401,9 +416,10 @@ fn parse_task(node: &Node, role: &str, assets: &Assets) -> Result<Task, Located>
 
 /// Checks a task's arguments against its module's spec (free-form commands are `cmd`).
 fn check_args(t: &Task, assets: &Assets) -> Result<(), Located> {
-    let Some((required, optional)) = modules::spec(&t.module) else {
+    let Some(d) = modules::def(&t.module) else {
         return Ok(());
     };
+    let (required, optional) = (d.required, d.optional);
     let a = &t.args;
     if matches!(a.kind, Kind::Str(_)) && (t.module == "command" || t.module == "shell") {
         return Ok(());

@@ -116,6 +116,8 @@ pub struct Conn {
     commands: AtomicU64,
     /// Set when sudo on this host wants the become password.
     sudo_pass: AtomicBool,
+    /// Channels kept open for the life of the connection (the host lock).
+    held: tokio::sync::Mutex<Vec<russh::Channel<client::Msg>>>,
 }
 
 /// Bastion connections, shared by every host behind the same one.
@@ -245,6 +247,7 @@ impl Conn {
                 target,
                 commands: AtomicU64::new(0),
                 sudo_pass: AtomicBool::new(false),
+                held: Default::default(),
             });
         }
         let reason = if tried.is_empty() {
@@ -324,11 +327,74 @@ impl Conn {
         })
     }
 
+    /// Starts `script` on a channel of its own that stays open as long as the connection
+    /// does (a remote lock dies with it). Returns Ok once the script printed `ready`, or
+    /// what it printed if it ended first.
+    pub async fn hold(
+        &self,
+        script: &str,
+        ready: &str,
+    ) -> Result<Result<(), Output>, TransportError> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let proto = |e: russh::Error| TransportError::Protocol(e.to_string());
+        let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
+        ch.exec(false, wrap(script, None, false))
+            .await
+            .map_err(proto)?;
+        let (mut out, mut err, mut rc) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    out.extend_from_slice(&data);
+                    if String::from_utf8_lossy(&out).contains(ready) {
+                        self.held.lock().await.push(ch);
+                        return Ok(Ok(()));
+                    }
+                }
+                ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => rc = Some(exit_status as i32),
+                _ => {}
+            }
+        }
+        Ok(Err(Output {
+            rc: rc.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        }))
+    }
+
     pub async fn close(&self) {
+        self.held.lock().await.clear();
         let _ = self
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+/// What the engine needs of a connection: run a script with stdin as a user. `Conn` is the
+/// real one; tests put a fake in its place.
+pub trait Remote: Send + Sync {
+    fn run_script<'a>(
+        &'a self,
+        script: &'a str,
+        stdin: Option<&'a [u8]>,
+        as_user: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Output, TransportError>> + Send + 'a>,
+    >;
+}
+
+impl Remote for Conn {
+    fn run_script<'a>(
+        &'a self,
+        script: &'a str,
+        stdin: Option<&'a [u8]>,
+        as_user: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Output, TransportError>> + Send + 'a>,
+    > {
+        Box::pin(self.run(script, stdin, as_user))
     }
 }
 

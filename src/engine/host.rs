@@ -1,5 +1,5 @@
-//! One host through one play: its roles' tasks in order, then the handlers they
-//! notified, once each. Each task probes, plans and changes only what differs.
+//! One host through a segment of a play: host-local tasks in order (cluster steps are
+//! the barriers between segments). Each task probes, plans and changes only what differs.
 
 use super::probes::{ProbeCache, MAX_BATCH};
 use super::Options;
@@ -7,7 +7,7 @@ use crate::inventory;
 use crate::modules::{self, Module, Plan};
 use crate::output::{Reporter, Status, Tally};
 use crate::play::{Play, Role, Task};
-use crate::template::{self, environment};
+use crate::template;
 use crate::transport::Conn;
 use minijinja::Environment;
 use serde_json::{json, Map, Value};
@@ -19,6 +19,10 @@ pub struct HostCtx<'a> {
     pub host: &'a inventory::Host,
     pub conn: &'a Conn,
     pub hostvars: &'a Map<String, Value>,
+    /// Facts of a host read outside `--limit` (not in `hostvars`).
+    pub facts: Option<&'a Map<String, Value>>,
+    /// Values published by cluster steps, seen by every host.
+    pub published: &'a Map<String, Value>,
     /// `hostvars` and `groups` as template values, built once per run and shared
     /// (cloning one is cloning an Arc): a task's context no longer copies every host's vars.
     pub shared_vars: &'a [(&'static str, minijinja::Value)],
@@ -26,13 +30,14 @@ pub struct HostCtx<'a> {
     pub rep: &'a Reporter,
 }
 
-/// Where a host stands in a play.
-struct State {
-    registered: Map<String, Value>,
-    tally: Tally,
+/// Where a host stands in a play; carried across the play's segments.
+#[derive(Default)]
+pub struct HostState {
+    pub registered: Map<String, Value>,
+    pub tally: Tally,
     /// Notified handler names, per role.
-    notified: Vec<HashSet<String>>,
-    probes: ProbeCache,
+    pub notified: Vec<HashSet<String>>,
+    pub probes: ProbeCache,
 }
 
 pub fn selected(task: &Task, o: &Options) -> bool {
@@ -44,80 +49,57 @@ pub fn selected(task: &Task, o: &Options) -> bool {
         || task.tags.iter().any(|t| t == "always")
 }
 
-/// Runs the play on one host: (tally, failed, registered variables).
-pub async fn run_play(
-    h: &HostCtx<'_>,
-    registered: Map<String, Value>,
-) -> (Tally, bool, Map<String, Value>) {
-    let play = h.play;
-    let mut st = State {
-        registered,
-        tally: Tally::default(),
-        notified: vec![HashSet::new(); play.roles.len()],
-        probes: ProbeCache::default(),
-    };
-    let mut envs = Vec::new();
-    for role in &play.roles {
-        let mut env = environment();
-        for (name, src) in &role.templates {
-            if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
-                h.rep.task_done(
-                    &h.host.name,
-                    &role.name,
-                    &format!("template {name}"),
-                    Status::Failed,
-                    &template::describe(&e),
-                    None,
-                );
-                st.tally.failed += 1;
-                return (st.tally, true, st.registered);
-            }
-        }
-        envs.push(env);
-    }
-    let steps: Vec<(usize, &Task)> = play
-        .roles
-        .iter()
-        .enumerate()
-        .flat_map(|(ri, r)| {
-            r.tasks
-                .iter()
-                .filter(|t| selected(t, h.o))
-                .map(move |t| (ri, t))
-        })
-        .collect();
-    h.rep.plan(&h.host.name, steps.len() as u64);
-    if !run_steps(h, &envs, &steps, &mut st).await {
-        return (st.tally, true, st.registered);
-    }
-    // Handlers run at the end of the play, in the order their roles define them.
-    let handlers: Vec<(usize, &Task)> = play
-        .roles
-        .iter()
-        .enumerate()
-        .flat_map(|(ri, r)| r.handlers.iter().map(move |t| (ri, t)))
-        .filter(|(ri, t)| st.notified[*ri].contains(&t.name))
-        .collect();
-    let ok = run_steps(h, &envs, &handlers, &mut st).await;
-    (st.tally, !ok, st.registered)
-}
-
-async fn run_steps(
+/// Runs `steps` on one host; false when a task failed.
+pub async fn run_segment(
     h: &HostCtx<'_>,
     envs: &[Environment<'static>],
     steps: &[(usize, &Task)],
-    st: &mut State,
+    st: &mut HostState,
 ) -> bool {
     for i in 0..steps.len() {
         if !st.probes.fresh {
             prefetch(h, envs, &steps[i..], st).await;
         }
         let (ri, task) = steps[i];
+        #[cfg(debug_assertions)]
+        if std::env::var("PROVISION_TEST_PANIC").ok().as_deref()
+            == Some(&format!("{}:{}", h.host.name, task.name))
+        {
+            panic!("test hook: panic in task `{}`", task.name);
+        }
         if !run_task(h, &h.play.roles[ri], ri, &envs[ri], task, st).await {
             return false;
         }
     }
     true
+}
+
+/// A cluster task's arguments rendered for one host; None when its `when` is false.
+pub fn cluster_args(
+    h: &HostCtx<'_>,
+    ri: usize,
+    env: &Environment<'static>,
+    task: &Task,
+    st: &HostState,
+) -> Result<Option<Map<String, Value>>, String> {
+    let c = context(h, &h.play.roles[ri], &st.registered, task);
+    let ctx = h.ctx(&c);
+    if let Some(w) = &task.when {
+        match template::eval_bool(env, w, &ctx) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(format!("when `{w}`: {e}")),
+        }
+    }
+    match template::render_value(env, &task.args.to_json(), &ctx)? {
+        Value::Object(m) => Ok(Some(m)),
+        _ => Err("arguments must be a mapping".into()),
+    }
+}
+
+/// The user a cluster task's commands run as on this host.
+pub fn cluster_user(h: &HostCtx<'_>, task: &Task) -> Option<String> {
+    become_user(h, task).map(str::to_owned)
 }
 
 /// The variables a task sees. Precedence, low to high: role defaults, inventory,
@@ -132,7 +114,11 @@ fn context(
     if let Some(Value::Object(hv)) = h.hostvars.get(&h.host.name) {
         c.extend(hv.clone());
     }
+    if let Some(f) = h.facts {
+        c.extend(f.clone());
+    }
     c.extend(h.play.vars.clone());
+    c.extend(h.published.clone());
     c.extend(registered.clone());
     c.extend(task.vars.clone());
     c.insert(
@@ -237,7 +223,7 @@ async fn prefetch(
     h: &HostCtx<'_>,
     envs: &[Environment<'static>],
     steps: &[(usize, &Task)],
-    st: &mut State,
+    st: &mut HostState,
 ) {
     let mut probes = Vec::new();
     for &(ri, task) in steps {
@@ -271,7 +257,7 @@ async fn run_task(
     ri: usize,
     env: &Environment<'static>,
     task: &Task,
-    st: &mut State,
+    st: &mut HostState,
 ) -> bool {
     let host = &h.host.name;
     h.rep.task_start(host, &role.name, &task.name);

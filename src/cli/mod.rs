@@ -1,9 +1,11 @@
-//! The command line: arguments, dispatch, and the exit code.
+//! The command line: arguments, dispatch, and the exit code. One file per command.
+
+mod pki;
+mod run;
 
 use crate::lab::{self, Lab};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -13,6 +15,8 @@ pub mod exit {
     pub const UNREACHABLE: i32 = 3;
     pub const INVALID: i32 = 4;
     pub const DRIFT: i32 = 5;
+    /// Another run holds the inventory's state directory.
+    pub const LOCKED: i32 = 6;
 }
 
 #[derive(Parser, Debug)]
@@ -89,6 +93,15 @@ pub struct RunArgs {
     /// Stop when more than this percentage of hosts failed
     #[arg(long)]
     pub max_fail_percentage: Option<u8>,
+    /// The controller's state directory (default: .provision/ beside the inventory)
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Make a new root CA when the state directory lost its own (reissues every host certificate)
+    #[arg(long)]
+    pub new_ca: bool,
+    /// Seconds to wait for another provision run to release a host
+    #[arg(long, default_value_t = 60)]
+    pub lock_timeout: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -124,6 +137,9 @@ pub struct AuditArgs {
     /// Hosts checked at once
     #[arg(long, short = 'f', default_value_t = 50)]
     pub forks: usize,
+    /// The controller's state directory, for the CA that certificates are checked against
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +148,11 @@ pub enum Cmd {
     Audit(AuditArgs),
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// The cluster's certificates: status of every host's, or a client certificate
+    Pki {
+        #[command(subcommand)]
+        command: pki::PkiCmd,
+    },
     /// Local lab: real SSH hosts on this machine
     Lab {
         #[command(subcommand)]
@@ -186,7 +207,8 @@ fn run(args: Args) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Some(Cmd::Audit(a)) => audit(a),
-        None => run_inventory(args.inventory, args.run),
+        Some(Cmd::Pki { command }) => pki::main(command),
+        None => run::main(args.inventory, args.run),
     }
 }
 
@@ -228,7 +250,7 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
 
 fn audit(a: AuditArgs) -> anyhow::Result<i32> {
     use std::time::Duration;
-    let opts = crate::run::Options {
+    let opts = crate::engine::Options {
         inventory: lab_or(a.inventory)?,
         playbook: None,
         roles_dir: a.roles,
@@ -244,8 +266,12 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
         any_errors_fatal: false,
         max_fail_percentage: None,
         ssh_config: a.ssh_config,
+        state_dir: a.state_dir,
+        new_ca: false,
+        lock_wait: Duration::from_secs(1),
+        lockout_check: false,
     };
-    let mut prepared = match crate::run::prepare(&opts) {
+    let mut prepared = match crate::engine::prepare(&opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -262,18 +288,32 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
         return Ok(exit::INVALID);
     }
     let started = std::time::Instant::now();
-    let results = rt.block_on(crate::run::audit(&prepared, &opts));
+    let ca = match crate::pki::Ca::load(&crate::state::State::read_only(&opts.state_dir())) {
+        Ok(c) => c.map(|c| c.cert_pem),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::INVALID);
+        }
+    };
+    let results = rt.block_on(crate::engine::audit(&prepared, &opts, ca.as_deref()));
     let secs = started.elapsed().as_secs_f64();
-    Ok(crate::output::audit_report(
+    let (drift, broken) = crate::output::audit_report(
         &results,
         matches!(a.output, OutputMode::Json),
         a.verbose,
         secs,
-    ))
+    );
+    Ok(if broken > 0 {
+        exit::UNREACHABLE
+    } else if drift > 0 {
+        exit::DRIFT
+    } else {
+        exit::OK
+    })
 }
 
 /// The given inventory, or the local lab's (started when it is not up).
-fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(match inventory {
         Some(i) => i,
         None => {
@@ -288,119 +328,4 @@ fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             lab.inventory()
         }
     })
-}
-
-fn run_inventory(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
-    let inventory = lab_or(inventory)?;
-    let opts = crate::run::Options {
-        inventory,
-        playbook: a.playbook,
-        roles_dir: a.roles,
-        limit: a.limit,
-        tags: a.tags,
-        skip_tags: a.skip_tags,
-        check: a.check,
-        diff: a.diff,
-        forks: a.forks,
-        accept_new_host_keys: a.accept_new_host_keys,
-        connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
-        command_timeout: std::time::Duration::from_secs(a.command_timeout),
-        any_errors_fatal: a.any_errors_fatal,
-        max_fail_percentage: a.max_fail_percentage,
-        ssh_config: a.ssh_config.clone(),
-    };
-    let mut prepared = match crate::run::prepare(&opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!("nothing was changed: no host was contacted");
-            return Ok(exit::INVALID);
-        }
-    };
-    if a.list_hosts {
-        for h in &prepared.hosts {
-            out!("{h}");
-        }
-        return Ok(exit::OK);
-    }
-    if a.list_tasks {
-        for (play, hosts) in &prepared.plays {
-            out!("play {} ({} hosts)", play.name, hosts.len());
-            for r in &play.roles {
-                for t in &r.tasks {
-                    out!(
-                        "  {} : {}{}",
-                        r.name,
-                        t.name,
-                        if t.tags.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" [{}]", t.tags.join(", "))
-                        }
-                    );
-                }
-            }
-        }
-        return Ok(exit::OK);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let interactive = std::fs::File::open("/dev/tty").is_ok();
-    let become_pass = if a.ask_become_pass {
-        Some(
-            rpassword::prompt_password("BECOME password: ").map_err(|e| {
-                anyhow::anyhow!(
-                    "--ask-become-pass: cannot read the password from the terminal: {e}"
-                )
-            })?,
-        )
-    } else {
-        None
-    };
-    if let Err(e) = rt.block_on(prepared.unlock(interactive, become_pass)) {
-        eprintln!("error: {e}");
-        eprintln!("nothing was changed: no host was contacted");
-        return Ok(exit::INVALID);
-    }
-    let mode = match a.output {
-        OutputMode::Text => crate::output::Mode::Text,
-        OutputMode::Json => crate::output::Mode::Json,
-    };
-    let rep = Arc::new(crate::output::Reporter::new(
-        mode,
-        a.verbose,
-        &prepared.hosts,
-    ));
-    let mut hidden = Vec::new();
-    for h in prepared.inventory.hosts.values() {
-        crate::output::secret_values(
-            &serde_json::Value::Object(h.vars.clone()),
-            false,
-            &mut hidden,
-        );
-    }
-    rep.hide(hidden);
-    if let Some(p) = prepared
-        .targets
-        .values()
-        .find_map(|t| t.become_pass.clone())
-    {
-        rep.hide([p.0.clone()]);
-    }
-    for w in &prepared.inventory.warnings {
-        rep.warn(w);
-    }
-    let check = opts.check;
-    let summary = rt.block_on(crate::run::execute(prepared, opts, rep.clone()));
-    let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();
-    rep.recap(&rows, check, summary.connections);
-    let code = if rows.iter().any(|(_, t)| t.unreachable > 0) {
-        exit::UNREACHABLE
-    } else if rows.iter().any(|(_, t)| t.failed > 0) {
-        exit::FAILED
-    } else {
-        exit::OK
-    };
-    Ok(code)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub const FACTS: &str = r#"set +e; . /etc/os-release 2>/dev/null
 echo "ansible_distribution=$ID"; echo "ansible_distribution_version=$VERSION_ID"; echo "ansible_distribution_release=$VERSION_CODENAME"
-echo "ansible_architecture=$(uname -m)"; echo "ansible_kernel=$(uname -r)"; echo "ansible_hostname=$(hostname)"
+echo "ansible_architecture=$(uname -m)"; echo "ansible_kernel=$(uname -r)"; echo "ansible_hostname=$(hostname)"; echo "ansible_fqdn=$(hostname -f 2>/dev/null || hostname)"
 echo "ansible_default_ipv4_address=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
 echo "ansible_all_ipv4_addresses=$(hostname -I 2>/dev/null)"
 if [ -d /run/systemd/system ]; then echo ansible_service_mgr=systemd; else echo ansible_service_mgr=sysv; fi

@@ -1,0 +1,143 @@
+//! `provision [INVENTORY]`: the run itself.
+
+use super::{exit, lab_or, OutputMode, RunArgs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
+    let inventory = lab_or(inventory)?;
+    let opts = crate::engine::Options {
+        inventory,
+        playbook: a.playbook,
+        roles_dir: a.roles,
+        limit: a.limit,
+        tags: a.tags,
+        skip_tags: a.skip_tags,
+        check: a.check,
+        diff: a.diff,
+        forks: a.forks,
+        accept_new_host_keys: a.accept_new_host_keys,
+        connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
+        command_timeout: std::time::Duration::from_secs(a.command_timeout),
+        any_errors_fatal: a.any_errors_fatal,
+        max_fail_percentage: a.max_fail_percentage,
+        ssh_config: a.ssh_config.clone(),
+        state_dir: a.state_dir.clone(),
+        new_ca: a.new_ca,
+        lock_wait: std::time::Duration::from_secs(a.lock_timeout),
+        lockout_check: !(a.list_hosts || a.list_tasks),
+    };
+    let mut prepared = match crate::engine::prepare(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was changed: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    if a.list_hosts {
+        for h in &prepared.hosts {
+            out!("{h}");
+        }
+        return Ok(exit::OK);
+    }
+    if a.list_tasks {
+        for (play, hosts, _) in &prepared.plays {
+            out!("play {} ({} hosts)", play.name, hosts.len());
+            for r in &play.roles {
+                for t in &r.tasks {
+                    out!(
+                        "  {} : {}{}",
+                        r.name,
+                        t.name,
+                        if t.tags.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{}]", t.tags.join(", "))
+                        }
+                    );
+                }
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    let become_pass = if a.ask_become_pass {
+        Some(
+            rpassword::prompt_password("BECOME password: ").map_err(|e| {
+                anyhow::anyhow!(
+                    "--ask-become-pass: cannot read the password from the terminal: {e}"
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    if let Err(e) = rt.block_on(prepared.unlock(interactive, become_pass)) {
+        eprintln!("error: {e}");
+        eprintln!("nothing was changed: no host was contacted");
+        return Ok(exit::INVALID);
+    }
+    let mode = match a.output {
+        OutputMode::Text => crate::output::Mode::Text,
+        OutputMode::Json => crate::output::Mode::Json,
+    };
+    let rep = Arc::new(crate::output::Reporter::new(
+        mode,
+        a.verbose,
+        &prepared.hosts,
+    ));
+    let mut hidden = Vec::new();
+    for h in prepared.inventory.hosts.values() {
+        crate::output::secret_values(
+            &serde_json::Value::Object(h.vars.clone()),
+            false,
+            &mut hidden,
+        );
+    }
+    rep.hide(hidden);
+    if let Some(p) = prepared
+        .targets
+        .values()
+        .find_map(|t| t.become_pass.clone())
+    {
+        rep.hide([p.0.clone()]);
+    }
+    for w in &prepared.inventory.warnings {
+        rep.warn(w);
+    }
+    // The state directory: locked for a run that changes hosts, only read by --check.
+    let state_dir = opts.state_dir();
+    let state = if opts.check {
+        crate::state::State::read_only(&state_dir)
+    } else {
+        match crate::state::State::lock(&state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                eprintln!("nothing was changed: no host was contacted");
+                return Ok(exit::LOCKED);
+            }
+        }
+    };
+    let check = opts.check;
+    let summary = rt.block_on(crate::engine::execute(
+        prepared,
+        opts,
+        rep.clone(),
+        Arc::new(state),
+    ));
+    let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();
+    rep.recap(&rows, check, summary.connections);
+    let code = if rows.iter().any(|(_, t)| t.unreachable > 0) {
+        exit::UNREACHABLE
+    } else if rows.iter().any(|(_, t)| t.failed > 0) {
+        exit::FAILED
+    } else {
+        exit::OK
+    };
+    Ok(code)
+}

@@ -1,0 +1,107 @@
+//! Cluster steps: tasks that see every host of a play at once. A step probes the hosts
+//! it needs, plans across all of them, and the engine applies the plan and probes again
+//! until nothing is left to do (engine::cluster). Hosts outside `--limit` may be read,
+//! never changed: the engine refuses any action on them.
+
+pub mod share;
+pub mod tls;
+
+use crate::state::State;
+use crate::transport::Output;
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+/// One host taking part in a cluster step.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub name: String,
+    /// The task's arguments rendered with this host's variables.
+    pub args: Map<String, Value>,
+    /// In the play and inside `--limit`; the others are only read.
+    pub writable: bool,
+    /// Who the step's commands run as on this host (None: the login user).
+    pub user: Option<String>,
+}
+
+/// What each probed host returned; Err when it could not be asked.
+pub type Seen = IndexMap<String, Result<Output, String>>;
+
+/// One change on one host.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub host: String,
+    /// What it does, for the output ("sign a certificate for node3"); never a secret.
+    pub msg: String,
+    pub script: String,
+    pub stdin: Option<Vec<u8>>,
+    /// Quorum-sensitive: run alone, then probe again before the next one.
+    pub serial: bool,
+}
+
+/// What a step may use on the controller.
+pub struct Ctx<'a> {
+    pub state: &'a State,
+    pub inventory: &'a crate::inventory::Inventory,
+    pub check: bool,
+    /// `--new-ca`: replace a lost CA instead of refusing.
+    pub new_ca: bool,
+}
+
+pub trait Step: Send + Sync {
+    /// Checks the members' arguments; nothing has run yet.
+    fn prepare(&mut self, members: &[Member], cx: &Ctx) -> Result<(), String>;
+    /// Whether the step also reads play hosts outside `--limit` (a join token on a manager).
+    fn reads_outside_limit(&self) -> bool {
+        false
+    }
+    /// A read-only script per host to probe.
+    fn probes(&self, members: &[Member]) -> Vec<(String, String)>;
+    /// The changes still needed, from what the probes saw. Runs on the controller and may
+    /// do controller-side work (signing a CSR); in check mode it must not write state.
+    fn plan(&mut self, members: &[Member], seen: &Seen, cx: &Ctx) -> Result<Vec<Action>, String>;
+    /// Values read or made that must never be printed (tokens, keys).
+    fn secrets(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Published to every host's later tasks under the task's `register` name.
+    fn publish(&self) -> Value {
+        Value::Null
+    }
+}
+
+/// A string argument of a member.
+pub fn arg(m: &Member, k: &str) -> Result<Option<String>, String> {
+    crate::modules::Args(&m.args)
+        .str(k)
+        .map_err(|e| format!("host `{}`: {e}", m.name))
+}
+
+/// Splits `out` into the sections a probe printed after `==NAME` marker lines.
+pub fn sections(out: &str) -> IndexMap<String, String> {
+    let mut m: IndexMap<String, String> = IndexMap::new();
+    let mut cur: Option<String> = None;
+    for line in out.split_inclusive('\n') {
+        if let Some(name) = line.strip_prefix("==PROVISION ") {
+            let name = name.trim().to_owned();
+            m.entry(name.clone()).or_default();
+            cur = Some(name);
+        } else if let Some(c) = &cur {
+            if let Some(s) = m.get_mut(c) {
+                s.push_str(line);
+            }
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sections_split_on_markers() {
+        let s = super::sections("junk\n==PROVISION a\nx\ny\n==PROVISION b\n==PROVISION c\nz");
+        assert_eq!(s["a"], "x\ny\n");
+        assert_eq!(s["b"], "");
+        assert_eq!(s["c"], "z");
+        assert_eq!(s.len(), 3);
+    }
+}

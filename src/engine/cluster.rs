@@ -1,0 +1,508 @@
+//! The converge loop of a cluster step: probe the members, plan across all of them,
+//! apply, probe again, until the plan is empty (bounded rounds). Only members inside
+//! `--limit` may be changed; serial actions run one at a time, each followed by a new probe.
+
+use crate::cluster::{Action, Ctx, Member, Seen, Step};
+use crate::transport::{Output, Remote};
+use indexmap::IndexMap;
+use std::sync::Arc;
+
+pub const MAX_ROUNDS: usize = 12;
+
+/// What a step did, per host.
+#[derive(Default, Debug)]
+pub struct Outcome {
+    /// Hosts changed (or, in check mode, that would be), with what was done there.
+    pub changed: IndexMap<String, Vec<String>>,
+    /// Hosts whose action failed, with why.
+    pub failed: IndexMap<String, String>,
+    /// The step itself failed: the play stops.
+    pub fatal: Option<String>,
+    pub rounds: usize,
+}
+
+async fn run_all(
+    jobs: Vec<(String, Option<String>, String, Option<Vec<u8>>)>,
+    remotes: &IndexMap<String, Arc<dyn Remote>>,
+) -> Seen {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (host, user, script, stdin)) in jobs.into_iter().enumerate() {
+        let Some(r) = remotes.get(&host).cloned() else {
+            continue;
+        };
+        set.spawn(async move {
+            let res = r
+                .run_script(&script, stdin.as_deref(), user.as_deref())
+                .await
+                .map_err(|e| e.to_string());
+            (i, host, res)
+        });
+    }
+    let mut v = Vec::new();
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok(x) => v.push(x),
+            Err(e) => v.push((
+                usize::MAX,
+                String::new(),
+                Err(format!("internal error: {e}")),
+            )),
+        }
+    }
+    v.sort_by_key(|(i, _, _)| *i);
+    v.into_iter().map(|(_, h, r)| (h, r)).collect()
+}
+
+fn user_of(members: &[Member], host: &str) -> Option<String> {
+    members
+        .iter()
+        .find(|m| m.name == host)
+        .and_then(|m| m.user.clone())
+}
+
+fn failure(out: &Result<Output, String>) -> Option<String> {
+    match out {
+        Err(e) => Some(e.clone()),
+        Ok(o) if o.rc != 0 => Some(format!(
+            "exit code {}: {}",
+            o.rc,
+            crate::sys::tail(o.stderr.trim(), 6)
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Runs `step` to convergence. `hide` is told of secrets the moment the step knows them.
+pub async fn converge(
+    step: &mut dyn Step,
+    members: &[Member],
+    remotes: &IndexMap<String, Arc<dyn Remote>>,
+    cx: &Ctx<'_>,
+    hide: &(dyn Fn(Vec<String>) + Sync),
+) -> Outcome {
+    let mut oc = Outcome::default();
+    for round in 1..=MAX_ROUNDS {
+        oc.rounds = round;
+        let probes = step
+            .probes(members)
+            .into_iter()
+            .filter(|(h, _)| !oc.failed.contains_key(h))
+            .map(|(h, s)| (h.clone(), user_of(members, &h), s, None))
+            .collect();
+        let seen = run_all(probes, remotes).await;
+        let planned = step.plan(members, &seen, cx);
+        hide(step.secrets());
+        let actions: Vec<Action> = match planned {
+            Ok(a) => a
+                .into_iter()
+                .filter(|a| !oc.failed.contains_key(&a.host))
+                .collect(),
+            Err(e) => {
+                oc.fatal = Some(e);
+                return oc;
+            }
+        };
+        if actions.is_empty() {
+            return oc;
+        }
+        if let Some(a) = actions
+            .iter()
+            .find(|a| !members.iter().any(|m| m.name == a.host && m.writable))
+        {
+            oc.fatal = Some(format!(
+                "would have to change {} ({}), which is outside --limit or not in the play: \
+                 widen --limit to include it",
+                a.host, a.msg
+            ));
+            return oc;
+        }
+        if cx.check {
+            for a in actions {
+                oc.changed
+                    .entry(a.host)
+                    .or_default()
+                    .push(format!("would {}", a.msg));
+            }
+            return oc;
+        }
+        let batch: Vec<Action> = match actions.iter().position(|a| a.serial) {
+            Some(i) => vec![actions[i].clone()],
+            None => actions,
+        };
+        let serial = batch.iter().any(|a| a.serial);
+        let jobs = batch
+            .iter()
+            .map(|a| {
+                (
+                    a.host.clone(),
+                    user_of(members, &a.host),
+                    a.script.clone(),
+                    a.stdin.clone(),
+                )
+            })
+            .collect();
+        let results = run_all(jobs, remotes).await;
+        for (a, (_, res)) in batch.iter().zip(results.iter()) {
+            match failure(res) {
+                Some(e) => {
+                    let msg = format!("{}: {e}", a.msg);
+                    if serial {
+                        oc.fatal = Some(format!("{}: {msg}", a.host));
+                    }
+                    oc.failed.insert(a.host.clone(), msg);
+                }
+                None => oc
+                    .changed
+                    .entry(a.host.clone())
+                    .or_default()
+                    .push(a.msg.clone()),
+            }
+        }
+        if oc.fatal.is_some() {
+            return oc;
+        }
+    }
+    oc.fatal = Some(format!(
+        "did not settle after {MAX_ROUNDS} rounds of probe and change: the hosts keep differing from the plan"
+    ));
+    oc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{sections, Step};
+    use crate::transport::TransportError;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// A host whose only state is a map of files; `cat F` reads, `put F V` writes.
+    struct Fake {
+        files: Mutex<HashMap<String, String>>,
+        log: Arc<Mutex<Vec<String>>>,
+        name: String,
+    }
+
+    impl Remote for Fake {
+        fn run_script<'a>(
+            &'a self,
+            script: &'a str,
+            _stdin: Option<&'a [u8]>,
+            _user: Option<&'a str>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Output, TransportError>> + Send + 'a>,
+        > {
+            Box::pin(async move {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {script}", self.name));
+                let mut f = self.files.lock().unwrap();
+                let mut out = String::new();
+                for line in script.lines() {
+                    let w: Vec<&str> = line.splitn(3, ' ').collect();
+                    match w.as_slice() {
+                        ["cat", k] => {
+                            out += &format!(
+                                "==PROVISION {k}\n{}\n",
+                                f.get(*k).cloned().unwrap_or_default()
+                            )
+                        }
+                        ["put", k, v] => {
+                            f.insert(k.to_string(), v.to_string());
+                        }
+                        ["fail"] => {
+                            return Ok(Output {
+                                rc: 1,
+                                stdout: String::new(),
+                                stderr: "boom".into(),
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Output {
+                    rc: 0,
+                    stdout: out,
+                    stderr: String::new(),
+                })
+            })
+        }
+    }
+
+    /// Copies `value` from the first member to every other, one host per round when serial.
+    struct Relay {
+        serial: bool,
+        secret: Option<String>,
+    }
+
+    impl Step for Relay {
+        fn prepare(&mut self, _: &[Member], _: &Ctx) -> Result<(), String> {
+            Ok(())
+        }
+        fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
+            members
+                .iter()
+                .map(|m| (m.name.clone(), "cat value".to_string()))
+                .collect()
+        }
+        fn plan(
+            &mut self,
+            members: &[Member],
+            seen: &Seen,
+            _: &Ctx,
+        ) -> Result<Vec<Action>, String> {
+            let src = &members[0].name;
+            let v = match &seen[src] {
+                Ok(o) => sections(&o.stdout)["value"].trim().to_owned(),
+                Err(e) => return Err(e.clone()),
+            };
+            self.secret = Some(v.clone());
+            Ok(members[1..]
+                .iter()
+                .filter(|m| match &seen[&m.name] {
+                    Ok(o) => sections(&o.stdout)["value"].trim() != v,
+                    Err(_) => false,
+                })
+                .map(|m| Action {
+                    host: m.name.clone(),
+                    msg: format!("copy the value from {src}"),
+                    script: if m.name == "bad" {
+                        "fail".into()
+                    } else {
+                        format!("put value {v}")
+                    },
+                    stdin: None,
+                    serial: self.serial,
+                })
+                .collect())
+        }
+        fn secrets(&self) -> Vec<String> {
+            self.secret.iter().cloned().collect()
+        }
+    }
+
+    fn lab(
+        names: &[(&str, &str)],
+        log: &Arc<Mutex<Vec<String>>>,
+    ) -> IndexMap<String, Arc<dyn Remote>> {
+        names
+            .iter()
+            .map(|(n, v)| {
+                let mut files = HashMap::new();
+                if !v.is_empty() {
+                    files.insert("value".to_string(), v.to_string());
+                }
+                let r: Arc<dyn Remote> = Arc::new(Fake {
+                    files: Mutex::new(files),
+                    log: log.clone(),
+                    name: n.to_string(),
+                });
+                (n.to_string(), r)
+            })
+            .collect()
+    }
+
+    fn members(names: &[&str], writable: &[&str]) -> Vec<Member> {
+        names
+            .iter()
+            .map(|n| Member {
+                name: n.to_string(),
+                args: Default::default(),
+                writable: writable.contains(n),
+                user: None,
+            })
+            .collect()
+    }
+
+    fn with_ctx<T>(check: bool, f: impl FnOnce(&Ctx) -> T) -> T {
+        let d = tempfile::tempdir().unwrap();
+        let state = crate::state::State::read_only(d.path());
+        let inv = crate::inventory::Inventory::default();
+        f(&Ctx {
+            state: &state,
+            inventory: &inv,
+            check,
+            new_ca: false,
+        })
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn converges_then_changes_nothing() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "tok"), ("b", ""), ("c", "old")], &log);
+        let m = members(&["a", "b", "c"], &["a", "b", "c"]);
+        let hidden = Mutex::new(Vec::new());
+        let hide = |v: Vec<String>| hidden.lock().unwrap().extend(v);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: false,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &hide,
+            ))
+        });
+        assert!(oc.fatal.is_none(), "{oc:?}");
+        assert_eq!(oc.changed.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(
+            oc.rounds, 2,
+            "one round to change both at once, one to see it settled"
+        );
+        assert!(hidden.lock().unwrap().contains(&"tok".to_string()));
+        let again = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: false,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &hide,
+            ))
+        });
+        assert!(again.changed.is_empty() && again.rounds == 1);
+    }
+
+    #[test]
+    fn serial_actions_run_one_per_round() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "x"), ("b", ""), ("c", "")], &log);
+        let m = members(&["a", "b", "c"], &["a", "b", "c"]);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: true,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &|_| {},
+            ))
+        });
+        assert_eq!(oc.rounds, 3);
+        let puts: Vec<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("put"))
+            .cloned()
+            .collect();
+        assert_eq!(puts, ["b put value x", "c put value x"]);
+    }
+
+    #[test]
+    fn check_mode_plans_and_changes_nothing() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "x"), ("b", "")], &log);
+        let m = members(&["a", "b"], &["a", "b"]);
+        let oc = with_ctx(true, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: false,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &|_| {},
+            ))
+        });
+        assert_eq!(oc.changed["b"], ["would copy the value from a"]);
+        assert!(!log.lock().unwrap().iter().any(|l| l.contains("put")));
+    }
+
+    #[test]
+    fn hosts_outside_the_limit_are_read_never_changed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "x"), ("b", ""), ("c", "")], &log);
+        // a is read (outside the limit) and b changed; c outside the limit needs a change: refused.
+        let m = members(&["a", "b", "c"], &["b"]);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: false,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &|_| {},
+            ))
+        });
+        assert!(
+            oc.fatal
+                .as_deref()
+                .unwrap()
+                .contains("c (copy the value from a), which is outside --limit"),
+            "{oc:?}"
+        );
+        assert!(!log.lock().unwrap().iter().any(|l| l.contains("put")));
+        let m = members(&["a", "b"], &["b"]);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: false,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &|_| {},
+            ))
+        });
+        assert!(oc.fatal.is_none() && oc.changed.contains_key("b"));
+    }
+
+    #[test]
+    fn a_failed_action_fails_its_host_and_a_serial_one_the_step() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "x"), ("bad", ""), ("c", "")], &log);
+        let m = members(&["a", "bad", "c"], &["a", "bad", "c"]);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: false,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &|_| {},
+            ))
+        });
+        assert!(oc.fatal.is_none());
+        assert!(oc.failed["bad"].contains("boom"));
+        assert!(oc.changed.contains_key("c"));
+        let r = lab(&[("a", "x"), ("bad", ""), ("c", "")], &log);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(
+                &mut Relay {
+                    serial: true,
+                    secret: None,
+                },
+                &m,
+                &r,
+                cx,
+                &|_| {},
+            ))
+        });
+        assert!(oc.fatal.as_deref().unwrap().starts_with("bad:"));
+        assert!(
+            !oc.changed.contains_key("c"),
+            "nothing after a failed serial change"
+        );
+    }
+}

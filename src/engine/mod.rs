@@ -1,0 +1,555 @@
+//! The engine: validate everything, connect once per host, gather facts in one round trip,
+//! then run each play's roles on its hosts concurrently and tally the results.
+
+pub mod cluster;
+mod hooks;
+mod host;
+mod play_run;
+mod probes;
+mod target;
+
+use crate::inventory::{self, Inventory};
+use crate::output::{Reporter, Status, Tally};
+use crate::play::{self, Play, RoleSource};
+use crate::transport::{sshconfig, Conn, Target};
+use crate::yaml::Located;
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub inventory: PathBuf,
+    pub playbook: Option<PathBuf>,
+    pub roles_dir: Option<PathBuf>,
+    pub limit: Option<String>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub check: bool,
+    pub diff: bool,
+    pub forks: usize,
+    pub accept_new_host_keys: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub any_errors_fatal: bool,
+    pub max_fail_percentage: Option<u8>,
+    /// An OpenSSH client config to honour (default ~/.ssh/config).
+    pub ssh_config: Option<PathBuf>,
+    /// The controller's state directory (default `.provision/` beside the inventory).
+    pub state_dir: Option<PathBuf>,
+    /// Replace a lost CA instead of refusing.
+    pub new_ca: bool,
+    /// How long to wait for another run's lock on a host.
+    pub lock_wait: Duration,
+    /// Run the roles' pre-flight checks (off when only listing hosts or tasks).
+    pub lockout_check: bool,
+}
+
+impl Options {
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| crate::state::default_dir(&self.inventory))
+    }
+}
+
+/// Everything validated, before any connection.
+pub struct Prepared {
+    pub inventory: Inventory,
+    /// Each play with its hosts inside `--limit`, and all its hosts.
+    pub plays: Vec<(Play, Vec<String>, Vec<String>)>,
+    /// Every host inside `--limit`, in inventory order.
+    pub hosts: Vec<String>,
+    pub targets: IndexMap<String, Target>,
+    /// Play hosts outside `--limit`, which cluster steps may read.
+    pub outside: IndexMap<String, Result<Target, String>>,
+    /// The hardening rules of each host (also its `hardening` variable), and the
+    /// file its hardening sysctls are persisted in.
+    pub rules: IndexMap<String, (Vec<crate::hardening::Rule>, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Located(#[from] Located),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
+    let inventory = Inventory::load(&o.inventory)?;
+    let roles = RoleSource {
+        dir: o.roles_dir.clone(),
+    };
+    let (text, path) = match &o.playbook {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| {
+                Invalid::Other(format!("{}: cannot read the playbook: {e}", p.display()))
+            })?,
+            p.clone(),
+        ),
+        None => (
+            play::BUILTIN.to_owned(),
+            PathBuf::from("<built-in playbook>"),
+        ),
+    };
+    let plays = play::load_playbook(&text, &path, &roles)?;
+    let limit = match &o.limit {
+        Some(l) => Some(
+            inventory::select(&inventory, l)
+                .map_err(|e| Invalid::Other(format!("--limit: {e}")))?,
+        ),
+        None => None,
+    };
+    let limit: Option<std::collections::HashSet<String>> = limit.map(|l| l.into_iter().collect());
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    let mut out = Vec::new();
+    for p in plays {
+        let every = inventory::select(&inventory, &p.hosts)
+            .map_err(|e| Invalid::Other(format!("{}: play `{}`: {e}", p.loc, p.name)))?;
+        let mut hosts = every.clone();
+        if let Some(l) = &limit {
+            hosts.retain(|h| l.contains(h));
+        }
+        for h in &hosts {
+            if seen.insert(h.clone()) {
+                all.push(h.clone());
+            }
+        }
+        out.push((p, hosts, every));
+    }
+    if all.is_empty() {
+        return Err(Invalid::Other(format!(
+            "no host matches{}",
+            o.limit
+                .as_ref()
+                .map(|l| format!(" --limit `{l}`"))
+                .unwrap_or_default()
+        )));
+    }
+    let cfg_path = o
+        .ssh_config
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/config")));
+    let cfg = match cfg_path {
+        Some(p) if o.ssh_config.is_some() && !p.exists() => {
+            return Err(Invalid::Other(format!(
+                "--ssh-config {}: no such file",
+                p.display()
+            )))
+        }
+        Some(p) => sshconfig::Config::load(&p).map_err(Invalid::Other)?,
+        None => Default::default(),
+    };
+    let mut targets = IndexMap::new();
+    for h in &all {
+        let host = &inventory.hosts[h];
+        let t = target::target(o, &inventory, host, &cfg)
+            .map_err(|e| Invalid::Other(format!("{}: {e}", host.loc)))?;
+        targets.insert(h.clone(), t);
+    }
+    let mut outside = IndexMap::new();
+    for (_, _, every) in &out {
+        for h in every {
+            if !seen.contains(h) && !outside.contains_key(h) {
+                let t = target::target(o, &inventory, &inventory.hosts[h], &cfg);
+                outside.insert(h.clone(), t);
+            }
+        }
+    }
+    // Hardening rules per host; rules that would lock provision out are refused here.
+    let hardening = crate::hardening::Rules::load(&roles)?;
+    let mut rules = IndexMap::new();
+    let mut inventory = inventory;
+    for h in &all {
+        let host = inventory.hosts.get_mut(h).expect("selected hosts exist");
+        let r = hardening
+            .resolve(&host.vars)
+            .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
+        if o.lockout_check {
+            for (p, hs, _) in &out {
+                if hs.contains(h) {
+                    for role in &p.roles {
+                        hooks::validate(&role.name, &r, &targets[h]).map_err(|e| {
+                            Invalid::Other(format!("{}: host `{h}`: {e}", host.loc))
+                        })?;
+                    }
+                }
+            }
+        }
+        host.vars
+            .insert("hardening".into(), crate::hardening::as_var(&r));
+        let sysctl_file = host
+            .vars
+            .get("hardening_sysctl_file")
+            .or(hardening.default("hardening_sysctl_file"))
+            .and_then(Value::as_str)
+            .unwrap_or("/etc/sysctl.d/90-provision-hardening.conf")
+            .to_owned();
+        rules.insert(h.clone(), (r, sysctl_file));
+    }
+    Ok(Prepared {
+        inventory,
+        plays: out,
+        hosts: all,
+        targets,
+        outside,
+        rules,
+    })
+}
+
+pub struct Summary {
+    pub tallies: IndexMap<String, Tally>,
+    pub connections: u64,
+}
+
+impl Summary {
+    pub fn changed(&self) -> u32 {
+        self.tallies.values().map(|t| t.changed).sum()
+    }
+}
+
+/// Where a host stands in the run.
+pub struct HostRun {
+    pub conn: Option<Arc<Conn>>,
+    pub facts: Map<String, Value>,
+    pub tally: Tally,
+    pub failed: bool,
+    pub registered: Map<String, Value>,
+    /// When the host's last play ended (its own time in the recap).
+    pub finished: Option<Instant>,
+}
+
+/// `hostvars` and `groups`, built once per run.
+pub struct Shared {
+    pub hostvars: Map<String, Value>,
+    pub vars: [(&'static str, minijinja::Value); 2],
+}
+
+/// The remote lock: held on its own channel as long as the connection lives, so a run
+/// that dies (or loses the host) releases it. Waits `wait` for another holder.
+fn lock_script(wait: Duration) -> String {
+    let holder = crate::transport::quote(&crate::state::holder());
+    format!(
+        r#"L=/run/lock/provision.lock; [ -d /run/lock ] && [ -w /run/lock ] || L=/tmp/provision.lock
+command -v flock >/dev/null 2>&1 || {{ echo PROVISION-LOCKED no-flock; exec cat >/dev/null; }}
+export L H={holder}
+flock -w {} -E 75 "$L" sh -c 'printf "%s
+" "$H" > "$L.holder" 2>/dev/null; echo PROVISION-LOCKED; exec cat >/dev/null' && exit 0
+rc=$?; echo "held by $(cat "$L.holder" 2>/dev/null || echo 'an unknown run')"; exit $rc"#,
+        wait.as_secs().max(1)
+    )
+}
+
+/// Connects, takes the host lock (when `lock`), gathers facts and checks sudo.
+/// Err((unreachable, why)).
+pub(crate) async fn connect_host(
+    t: Target,
+    wants_root: bool,
+    lock: bool,
+    lock_wait: Duration,
+) -> Result<(Arc<Conn>, Map<String, Value>), (bool, String)> {
+    let unreachable = |e: crate::transport::TransportError| (true, e.to_string());
+    let conn = Conn::connect(t).await.map_err(unreachable)?;
+    let lock_cmd = lock_script(lock_wait);
+    let (locked, facts) = tokio::join!(
+        async {
+            if lock {
+                Some(conn.hold(&lock_cmd, "PROVISION-LOCKED").await)
+            } else {
+                None
+            }
+        },
+        conn.run(target::FACTS, None, None)
+    );
+    match locked {
+        Some(Err(e)) => return Err(unreachable(e)),
+        Some(Ok(Err(out))) => {
+            return Err((
+                false,
+                format!(
+                    "another provision run is working on this host ({}); waited {} s.                      Run again when it is done (a run that died releases its lock when its connection closes)",
+                    out.stdout.trim().trim_start_matches("held by "),
+                    lock_wait.as_secs()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let facts = target::parse_facts(&facts.map_err(unreachable)?.stdout);
+    if facts.get("ansible_sudo").and_then(Value::as_str) == Some("no")
+        && conn.target.become_pass.is_some()
+    {
+        conn.use_sudo_password();
+        if wants_root {
+            let r = conn
+                .run("true", None, Some("root"))
+                .await
+                .map_err(unreachable)?;
+            if r.rc != 0 {
+                return Err((
+                    false,
+                    format!(
+                        "sudo refused the become password for {}: {}",
+                        conn.target.user,
+                        crate::sys::tail(r.stderr.trim(), 2)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((Arc::new(conn), facts))
+}
+
+pub async fn execute(
+    p: Prepared,
+    o: Options,
+    rep: Arc<Reporter>,
+    state: Arc<crate::state::State>,
+) -> Summary {
+    let started = Instant::now();
+    let inv = Arc::new(p.inventory);
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
+    // Connect, lock and gather facts everywhere first.
+    let mut joins = Vec::new();
+    for h in &p.hosts {
+        let t = p.targets[h].clone();
+        let sem = sem.clone();
+        let wants_root = inv.hosts[h].sudo;
+        let (lock, wait) = (!o.check, o.lock_wait);
+        joins.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            connect_host(t, wants_root, lock, wait).await
+        }));
+    }
+    let mut runs: IndexMap<String, HostRun> = IndexMap::new();
+    for (h, j) in p.hosts.iter().zip(joins) {
+        let mut run = HostRun {
+            conn: None,
+            facts: Map::new(),
+            tally: Tally::default(),
+            failed: false,
+            registered: Map::new(),
+            finished: None,
+        };
+        match j
+            .await
+            .unwrap_or_else(|e| Err((false, format!("internal error: {e}"))))
+        {
+            Ok((c, f)) => {
+                run.conn = Some(c);
+                run.facts = f;
+            }
+            Err((true, e)) => {
+                run.tally.unreachable = 1;
+                run.failed = true;
+                rep.task_done(h, "connect", "connect", Status::Unreachable, &e, None);
+            }
+            Err((false, e)) => {
+                run.tally.failed = 1;
+                run.failed = true;
+                rep.task_done(h, "connect", "connect", Status::Failed, &e, None);
+            }
+        }
+        run.finished = Some(Instant::now());
+        runs.insert(h.clone(), run);
+    }
+    // hostvars: inventory vars and facts of every host.
+    let mut hostvars = Map::new();
+    for (name, host) in &inv.hosts {
+        let mut v = host.vars.clone();
+        if let Some(r) = runs.get(name) {
+            v.extend(r.facts.clone());
+        }
+        v.insert("inventory_hostname".into(), json!(name));
+        v.entry("ansible_host").or_insert(json!(host.address));
+        hostvars.insert(name.clone(), Value::Object(v));
+    }
+    let groups: Map<String, Value> = inv
+        .groups
+        .iter()
+        .map(|(g, m)| (g.clone(), json!(m.iter().collect::<Vec<_>>())))
+        .collect();
+    let vars = [
+        ("hostvars", minijinja::Value::from_serialize(&hostvars)),
+        ("groups", minijinja::Value::from_serialize(&groups)),
+    ];
+    let shared = Arc::new(Shared { hostvars, vars });
+    let total_hosts = p.hosts.len();
+    let o = Arc::new(o);
+    let outside = Arc::new(p.outside);
+    let mut extra = IndexMap::new();
+    let mut published = Map::new();
+    for (play, hosts, every) in p.plays {
+        let envs = match play_run::environments(&play) {
+            Ok(e) => e,
+            Err(e) => {
+                for h in &hosts {
+                    if let Some(r) = runs.get_mut(h).filter(|r| !r.failed) {
+                        r.tally.failed += 1;
+                        r.failed = true;
+                        rep.task_done(h, &play.name, "templates", Status::Failed, &e, None);
+                    }
+                }
+                break;
+            }
+        };
+        let pr = play_run::PlayRun {
+            play: Arc::new(play),
+            envs: Arc::new(envs),
+            inv: inv.clone(),
+            shared: shared.clone(),
+            o: o.clone(),
+            rep: rep.clone(),
+            state: state.clone(),
+            outside: outside.clone(),
+        };
+        let settled = pr
+            .run(&hosts, &every, &mut runs, &mut extra, &mut published)
+            .await;
+        let failed = runs.values().filter(|r| r.failed).count();
+        let over = o
+            .max_fail_percentage
+            .is_some_and(|m| failed * 100 > total_hosts * m as usize);
+        if !settled || (o.any_errors_fatal && failed > 0) || over {
+            rep.warn(&format!(
+                "stopping after play `{}`: {failed} of {total_hosts} hosts failed",
+                pr.play.name
+            ));
+            break;
+        }
+    }
+    let mut tallies = IndexMap::new();
+    for (h, mut r) in runs {
+        r.tally.seconds = r
+            .finished
+            .map(|f| f.duration_since(started))
+            .unwrap_or_else(|| started.elapsed())
+            .as_secs_f64();
+        if let Some(c) = &r.conn {
+            r.tally.commands = c.commands();
+            c.close().await;
+        }
+        rep.host_done(&h, &r.tally);
+        tallies.insert(h, r.tally);
+    }
+    for (_, c) in extra.into_iter().filter_map(|(h, c)| c.map(|c| (h, c))) {
+        c.0.close().await;
+    }
+    Summary {
+        tallies,
+        connections: crate::transport::CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// What `provision audit` found on one host: its findings, or why it could not look.
+pub type AuditResult = Result<Vec<crate::hardening::audit::Finding>, String>;
+
+/// Checks every hardening rule on every host, read-only: one connection and one
+/// command per host. Returns the results and the round trips made per host.
+pub async fn audit(
+    p: &Prepared,
+    o: &Options,
+    ca_pem: Option<&str>,
+) -> IndexMap<String, (AuditResult, u64)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
+    let mut joins = Vec::new();
+    for h in &p.hosts {
+        let t = p.targets[h].clone();
+        let (rules, file) = p.rules[h].clone();
+        let sem = sem.clone();
+        let pki_dir = p.inventory.hosts[h]
+            .vars
+            .get("pki_dir")
+            .and_then(Value::as_str)
+            .unwrap_or("/etc/provision/pki")
+            .to_owned();
+        let ca_pem = ca_pem.map(str::to_owned);
+        joins.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let conn = match Conn::connect(t).await {
+                Ok(c) => c,
+                Err(e) => return (Err(format!("unreachable: {e}")), 0),
+            };
+            let script = format!(
+                "{}echo '@@pki'\n{}",
+                crate::hardening::audit::script(&rules, &file),
+                crate::pki::list_script(&pki_dir)
+            );
+            let res = match conn.run(&script, None, Some("root")).await {
+                Ok(out) if out.stderr.contains("sudo:") => Err(format!(
+                    "the audit needs root through sudo: {}",
+                    crate::sys::tail(out.stderr.trim(), 2)
+                )),
+                Ok(out) => {
+                    let (hard, pki) = out
+                        .stdout
+                        .split_once("\n@@pki\n")
+                        .unwrap_or((&out.stdout, ""));
+                    let mut f = crate::hardening::audit::evaluate(&rules, hard, &file);
+                    f.extend(crate::hardening::audit::certificates(
+                        pki,
+                        ca_pem.as_deref(),
+                    ));
+                    Ok(f)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let n = conn.commands();
+            conn.close().await;
+            (res, n)
+        }));
+    }
+    let mut out = IndexMap::new();
+    for (h, j) in p.hosts.iter().zip(joins) {
+        let r = j
+            .await
+            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0));
+        out.insert(h.clone(), r);
+    }
+    out
+}
+
+/// Runs one read-only script per host (as root), one connection each: for `pki status`.
+pub async fn read_all(
+    p: &Prepared,
+    o: &Options,
+    script: impl Fn(&crate::inventory::Host) -> String,
+) -> IndexMap<String, Result<String, String>> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
+    let mut joins = Vec::new();
+    for h in &p.hosts {
+        let t = p.targets[h].clone();
+        let s = script(&p.inventory.hosts[h]);
+        let sem = sem.clone();
+        joins.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let conn = Conn::connect(t)
+                .await
+                .map_err(|e| format!("unreachable: {e}"))?;
+            let r = conn.run(&s, None, Some("root")).await;
+            conn.close().await;
+            match r {
+                Ok(out) if out.rc == 0 => Ok(out.stdout),
+                Ok(out) => Err(format!(
+                    "exit code {}: {}",
+                    out.rc,
+                    crate::sys::tail(out.stderr.trim(), 2)
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
+    let mut out = IndexMap::new();
+    for (h, j) in p.hosts.iter().zip(joins) {
+        out.insert(
+            h.clone(),
+            j.await
+                .unwrap_or_else(|e| Err(format!("internal error: {e}"))),
+        );
+    }
+    out
+}

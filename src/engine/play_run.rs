@@ -1,0 +1,499 @@
+//! One play across its hosts: the task list cut into segments at each cluster step.
+//! Host-local segments run on every host at once; a cluster step is a barrier that
+//! sees every host (and may read hosts outside `--limit`), then the hosts go on.
+
+use super::cluster::converge;
+use super::host::{self, HostCtx, HostState};
+use super::{connect_host, HostRun, Options, Shared};
+use crate::cluster::{Ctx, Member};
+use crate::inventory::Inventory;
+use crate::modules::{self, Build};
+use crate::output::{Reporter, Status};
+use crate::play::{Play, Task};
+use crate::state::State;
+use crate::template::{self, environment};
+use crate::transport::{Conn, Remote};
+use indexmap::IndexMap;
+use minijinja::Environment;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A task of the play: role index, task index, handler or not.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskRef {
+    pub role: usize,
+    pub index: usize,
+    pub handler: bool,
+}
+
+impl TaskRef {
+    pub fn task(self, play: &Play) -> &Task {
+        let r = &play.roles[self.role];
+        if self.handler {
+            &r.handlers[self.index]
+        } else {
+            &r.tasks[self.index]
+        }
+    }
+}
+
+pub enum Segment {
+    Local(Vec<TaskRef>),
+    Cluster(TaskRef),
+}
+
+/// The selected tasks of a play cut at each cluster step.
+pub fn segments(play: &Play, o: &Options) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut local = Vec::new();
+    for (ri, r) in play.roles.iter().enumerate() {
+        for (ti, t) in r.tasks.iter().enumerate() {
+            if !host::selected(t, o) {
+                continue;
+            }
+            let tr = TaskRef {
+                role: ri,
+                index: ti,
+                handler: false,
+            };
+            if modules::is_cluster(&t.module) {
+                if !local.is_empty() {
+                    out.push(Segment::Local(std::mem::take(&mut local)));
+                }
+                out.push(Segment::Cluster(tr));
+            } else {
+                local.push(tr);
+            }
+        }
+    }
+    if !local.is_empty() {
+        out.push(Segment::Local(local));
+    }
+    out
+}
+
+/// Everything a play's segments share.
+pub struct PlayRun {
+    pub play: Arc<Play>,
+    pub envs: Arc<Vec<Environment<'static>>>,
+    pub inv: Arc<Inventory>,
+    pub shared: Arc<Shared>,
+    pub o: Arc<Options>,
+    pub rep: Arc<Reporter>,
+    pub state: Arc<State>,
+    /// How to reach the play's hosts outside `--limit` (read-only).
+    pub outside: Arc<IndexMap<String, Result<crate::transport::Target, String>>>,
+}
+
+/// Builds the play's template environments once, for all its hosts.
+pub fn environments(play: &Play) -> Result<Vec<Environment<'static>>, String> {
+    let mut envs = Vec::new();
+    for role in &play.roles {
+        let mut env = environment();
+        for (name, src) in &role.templates {
+            env.add_template_owned(name.clone(), src.clone())
+                .map_err(|e| {
+                    format!(
+                        "role {}: template {name}: {}",
+                        role.name,
+                        template::describe(&e)
+                    )
+                })?;
+        }
+        envs.push(env);
+    }
+    Ok(envs)
+}
+
+impl PlayRun {
+    /// Runs the play on `hosts` (inside the limit); `all` are the play's hosts without it.
+    pub async fn run(
+        &self,
+        hosts: &[String],
+        all: &[String],
+        runs: &mut IndexMap<String, HostRun>,
+        extra: &mut IndexMap<String, Option<(Arc<Conn>, Map<String, Value>)>>,
+        published: &mut Map<String, Value>,
+    ) -> bool {
+        let segs = segments(&self.play, &self.o);
+        let total: usize = segs
+            .iter()
+            .map(|s| match s {
+                Segment::Local(v) => v.len(),
+                Segment::Cluster(_) => 1,
+            })
+            .sum();
+        let mut states: IndexMap<String, HostState> = IndexMap::new();
+        for h in hosts {
+            let Some(r) = runs.get_mut(h) else { continue };
+            if r.failed {
+                continue;
+            }
+            self.rep.plan(h, total as u64);
+            states.insert(
+                h.clone(),
+                HostState {
+                    registered: std::mem::take(&mut r.registered),
+                    notified: vec![HashSet::new(); self.play.roles.len()],
+                    ..Default::default()
+                },
+            );
+        }
+        let mut ok = true;
+        for seg in segs {
+            match seg {
+                Segment::Local(refs) => self.local(refs, runs, &mut states, published).await,
+                Segment::Cluster(tr) => {
+                    if !self
+                        .cluster(tr, all, runs, extra, &mut states, published)
+                        .await
+                    {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if ok {
+            // Handlers at the end of the play, in the order their roles define them.
+            let mut per_host: IndexMap<String, Vec<TaskRef>> = IndexMap::new();
+            for (h, st) in &states {
+                let refs = self.play.roles.iter().enumerate().flat_map(|(ri, r)| {
+                    r.handlers
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, t)| st.notified[ri].contains(&t.name))
+                        .map(move |(ti, _)| TaskRef {
+                            role: ri,
+                            index: ti,
+                            handler: true,
+                        })
+                });
+                per_host.insert(h.clone(), refs.collect());
+            }
+            for (h, refs) in per_host {
+                if !refs.is_empty() {
+                    let mut one = IndexMap::new();
+                    if let Some(st) = states.swap_remove(&h) {
+                        one.insert(h.clone(), st);
+                    }
+                    self.local(refs, runs, &mut one, published).await;
+                    states.extend(one);
+                }
+            }
+        }
+        for (h, st) in states {
+            if let Some(r) = runs.get_mut(&h) {
+                r.tally.ok += st.tally.ok;
+                r.tally.changed += st.tally.changed;
+                r.tally.failed += st.tally.failed;
+                r.tally.skipped += st.tally.skipped;
+                r.registered = st.registered;
+                r.finished = Some(std::time::Instant::now());
+            }
+        }
+        ok
+    }
+
+    /// A host-local segment on every host still going, at once.
+    async fn local(
+        &self,
+        refs: Vec<TaskRef>,
+        runs: &mut IndexMap<String, HostRun>,
+        states: &mut IndexMap<String, HostState>,
+        published: &Map<String, Value>,
+    ) {
+        let published = Arc::new(published.clone());
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.o.forks.max(1)));
+        let mut joins = Vec::new();
+        for (h, st) in std::mem::take(states) {
+            let Some(conn) = runs
+                .get(&h)
+                .filter(|r| !r.failed)
+                .and_then(|r| r.conn.clone())
+            else {
+                states.insert(h, st);
+                continue;
+            };
+            let (play, envs, inv, shared, o, rep, refs, published, sem) = (
+                self.play.clone(),
+                self.envs.clone(),
+                self.inv.clone(),
+                self.shared.clone(),
+                self.o.clone(),
+                self.rep.clone(),
+                refs.clone(),
+                published.clone(),
+                sem.clone(),
+            );
+            let before = st.tally.clone();
+            let name = h.clone();
+            let join = tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let mut st = st;
+                let ctx = HostCtx {
+                    play: &play,
+                    host: &inv.hosts[&name],
+                    conn: &conn,
+                    hostvars: &shared.hostvars,
+                    facts: None,
+                    published: &published,
+                    shared_vars: &shared.vars,
+                    o: &o,
+                    rep: &rep,
+                };
+                let steps: Vec<(usize, &Task)> =
+                    refs.iter().map(|r| (r.role, r.task(&play))).collect();
+                let ok = host::run_segment(&ctx, &envs, &steps, &mut st).await;
+                (st, ok)
+            });
+            joins.push((h, before, join));
+        }
+        for (h, before, j) in joins {
+            match j.await {
+                Ok((st, ok)) => {
+                    if !ok {
+                        if let Some(r) = runs.get_mut(&h) {
+                            r.failed = true;
+                        }
+                    }
+                    states.insert(h, st);
+                }
+                Err(e) => {
+                    // A panic fails the host (and so the run); it is never dropped silently.
+                    let why = if e.is_panic() {
+                        "panicked"
+                    } else {
+                        "was cancelled"
+                    };
+                    self.rep.task_done(
+                        &h,
+                        "engine",
+                        "internal error",
+                        Status::Failed,
+                        &format!("internal error: the host's task {why}: {e}"),
+                        None,
+                    );
+                    let mut st = HostState {
+                        tally: before,
+                        ..Default::default()
+                    };
+                    st.tally.failed += 1;
+                    if let Some(r) = runs.get_mut(&h) {
+                        r.failed = true;
+                    }
+                    states.insert(h, st);
+                }
+            }
+        }
+    }
+
+    /// A cluster step: members rendered per host, converged, reported per host.
+    async fn cluster(
+        &self,
+        tr: TaskRef,
+        all: &[String],
+        runs: &mut IndexMap<String, HostRun>,
+        extra: &mut IndexMap<String, Option<(Arc<Conn>, Map<String, Value>)>>,
+        states: &mut IndexMap<String, HostState>,
+        published: &mut Map<String, Value>,
+    ) -> bool {
+        let task = tr.task(&self.play).clone();
+        let role = self.play.roles[tr.role].name.clone();
+        let Some(Build::Cluster(make)) = modules::def(&task.module).map(|d| d.build) else {
+            return false;
+        };
+        let mut step = make();
+        let env = &self.envs[tr.role];
+        let mut members = Vec::new();
+        let mut remotes: IndexMap<String, Arc<dyn Remote>> = IndexMap::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
+        let empty = HostState::default();
+        let writable: Vec<String> = states
+            .keys()
+            .filter(|h| runs.get(*h).is_some_and(|r| !r.failed))
+            .cloned()
+            .collect();
+        let outside: Vec<String> = if step.reads_outside_limit() {
+            all.iter()
+                .filter(|h| !states.contains_key(*h) && !runs.contains_key(*h))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for h in &outside {
+            if !extra.contains_key(h) {
+                let c = match self.outside.get(h) {
+                    Some(Ok(t)) => match connect_host(
+                        t.clone(),
+                        self.inv.hosts[h].sudo,
+                        false,
+                        self.o.lock_wait,
+                    )
+                    .await
+                    {
+                        Ok((c, f)) => {
+                            self.rep.warn(&format!("reading {h} (outside --limit): read-only, nothing is changed there"));
+                            Some((c, f))
+                        }
+                        Err((_, e)) => {
+                            self.rep
+                                .warn(&format!("{h} (outside --limit) could not be read: {e}"));
+                            None
+                        }
+                    },
+                    Some(Err(e)) => {
+                        self.rep
+                            .warn(&format!("{h} (outside --limit) could not be read: {e}"));
+                        None
+                    }
+                    None => None,
+                };
+                extra.insert(h.clone(), c);
+            }
+        }
+        for (h, is_writable) in writable
+            .iter()
+            .map(|h| (h, true))
+            .chain(outside.iter().map(|h| (h, false)))
+        {
+            let (conn, facts) = if is_writable {
+                match runs.get(h).and_then(|r| r.conn.clone()) {
+                    Some(c) => (c, None),
+                    None => continue,
+                }
+            } else {
+                match extra.get(h).cloned().flatten() {
+                    Some((c, f)) => (c, Some(f)),
+                    None => continue,
+                }
+            };
+            let ctx = HostCtx {
+                play: &self.play,
+                host: &self.inv.hosts[h],
+                conn: &conn,
+                hostvars: &self.shared.hostvars,
+                facts: facts.as_ref(),
+                published,
+                shared_vars: &self.shared.vars,
+                o: &self.o,
+                rep: &self.rep,
+            };
+            let st = states.get(h).unwrap_or(&empty);
+            match host::cluster_args(&ctx, tr.role, env, &task, st) {
+                Ok(Some(args)) => {
+                    members.push(Member {
+                        name: h.clone(),
+                        args,
+                        writable: is_writable,
+                        user: host::cluster_user(&ctx, &task),
+                    });
+                    remotes.insert(h.clone(), conn.clone());
+                }
+                Ok(None) => {}
+                Err(e) if is_writable => failures.push((h.clone(), e)),
+                Err(_) => {}
+            }
+        }
+        for h in &writable {
+            self.rep.task_start(h, &role, &task.name);
+        }
+        let cx = Ctx {
+            state: &self.state,
+            inventory: &self.inv,
+            check: self.o.check,
+            new_ca: self.o.new_ca,
+        };
+        let rep = self.rep.clone();
+        let hide = move |v: Vec<String>| rep.hide(v);
+        let mut oc = if !failures.is_empty() {
+            super::cluster::Outcome {
+                fatal: Some(
+                    failures
+                        .iter()
+                        .map(|(h, e)| format!("{h}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                ..Default::default()
+            }
+        } else if members.is_empty() {
+            Default::default()
+        } else {
+            match step.prepare(&members, &cx) {
+                Err(e) => super::cluster::Outcome {
+                    fatal: Some(e),
+                    ..Default::default()
+                },
+                Ok(()) => converge(step.as_mut(), &members, &remotes, &cx, &hide).await,
+            }
+        };
+        hide(step.secrets());
+        let value = step.publish();
+        if let (Some(r), false) = (&task.register, value.is_null()) {
+            published.insert(r.clone(), value);
+        }
+        let fatal = oc.fatal.take();
+        for h in &writable {
+            let Some(st) = states.get_mut(h) else {
+                continue;
+            };
+            let in_step = members.iter().any(|m| &m.name == h);
+            if let Some(e) = &fatal {
+                st.tally.failed += 1;
+                self.rep.task_done(
+                    h,
+                    &role,
+                    &task.name,
+                    Status::Failed,
+                    &format!("{}: {e}", task.loc),
+                    None,
+                );
+                if let Some(r) = runs.get_mut(h) {
+                    r.failed = true;
+                }
+            } else if let Some(e) = oc.failed.get(h) {
+                st.tally.failed += 1;
+                self.rep.task_done(
+                    h,
+                    &role,
+                    &task.name,
+                    Status::Failed,
+                    &format!("{}: {e}", task.loc),
+                    None,
+                );
+                if let Some(r) = runs.get_mut(h) {
+                    r.failed = !task.ignore_errors;
+                }
+            } else if let Some(msgs) = oc.changed.get(h) {
+                st.tally.changed += 1;
+                st.notified[tr.role].extend(task.notify.iter().cloned());
+                self.rep.task_done(
+                    h,
+                    &role,
+                    &task.name,
+                    Status::Changed,
+                    &msgs.join("; "),
+                    None,
+                );
+            } else if in_step {
+                st.tally.ok += 1;
+                self.rep.task_done(
+                    h,
+                    &role,
+                    &task.name,
+                    Status::Ok,
+                    &format!("settled after {} round(s)", oc.rounds),
+                    None,
+                );
+            } else {
+                st.tally.skipped += 1;
+                self.rep
+                    .task_done(h, &role, &task.name, Status::Skipped, "", None);
+            }
+        }
+        fatal.is_none()
+    }
+}
