@@ -109,7 +109,9 @@ pub fn holder() -> String {
     let host = fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
-    let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
     let now = time::OffsetDateTime::now_utc();
     format!(
         "pid {} on {host} as {user}, started {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",

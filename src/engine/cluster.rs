@@ -260,9 +260,9 @@ mod tests {
             self.secret = Some(v.clone());
             Ok(members[1..]
                 .iter()
-                .filter(|m| match &seen[&m.name] {
-                    Ok(o) => sections(&o.stdout)["value"].trim() != v,
-                    Err(_) => false,
+                .filter(|m| match seen.get(&m.name) {
+                    Some(Ok(o)) => sections(&o.stdout)["value"].trim() != v,
+                    _ => false,
                 })
                 .map(|m| Action {
                     host: m.name.clone(),

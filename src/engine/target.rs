@@ -174,12 +174,16 @@ impl Prepared {
         become_pass: Option<String>,
     ) -> Result<(), String> {
         let mut files = Vec::new();
-        for t in self.targets.values() {
+        for t in self.targets.values().chain(self.outside.values().flatten()) {
             key_files(t, &mut files);
         }
         let keys = Arc::new(Keys::load(&files, interactive).await?);
         let pass = become_pass.map(|p| Arc::new(Secret(p)));
-        for t in self.targets.values_mut() {
+        for t in self
+            .targets
+            .values_mut()
+            .chain(self.outside.values_mut().flatten())
+        {
             set_secrets(t, &keys, &pass);
         }
         Ok(())

@@ -58,3 +58,33 @@ impl Drop for LabGuard {
         let _ = provision(&["lab", "down"]);
     }
 }
+
+/// A number from the recap line of `host` (`changed`, `failed`, ...).
+pub fn recap(out: &str, host: &str, key: &str) -> u32 {
+    out.lines()
+        .find(|l| l.starts_with(host) && l.contains("changed="))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} for {host} in:\n{out}"))
+}
+
+/// Runs a command on a lab host and returns (exit code, stdout + stderr), whatever it exits with.
+pub fn ssh_rc(node: &str, cmd: &str) -> (i32, String) {
+    let o = Command::new("ssh")
+        .arg("-F")
+        .arg(lab_dir().join("ssh_config"))
+        .arg(node)
+        .arg(cmd)
+        .output()
+        .expect("ssh runs");
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+pub fn write(dir: &std::path::Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
