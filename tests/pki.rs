@@ -23,11 +23,11 @@ fn inventory(d: &Path, node2_extra: &str, node3_extra: &str) {
   children:
     managers:
       hosts:
-        node1: {{ ansible_host: 10.200.0.11 }}
+        node1: {{ ansible_host: 10.200.0.11, pki_certs_extra: [{{name: etcd, profile: etcd}}, {{name: docker, profile: docker}}] }}
     etcd:
       hosts:
         node1:
-        node2: {{ ansible_host: 10.200.0.12 {node2_extra} }}
+        node2: {{ ansible_host: 10.200.0.12, pki_certs_extra: [{{name: etcd, profile: etcd}}] {node2_extra} }}
     workers:
       hosts:
         node3: {{ ansible_host: 10.200.0.13 {node3_extra} }}

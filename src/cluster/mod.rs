@@ -3,7 +3,10 @@
 //! until nothing is left to do (engine::cluster). Hosts outside `--limit` may be read,
 //! never changed: the engine refuses any action on them.
 
+pub mod labels;
+pub mod networks;
 pub mod share;
+pub mod swarm;
 pub mod tls;
 
 use crate::state::State;
@@ -26,10 +29,12 @@ pub struct Member {
 /// What each probed host returned; Err when it could not be asked.
 pub type Seen = IndexMap<String, Result<Output, String>>;
 
-/// One change on one host.
+/// One change to one host. It runs on `host` itself, or on `run_on` (a manager that
+/// changes the host's swarm node); either way `host` must be inside `--limit`.
 #[derive(Clone, Debug)]
 pub struct Action {
     pub host: String,
+    pub run_on: Option<String>,
     /// What it does, for the output ("sign a certificate for node3"); never a secret.
     pub msg: String,
     pub script: String,
@@ -59,6 +64,15 @@ pub trait Step: Send + Sync {
     /// The changes still needed, from what the probes saw. Runs on the controller and may
     /// do controller-side work (signing a CSR); in check mode it must not write state.
     fn plan(&mut self, members: &[Member], seen: &Seen, cx: &Ctx) -> Result<Vec<Action>, String>;
+    /// After an empty plan: probe again (the step needs to read more before it can decide,
+    /// such as a join token once it knows a node must join). Bounded by the loop's rounds.
+    fn wants_reprobe(&self) -> bool {
+        false
+    }
+    /// What the operator should know but nothing changes for (a node unknown to the inventory).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Values read or made that must never be printed (tokens, keys).
     fn secrets(&self) -> Vec<String> {
         Vec::new()

@@ -132,6 +132,7 @@ impl Step for Share {
             }
             actions.push(Action {
                 host: m.name.clone(),
+                run_on: None,
                 msg: format!("write {dest} with the value read on {src}"),
                 script: format!(
                     "mkdir -p \"$(dirname {})\"; {}",

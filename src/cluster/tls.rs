@@ -289,6 +289,7 @@ impl Step for Tls {
             if !script.is_empty() {
                 actions.push(Action {
                     host: h.clone(),
+                    run_on: None,
                     msg: msgs.join("; "),
                     script: format!("set -e\n{script}"),
                     stdin: None,

@@ -26,8 +26,10 @@ async fn run_all(
     remotes: &IndexMap<String, Arc<dyn Remote>>,
 ) -> Seen {
     let mut set = tokio::task::JoinSet::new();
+    let mut v = Vec::new();
     for (i, (host, user, script, stdin)) in jobs.into_iter().enumerate() {
         let Some(r) = remotes.get(&host).cloned() else {
+            v.push((i, host.clone(), Err(format!("{host} is not connected"))));
             continue;
         };
         set.spawn(async move {
@@ -38,7 +40,6 @@ async fn run_all(
             (i, host, res)
         });
     }
-    let mut v = Vec::new();
     while let Some(j) = set.join_next().await {
         match j {
             Ok(x) => v.push(x),
@@ -103,6 +104,9 @@ pub async fn converge(
             }
         };
         if actions.is_empty() {
+            if step.wants_reprobe() {
+                continue;
+            }
             return oc;
         }
         if let Some(a) = actions
@@ -266,6 +270,7 @@ mod tests {
                 })
                 .map(|m| Action {
                     host: m.name.clone(),
+                    run_on: None,
                     msg: format!("copy the value from {src}"),
                     script: if m.name == "bad" {
                         "fail".into()

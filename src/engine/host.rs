@@ -135,12 +135,40 @@ fn context(
 
 impl HostCtx<'_> {
     /// The template context: a task's variables plus the shared `hostvars` and `groups`.
+    /// Variables whose values are templates themselves (`a: "{{ b }}"` in role defaults or
+    /// the inventory) are rendered first, a few levels deep, as Ansible does lazily.
     fn ctx(&self, c: &Map<String, Value>) -> minijinja::Value {
-        c.iter()
-            .map(|(k, v)| (k.as_str(), minijinja::Value::from_serialize(v)))
-            .chain(self.shared_vars.iter().map(|(k, v)| (*k, v.clone())))
-            .collect()
+        let build = |c: &Map<String, Value>| -> minijinja::Value {
+            c.iter()
+                .map(|(k, v)| (k.as_str(), minijinja::Value::from_serialize(v)))
+                .chain(self.shared_vars.iter().map(|(k, v)| (*k, v.clone())))
+                .collect()
+        };
+        let templated = |v: &Value| v.as_str().is_some_and(|s| s.contains("{{") || s.contains("{%"));
+        if !c.values().any(templated) {
+            return build(c);
+        }
+        let env = resolver();
+        let mut c = c.clone();
+        for _ in 0..4 {
+            let keys: Vec<String> = c.iter().filter(|(_, v)| templated(v)).map(|(k, _)| k.clone()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let ctx = build(&c);
+            for k in keys {
+                if let Ok(v) = template::render_value(env, &c[&k], &ctx) {
+                    c.insert(k, v);
+                }
+            }
+        }
+        build(&c)
     }
+}
+
+fn resolver() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(template::environment)
 }
 
 /// The user a task's commands run as: None without become.

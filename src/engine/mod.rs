@@ -91,7 +91,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             p.clone(),
         ),
         None => (
-            play::BUILTIN.to_owned(),
+            play::builtin(&inventory),
             PathBuf::from("<built-in playbook>"),
         ),
     };

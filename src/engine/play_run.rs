@@ -145,10 +145,9 @@ impl PlayRun {
             match seg {
                 Segment::Local(refs) => self.local(refs, runs, &mut states, published).await,
                 Segment::Cluster(tr) => {
-                    if !self
-                        .cluster(tr, all, runs, extra, &mut states, published)
-                        .await
-                    {
+                    // Hosts meet a cluster step in their final local state: handlers first.
+                    self.flush_handlers(runs, &mut states, published).await;
+                    if !self.cluster(tr, all, runs, extra, &mut states, published).await {
                         ok = false;
                         break;
                     }
@@ -156,32 +155,7 @@ impl PlayRun {
             }
         }
         if ok {
-            // Handlers at the end of the play, in the order their roles define them.
-            let mut per_host: IndexMap<String, Vec<TaskRef>> = IndexMap::new();
-            for (h, st) in &states {
-                let refs = self.play.roles.iter().enumerate().flat_map(|(ri, r)| {
-                    r.handlers
-                        .iter()
-                        .enumerate()
-                        .filter(move |(_, t)| st.notified[ri].contains(&t.name))
-                        .map(move |(ti, _)| TaskRef {
-                            role: ri,
-                            index: ti,
-                            handler: true,
-                        })
-                });
-                per_host.insert(h.clone(), refs.collect());
-            }
-            for (h, refs) in per_host {
-                if !refs.is_empty() {
-                    let mut one = IndexMap::new();
-                    if let Some(st) = states.swap_remove(&h) {
-                        one.insert(h.clone(), st);
-                    }
-                    self.local(refs, runs, &mut one, published).await;
-                    states.extend(one);
-                }
-            }
+            self.flush_handlers(runs, &mut states, published).await;
         }
         for (h, st) in states {
             if let Some(r) = runs.get_mut(&h) {
@@ -194,6 +168,38 @@ impl PlayRun {
             }
         }
         ok
+    }
+
+    /// Runs the handlers each host was notified of, in the order their roles define them.
+    async fn flush_handlers(
+        &self,
+        runs: &mut IndexMap<String, HostRun>,
+        states: &mut IndexMap<String, HostState>,
+        published: &Map<String, Value>,
+    ) {
+        // Hosts with the same handlers to run go together.
+        let mut groups: IndexMap<Vec<(usize, usize)>, Vec<String>> = IndexMap::new();
+        for (h, st) in states.iter_mut() {
+            let mut refs = Vec::new();
+            for (ri, r) in self.play.roles.iter().enumerate() {
+                for (ti, t) in r.handlers.iter().enumerate() {
+                    if st.notified[ri].contains(&t.name) {
+                        refs.push(TaskRef { role: ri, index: ti, handler: true });
+                    }
+                }
+                st.notified[ri].clear();
+            }
+            if !refs.is_empty() {
+                let key = refs.iter().map(|r| (r.role, r.index)).collect();
+                groups.entry(key).or_default().push(h.clone());
+            }
+        }
+        for (key, hosts) in groups {
+            let refs = key.into_iter().map(|(role, index)| TaskRef { role, index, handler: true }).collect();
+            let mut some: IndexMap<String, HostState> = hosts.iter().filter_map(|h| states.swap_remove(h).map(|st| (h.clone(), st))).collect();
+            self.local(refs, runs, &mut some, published).await;
+            states.extend(some);
+        }
     }
 
     /// A host-local segment on every host still going, at once.
@@ -431,6 +437,9 @@ impl PlayRun {
             }
         };
         hide(step.secrets());
+        for n in step.notes() {
+            self.rep.warn(&format!("{}: {n}", task.name));
+        }
         let value = step.publish();
         if let (Some(r), false) = (&task.register, value.is_null()) {
             published.insert(r.clone(), value);

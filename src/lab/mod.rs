@@ -346,8 +346,10 @@ impl Lab {
     fn write_client_files(&self, state: &LabState) -> Result<()> {
         let mut known = String::new();
         let mut config = String::new();
-        let mut hosts = String::new();
-        for h in &state.hosts {
+        // A small swarm: one manager (three from five hosts), the rest workers.
+        let managers = if state.hosts.len() >= 5 { 3 } else { 1 };
+        let (mut mgrs, mut workers) = (String::new(), String::new());
+        for (i, h) in state.hosts.iter().enumerate() {
             let pubkey = std::fs::read_to_string(
                 self.host_dir(&h.name).join("keys/ssh_host_ed25519_key.pub"),
             )?;
@@ -359,18 +361,24 @@ impl Lab {
                 n = h.name, a = h.address, u = image::ADMIN_USER,
                 k = self.client_key().display(), kh = self.known_hosts().display()
             );
-            hosts += &format!(
-                "        {}:\n          ansible_host: {}\n",
+            let line = format!(
+                "            {}:\n              ansible_host: {}\n",
                 h.name, h.address
             );
+            if i < managers {
+                mgrs += &line;
+            } else {
+                workers += &line;
+            }
         }
         write_atomic(&self.known_hosts(), known.as_bytes(), 0o644)?;
         write_atomic(&self.ssh_config(), config.as_bytes(), 0o644)?;
         let inv = format!(
             "# Written by `provision lab up`: the lab's {} hosts.\nall:\n  vars:\n    ansible_user: {}\n    ansible_become: true\n    \
              ansible_ssh_private_key_file: {}\n    known_hosts_file: {}\n    \
-             # lab hosts share this machine's clock: chrony must not set it\n    chrony_options: \"-x\"\n  children:\n    lab:\n      hosts:\n{}",
-            state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), hosts
+             # lab hosts share this machine's clock: chrony must not set it\n    chrony_options: \"-x\"\n  children:\n    lab:\n      children:\n        managers:\n          hosts:\n{}{}",
+            state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), mgrs,
+            if workers.is_empty() { String::new() } else { format!("        workers:\n          hosts:\n{workers}") }
         );
         write_atomic(&self.inventory(), inv.as_bytes(), 0o644)?;
         Ok(())

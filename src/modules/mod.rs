@@ -201,6 +201,29 @@ pub const TABLE: &[Def] = &[
         build: Build::Cluster(crate::cluster::share::new),
     },
     Def {
+        name: "swarm",
+        required: &["role", "advertise_addr"],
+        optional: &[
+            "data_path_addr",
+            "default_addr_pool",
+            "default_addr_pool_mask_length",
+            "allow_even_managers",
+        ],
+        build: Build::Cluster(crate::cluster::swarm::new),
+    },
+    Def {
+        name: "swarm_labels",
+        required: &[],
+        optional: &["labels"],
+        build: Build::Cluster(crate::cluster::labels::new),
+    },
+    Def {
+        name: "swarm_networks",
+        required: &[],
+        optional: &["networks"],
+        build: Build::Cluster(crate::cluster::networks::new),
+    },
+    Def {
         name: "tls_certs",
         required: &["certs"],
         optional: &["dir", "days", "sans", "ca_file", "trust_store"],

@@ -437,7 +437,7 @@ pub fn put_script_checked(
 ) -> String {
     let p = quote(path);
     let mut s = format!(
-        "set -e; d=$(dirname {p}); t=$(mktemp \"$d/.provision.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
+        "set -e; d=$(dirname {p}); [ -d \"$d\" ] || mkdir -p \"$d\"; t=$(mktemp \"$d/.provision.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
          cat > \"$t\"; chmod {mode} \"$t\"; "
     );
     match (owner, group) {

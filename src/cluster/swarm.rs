@@ -1,0 +1,520 @@
+//! `swarm`: one Docker Swarm made of the play's managers and workers, kept that way.
+//! It decides from what the hosts report (never from inventory order): a swarm is
+//! created only when no host is in one; otherwise any reachable manager is the source
+//! of join tokens, read when a node must join and never printed. Managers join one at a
+//! time, workers together; roles are promoted or demoted without losing quorum.
+
+use super::{arg, sections, Action, Ctx, Member, Seen, Step};
+use crate::transport::quote;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn new() -> Box<dyn Step> {
+    Box::<Swarm>::default()
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Info {
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    pub node_addr: String,
+    pub local_node_state: String,
+    pub control_available: bool,
+    pub error: String,
+    pub cluster: Option<ClusterInfo>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+pub struct ClusterInfo {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+}
+
+/// One node as `docker node inspect` shows it.
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Node {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub spec: NodeSpec,
+    pub status: NodeStatus,
+    pub description: NodeDesc,
+    pub manager_status: Option<ManagerStatus>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeSpec {
+    pub role: String,
+    pub availability: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeStatus {
+    pub state: String,
+    pub addr: String,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeDesc {
+    pub hostname: String,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ManagerStatus {
+    pub leader: bool,
+    pub reachability: String,
+    pub addr: String,
+}
+
+/// The probe lines that read a node's swarm state, and the node list where it is a manager.
+pub fn probe_info(with_nodes: bool) -> String {
+    let mut s = String::from(
+        "echo '==PROVISION info'; docker info --format '{{json .Swarm}}' 2>/dev/null || echo '{\"LocalNodeState\":\"down\"}'\n",
+    );
+    if with_nodes {
+        s += "echo '==PROVISION nodes'; ids=$(docker node ls -q 2>/dev/null) && [ -n \"$ids\" ] && docker node inspect --format '{{json .}}' $ids 2>/dev/null\n";
+    }
+    s += "true\n";
+    s
+}
+
+/// What one host reported.
+#[derive(Debug, Clone, Default)]
+pub struct Seen1 {
+    pub info: Info,
+    /// The swarm's nodes, where this host is a working manager.
+    pub nodes: Option<Vec<Node>>,
+    pub sections: IndexMap<String, String>,
+}
+
+pub fn parse(out: &str) -> Seen1 {
+    let s = sections(out);
+    let info = s
+        .get("info")
+        .and_then(|t| t.lines().rev().find_map(|l| serde_json::from_str::<Info>(l).ok()))
+        .map(|mut i| {
+            if i.local_node_state.is_empty() {
+                i.local_node_state = "down".into();
+            }
+            i
+        })
+        .unwrap_or(Info { local_node_state: "down".into(), ..Default::default() });
+    let nodes = s.get("nodes").and_then(|t| {
+        let v: Vec<Node> = t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (!v.is_empty()).then_some(v)
+    });
+    Seen1 { info, nodes, sections: s }
+}
+
+/// Finds the swarm the members are in: (source manager, its node list, cluster id).
+/// Err when they are in different swarms.
+pub fn source<'a>(
+    members: &[Member],
+    seen: &'a IndexMap<String, Seen1>,
+) -> Result<Option<(String, &'a Vec<Node>, String)>, String> {
+    let mut clusters: IndexMap<String, Vec<String>> = IndexMap::new();
+    for m in members {
+        if let Some(s) = seen.get(&m.name) {
+            if let (true, Some(c)) = (s.info.control_available, &s.info.cluster) {
+                clusters.entry(c.id.clone()).or_default().push(m.name.clone());
+            }
+        }
+    }
+    if clusters.len() > 1 {
+        return Err(format!(
+            "the hosts are in different swarms ({}): a host belongs to one swarm only; \
+             make the strays leave (`docker swarm leave --force`) or fix the inventory",
+            clusters
+                .iter()
+                .map(|(id, hs)| format!("{} in cluster {}", hs.join(", "), &id[..id.len().min(12)]))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    // Prefer a manager inside --limit, then the leader.
+    let mut best: Option<(String, &Vec<Node>, String, (bool, bool))> = None;
+    for m in members {
+        let Some(s) = seen.get(&m.name) else { continue };
+        let (Some(nodes), Some(c)) = (&s.nodes, &s.info.cluster) else { continue };
+        if !s.info.control_available {
+            continue;
+        }
+        let leader = nodes.iter().any(|n| n.id == s.info.node_id && n.manager_status.as_ref().is_some_and(|m| m.leader));
+        let rank = (m.writable, leader);
+        if best.as_ref().is_none_or(|b| rank > b.3) {
+            best = Some((m.name.clone(), nodes, c.id.clone(), rank));
+        }
+    }
+    Ok(best.map(|(a, b, c, _)| (a, b, c)))
+}
+
+#[derive(Clone, Debug)]
+struct Want {
+    manager: bool,
+    addr: String,
+    data_addr: Option<String>,
+}
+
+#[derive(Default)]
+struct Swarm {
+    want: IndexMap<String, Want>,
+    pools: Vec<String>,
+    pool_mask: Option<u32>,
+    tokens_wanted: bool,
+    /// The manager to read tokens on, once known.
+    token_source: Option<String>,
+    tokens: Option<(String, String)>,
+    waiting: bool,
+    notes: Vec<String>,
+    published: Value,
+}
+
+fn is_ip(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+}
+
+impl Step for Swarm {
+    fn prepare(&mut self, members: &[Member], _cx: &Ctx) -> Result<(), String> {
+        for m in members {
+            let role = arg(m, "role")?.unwrap_or_default();
+            let manager = match role.as_str() {
+                "manager" => true,
+                "worker" => false,
+                other => return Err(format!("host `{}`: swarm role must be manager or worker, found `{other}`", m.name)),
+            };
+            let addr = arg(m, "advertise_addr")?.unwrap_or_default();
+            if !is_ip(&addr) {
+                return Err(format!(
+                    "host `{}`: swarm advertise_addr `{addr}` is not an IP address: set private_address or swarm_advertise_addr",
+                    m.name
+                ));
+            }
+            let data_addr = arg(m, "data_path_addr")?.filter(|s| !s.is_empty());
+            self.want.insert(m.name.clone(), Want { manager, addr, data_addr });
+        }
+        if let Some(first) = members.first() {
+            self.pools = crate::modules::Args(&first.args).list("default_addr_pool").map_err(|e| format!("swarm: {e}"))?;
+            self.pool_mask = match first.args.get("default_addr_pool_mask_length") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).filter(|n| (8..=30).contains(n)).ok_or("swarm: default_addr_pool_mask_length must be 8 to 30")? as u32),
+            };
+            let even_ok = crate::modules::Args(&first.args).bool("allow_even_managers", false).map_err(|e| format!("swarm: {e}"))?;
+            let managers = self.want.values().filter(|w| w.manager).count();
+            if managers == 0 {
+                return Err("no manager among the swarm's hosts still running: put at least one host in the managers group (a manager that failed or is unreachable is left out)".into());
+            }
+            if managers % 2 == 0 && !even_ok {
+                return Err(format!(
+                    "{managers} managers: an even number adds no fault tolerance (quorum of {managers} is {}); \
+                     use an odd number, or set swarm_allow_even_managers: true",
+                    managers / 2 + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn reads_outside_limit(&self) -> bool {
+        true
+    }
+
+    fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
+        members
+            .iter()
+            .map(|m| {
+                let manager = self.want.get(&m.name).is_some_and(|w| w.manager);
+                let mut s = String::new();
+                if self.waiting {
+                    s += "sleep 2\n";
+                }
+                s += &probe_info(manager);
+                if self.tokens_wanted && self.token_source.as_deref() == Some(&m.name) {
+                    s += "echo '==PROVISION tokens'; docker swarm join-token -q worker 2>/dev/null; docker swarm join-token -q manager 2>/dev/null; true\n";
+                }
+                (m.name.clone(), s)
+            })
+            .collect()
+    }
+
+    fn plan(&mut self, members: &[Member], seen: &Seen, _cx: &Ctx) -> Result<Vec<Action>, String> {
+        self.notes.clear();
+        self.waiting = false;
+        let mut obs: IndexMap<String, Seen1> = IndexMap::new();
+        for m in members {
+            match seen.get(&m.name) {
+                Some(Ok(o)) => {
+                    obs.insert(m.name.clone(), parse(&o.stdout));
+                }
+                Some(Err(e)) => self.notes.push(format!("{} could not be read: {e}", m.name)),
+                None => {}
+            }
+        }
+        let writable = |h: &str| members.iter().any(|m| m.name == h && m.writable);
+        let Some((src, nodes, cluster)) = source(members, &obs)? else {
+            return self.plan_init(members, &obs);
+        };
+        let src_addr = obs[&src].info.node_addr.clone();
+        if let Some(t) = obs[&src].sections.get("tokens") {
+            let l: Vec<&str> = t.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            if l.len() == 2 {
+                self.tokens = Some((l[0].to_owned(), l[1].to_owned()));
+            }
+        }
+        self.token_source = Some(src.clone());
+        let by_id: IndexMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+        let mut actions = Vec::new();
+        let mut need_tokens = false;
+        let unreachable_managers = nodes
+            .iter()
+            .filter(|n| n.spec.role == "manager" && n.manager_status.as_ref().is_some_and(|s| s.reachability != "reachable"))
+            .count();
+        for m in members {
+            let (Some(w), Some(o)) = (self.want.get(&m.name), obs.get(&m.name)) else { continue };
+            let state = o.info.local_node_state.as_str();
+            match state {
+                "active" => {
+                    let Some(n) = by_id.get(o.info.node_id.as_str()) else {
+                        return Err(format!(
+                            "{} is in another swarm (its node {} is unknown to the swarm of {src}): \
+                             make it leave (`docker swarm leave --force`) or fix the inventory",
+                            m.name, o.info.node_id
+                        ));
+                    };
+                    let is_manager = n.spec.role == "manager";
+                    if w.manager && !is_manager {
+                        actions.push(Action {
+                            host: m.name.clone(),
+                            run_on: Some(src.clone()),
+                            msg: format!("promote {} to manager", m.name),
+                            script: format!("docker node promote {}", quote(&n.id)),
+                            stdin: None,
+                            serial: true,
+                        });
+                    } else if !w.manager && is_manager {
+                        let managers = nodes.iter().filter(|n| n.spec.role == "manager").count();
+                        if unreachable_managers > 0 || managers <= 1 {
+                            self.notes.push(format!(
+                                "{} should be a worker, but demoting it now could cost the swarm its quorum ({managers} managers, {unreachable_managers} unreachable): left a manager",
+                                m.name
+                            ));
+                        } else {
+                            actions.push(Action {
+                                host: m.name.clone(),
+                                run_on: Some(src.clone()),
+                                msg: format!("demote {} to worker", m.name),
+                                script: format!("docker node demote {}", quote(&n.id)),
+                                stdin: None,
+                                serial: true,
+                            });
+                        }
+                    }
+                }
+                "pending" | "error" => actions.push(Action {
+                    host: m.name.clone(),
+                    run_on: None,
+                    msg: format!("leave the swarm to join again ({} was {state}{})", m.name, if o.info.error.is_empty() { String::new() } else { format!(": {}", o.info.error) }),
+                    script: "docker swarm leave --force".into(),
+                    stdin: None,
+                    serial: w.manager,
+                }),
+                "locked" => return Err(format!("{} is locked (autolock): unlock it with `docker swarm unlock`, then run again", m.name)),
+                "inactive" => {
+                    if !writable(&m.name) {
+                        continue;
+                    }
+                    if w.manager && unreachable_managers > 0 {
+                        self.waiting = true;
+                        self.notes.push(format!("{} waits to join until every manager is reachable", m.name));
+                        continue;
+                    }
+                    let Some((wt, mt)) = &self.tokens else {
+                        need_tokens = true;
+                        continue;
+                    };
+                    let mut cmd = format!("read -r t; exec docker swarm join --token \"$t\" --advertise-addr {}", w.addr);
+                    if let Some(d) = &w.data_addr {
+                        cmd += &format!(" --data-path-addr {}", quote(d));
+                    }
+                    cmd += &format!(" {}:2377", quote(&src_addr));
+                    actions.push(Action {
+                        host: m.name.clone(),
+                        run_on: None,
+                        msg: format!("join {} as {} via {src}", m.name, if w.manager { "manager" } else { "worker" }),
+                        script: cmd,
+                        stdin: Some(format!("{}\n", if w.manager { mt } else { wt }).into_bytes()),
+                        serial: w.manager,
+                    });
+                }
+                "down" => {
+                    if writable(&m.name) {
+                        return Err(format!("docker is not running on {}: start it (the docker role does), then run again", m.name));
+                    }
+                    self.notes.push(format!("{} (outside --limit): docker is not running there", m.name));
+                }
+                other => self.notes.push(format!("{} is in swarm state `{other}`: left alone", m.name)),
+            }
+        }
+        if need_tokens {
+            self.tokens_wanted = true;
+            if actions.is_empty() {
+                self.waiting = false;
+            }
+        }
+        // Nodes in the swarm that the inventory does not know: reported, never removed.
+        let known: Vec<&str> = obs.values().map(|o| o.info.node_id.as_str()).collect();
+        for n in nodes {
+            if !known.contains(&n.id.as_str()) && !members.iter().any(|m| m.name == n.description.hostname) {
+                self.notes.push(format!(
+                    "node {} ({}, {}, {}) is in the swarm but not in the inventory: left alone",
+                    n.description.hostname, n.spec.role, n.status.state, &n.id[..n.id.len().min(12)]
+                ));
+            }
+        }
+        let node_ids: serde_json::Map<String, Value> = obs
+            .iter()
+            .filter(|(_, o)| !o.info.node_id.is_empty())
+            .map(|(h, o)| (h.clone(), json!(o.info.node_id)))
+            .collect();
+        let managers: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.manager_status.as_ref().map(|s| s.addr.clone()))
+            .collect();
+        self.published = json!({"cluster_id": cluster, "source": src, "managers": managers, "nodes": node_ids});
+        Ok(actions)
+    }
+
+    fn wants_reprobe(&self) -> bool {
+        (self.tokens_wanted && self.tokens.is_none()) || self.waiting
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.tokens.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect()
+    }
+
+    fn publish(&self) -> Value {
+        self.published.clone()
+    }
+}
+
+impl Swarm {
+    /// No swarm among the members: create one, unless some host cannot tell.
+    fn plan_init(&mut self, members: &[Member], obs: &IndexMap<String, Seen1>) -> Result<Vec<Action>, String> {
+        for m in members {
+            let Some(w) = self.want.get(&m.name) else { continue };
+            match obs.get(&m.name).map(|o| o.info.local_node_state.as_str()) {
+                Some("inactive") => {}
+                Some("active") | Some("pending") | Some("locked") | Some("error") => {
+                    return Err(format!(
+                        "{} is in a swarm, but no manager of it answers: start docker on a manager \
+                         (or restore quorum) and run again; a new swarm is not made while one exists",
+                        m.name
+                    ))
+                }
+                _ if w.manager => {
+                    return Err(format!(
+                        "cannot tell whether {} is in a swarm (unreachable, or docker is not running): \
+                         a new swarm is not made until every manager answers",
+                        m.name
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let Some(first) = members.iter().find(|m| m.writable && self.want.get(&m.name).is_some_and(|w| w.manager)) else {
+            return Err("no host is in a swarm yet, and no manager is inside --limit to create it on".into());
+        };
+        let w = &self.want[&first.name];
+        let mut cmd = format!("docker swarm init --advertise-addr {}", w.addr);
+        if let Some(d) = &w.data_addr {
+            cmd += &format!(" --data-path-addr {}", quote(d));
+        }
+        for p in &self.pools {
+            cmd += &format!(" --default-addr-pool {}", quote(p));
+        }
+        if let Some(n) = self.pool_mask {
+            cmd += &format!(" --default-addr-pool-mask-length {n}");
+        }
+        self.published = Value::Null;
+        Ok(vec![Action {
+            host: first.name.clone(),
+            run_on: None,
+            msg: format!("create the swarm on {} (no host is in one)", first.name),
+            script: format!("{cmd} >/dev/null"),
+            stdin: None,
+            serial: true,
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_docker_prints() {
+        let out = "==PROVISION info\n{\"NodeID\":\"abc\",\"NodeAddr\":\"10.0.0.1\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Error\":\"\",\"RemoteManagers\":[],\"Cluster\":{\"ID\":\"c1\"}}\n==PROVISION nodes\n{\"ID\":\"abc\",\"Spec\":{\"Labels\":{\"zone\":\"a\"},\"Role\":\"manager\",\"Availability\":\"active\"},\"Description\":{\"Hostname\":\"node1\"},\"Status\":{\"State\":\"ready\",\"Addr\":\"10.0.0.1\"},\"ManagerStatus\":{\"Leader\":true,\"Reachability\":\"reachable\",\"Addr\":\"10.0.0.1:2377\"}}\n";
+        let s = parse(out);
+        assert_eq!(s.info.local_node_state, "active");
+        assert_eq!(s.info.cluster.unwrap().id, "c1");
+        let n = &s.nodes.unwrap()[0];
+        assert_eq!(n.spec.labels["zone"], "a");
+        assert!(n.manager_status.as_ref().unwrap().leader);
+        assert_eq!(parse("==PROVISION info\nCannot connect\n").info.local_node_state, "down");
+        assert_eq!(parse("==PROVISION info\n{\"LocalNodeState\":\"down\"}\n").info.local_node_state, "down");
+    }
+
+    fn member(n: &str, role: &str, writable: bool) -> Member {
+        let mut args = serde_json::Map::new();
+        args.insert("role".into(), json!(role));
+        args.insert("advertise_addr".into(), json!("10.0.0.1"));
+        Member { name: n.into(), args, writable, user: None }
+    }
+
+    #[test]
+    fn even_managers_refused_unless_allowed() {
+        let d = tempfile::tempdir().unwrap();
+        let st = crate::state::State::read_only(d.path());
+        let inv = crate::inventory::Inventory::default();
+        let cx = Ctx { state: &st, inventory: &inv, check: false, new_ca: false };
+        let ms = vec![member("a", "manager", true), member("b", "manager", true)];
+        assert!(Swarm::default().prepare(&ms, &cx).unwrap_err().contains("even"));
+        let mut ms2 = ms.clone();
+        ms2[0].args.insert("allow_even_managers".into(), json!(true));
+        assert!(Swarm::default().prepare(&ms2, &cx).is_ok());
+        let bad = vec![member("a", "boss", true)];
+        assert!(Swarm::default().prepare(&bad, &cx).unwrap_err().contains("manager or worker"));
+    }
+
+    #[test]
+    fn init_only_when_no_host_is_in_a_swarm_and_every_manager_answers() {
+        let d = tempfile::tempdir().unwrap();
+        let st = crate::state::State::read_only(d.path());
+        let inv = crate::inventory::Inventory::default();
+        let cx = Ctx { state: &st, inventory: &inv, check: false, new_ca: false };
+        let ms = vec![member("a", "manager", false), member("b", "manager", true), member("c", "manager", true)];
+        let mut s = Swarm::default();
+        s.prepare(&ms, &cx).unwrap();
+        let inactive = Ok(crate::transport::Output { rc: 0, stdout: "==PROVISION info\n{\"LocalNodeState\":\"inactive\"}\n".into(), stderr: String::new() });
+        let mut seen: Seen = IndexMap::new();
+        seen.insert("a".into(), Err("unreachable".into()));
+        seen.insert("b".into(), inactive.clone());
+        seen.insert("c".into(), inactive.clone());
+        assert!(s.plan(&ms, &seen, &cx).unwrap_err().contains("cannot tell whether a"));
+        seen.insert("a".into(), inactive);
+        let a = s.plan(&ms, &seen, &cx).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].host, "b", "init on a manager inside --limit, not the first in the file");
+        assert!(a[0].script.starts_with("docker swarm init --advertise-addr 10.0.0.1"));
+    }
+}
