@@ -22,7 +22,10 @@ struct Labels {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k != MANAGED && k.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+    !k.is_empty()
+        && k != MANAGED
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
 }
 
 /// The labels a member wants, as strings.
@@ -39,19 +42,33 @@ pub fn wanted(m: &Member) -> Result<BTreeMap<String, String>, String> {
                     Value::String(s) => s.clone(),
                     Value::Bool(b) => b.to_string(),
                     Value::Number(n) => n.to_string(),
-                    other => return Err(format!("host `{}`: label `{k}` must be a string, number or boolean, found {other}", m.name)),
+                    other => return Err(format!(
+                        "host `{}`: label `{k}` must be a string, number or boolean, found {other}",
+                        m.name
+                    )),
                 };
                 out.insert(k.clone(), v);
             }
         }
-        Some(other) => return Err(format!("host `{}`: `labels` must be a mapping, found {other}", m.name)),
+        Some(other) => {
+            return Err(format!(
+                "host `{}`: `labels` must be a mapping, found {other}",
+                m.name
+            ))
+        }
     }
     Ok(out)
 }
 
 /// The label changes that make `have` match `want`: (add or update, remove, new managed list).
-pub fn diff(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> (Vec<(String, String)>, Vec<String>, Option<String>) {
-    let managed: Vec<&str> = have.get(MANAGED).map(|s| s.split(',').filter(|k| !k.is_empty()).collect()).unwrap_or_default();
+pub fn diff(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> (Vec<(String, String)>, Vec<String>, Option<String>) {
+    let managed: Vec<&str> = have
+        .get(MANAGED)
+        .map(|s| s.split(',').filter(|k| !k.is_empty()).collect())
+        .unwrap_or_default();
     let add: Vec<(String, String)> = want
         .iter()
         .filter(|(k, v)| have.get(*k) != Some(v))
@@ -81,7 +98,10 @@ impl Step for Labels {
     }
 
     fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
-        members.iter().map(|m| (m.name.clone(), probe_info(true))).collect()
+        members
+            .iter()
+            .map(|m| (m.name.clone(), probe_info(true)))
+            .collect()
     }
 
     fn plan(&mut self, members: &[Member], seen: &Seen, _cx: &Ctx) -> Result<Vec<Action>, String> {
@@ -96,8 +116,14 @@ impl Step for Labels {
         let mut actions = Vec::new();
         for m in members.iter().filter(|m| m.writable) {
             let Some(o) = obs.get(&m.name) else { continue };
-            let Some(n) = nodes.iter().find(|n| n.id == o.info.node_id && !n.id.is_empty()) else {
-                self.notes.push(format!("{} is not in the swarm yet: its labels wait for the next run", m.name));
+            let Some(n) = nodes
+                .iter()
+                .find(|n| n.id == o.info.node_id && !n.id.is_empty())
+            else {
+                self.notes.push(format!(
+                    "{} is not in the swarm yet: its labels wait for the next run",
+                    m.name
+                ));
                 continue;
             };
             let want = &self.want[&m.name];
@@ -124,7 +150,11 @@ impl Step for Labels {
             actions.push(Action {
                 host: m.name.clone(),
                 run_on: Some(src.clone()),
-                msg: if what.is_empty() { format!("record the labels provision manages on {}", m.name) } else { format!("labels of {}: {}", m.name, what.join(" ")) },
+                msg: if what.is_empty() {
+                    format!("record the labels provision manages on {}", m.name)
+                } else {
+                    format!("labels of {}: {}", m.name, what.join(" "))
+                },
                 script: cmd,
                 stdin: None,
                 serial: false,
@@ -143,19 +173,33 @@ mod tests {
     use super::*;
 
     fn m(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn labels_are_declarative_and_foreign_ones_kept() {
         // First time: everything added, the managed list recorded.
-        let (add, rm, managed) = diff(&m(&[("owner", "ops")]), &m(&[("zone", "a"), ("db", "true")]));
+        let (add, rm, managed) = diff(
+            &m(&[("owner", "ops")]),
+            &m(&[("zone", "a"), ("db", "true")]),
+        );
         assert_eq!(add.len(), 2);
         assert!(rm.is_empty());
         assert_eq!(managed.as_deref(), Some("db,zone"));
         // In place: nothing to do.
-        let have = m(&[("owner", "ops"), ("zone", "a"), ("db", "true"), (MANAGED, "db,zone")]);
-        assert_eq!(diff(&have, &m(&[("zone", "a"), ("db", "true")])), (vec![], vec![], None));
+        let have = m(&[
+            ("owner", "ops"),
+            ("zone", "a"),
+            ("db", "true"),
+            (MANAGED, "db,zone"),
+        ]);
+        assert_eq!(
+            diff(&have, &m(&[("zone", "a"), ("db", "true")])),
+            (vec![], vec![], None)
+        );
         // zone changed, db dropped: db removed, owner (someone else's) kept.
         let (add, rm, managed) = diff(&have, &m(&[("zone", "b")]));
         assert_eq!(add, vec![("zone".to_string(), "b".to_string())]);

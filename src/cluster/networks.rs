@@ -60,12 +60,20 @@ pub fn parse_nets(v: Option<&Value>) -> Result<Vec<Net>, String> {
     };
     for n in list {
         let Value::Object(o) = n else {
-            return Err(format!("each network is a mapping with a `name`, found {n}"));
+            return Err(format!(
+                "each network is a mapping with a `name`, found {n}"
+            ));
         };
         let a = Args(o);
         let name = a.req("name")?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            return Err(format!("network name `{name}`: use letters, digits and . _ -"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(format!(
+                "network name `{name}`: use letters, digits and . _ -"
+            ));
         }
         out.push(Net {
             encrypted: a.bool("encrypted", false)?,
@@ -85,7 +93,8 @@ fn script() -> String {
 impl Step for Networks {
     fn prepare(&mut self, members: &[Member], _cx: &Ctx) -> Result<(), String> {
         if let Some(m) = members.first() {
-            self.want = parse_nets(m.args.get("networks")).map_err(|e| format!("swarm_networks: {e}"))?;
+            self.want =
+                parse_nets(m.args.get("networks")).map_err(|e| format!("swarm_networks: {e}"))?;
         }
         Ok(())
     }
@@ -116,7 +125,12 @@ impl Step for Networks {
         let listing = seen
             .get(&src)
             .and_then(|r| r.as_ref().ok())
-            .map(|o| sections(&o.stdout).get("networks").cloned().unwrap_or_default())
+            .map(|o| {
+                sections(&o.stdout)
+                    .get("networks")
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .unwrap_or_default();
         let have: IndexMap<String, Inspect> = listing
             .lines()
@@ -128,23 +142,42 @@ impl Step for Networks {
         let owner = members
             .iter()
             .find(|m| m.name == src && m.writable)
-            .or_else(|| members.iter().find(|m| m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available)))
+            .or_else(|| {
+                members.iter().find(|m| {
+                    m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available)
+                })
+            })
             .map(|m| m.name.clone());
         let mut actions = Vec::new();
         for n in &self.want {
             match have.get(&n.name) {
                 Some(i) => {
-                    let enc = i.options.as_ref().is_some_and(|o| o.contains_key("encrypted"));
-                    let subnet = i.ipam.config.as_ref().and_then(|c| c.first()).map(|c| c.subnet.clone());
+                    let enc = i
+                        .options
+                        .as_ref()
+                        .is_some_and(|o| o.contains_key("encrypted"));
+                    let subnet = i
+                        .ipam
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.first())
+                        .map(|c| c.subnet.clone());
                     let mut diffs = Vec::new();
                     if enc != n.encrypted {
                         diffs.push(format!("encrypted {enc} (inventory: {})", n.encrypted));
                     }
                     if i.attachable != n.attachable {
-                        diffs.push(format!("attachable {} (inventory: {})", i.attachable, n.attachable));
+                        diffs.push(format!(
+                            "attachable {} (inventory: {})",
+                            i.attachable, n.attachable
+                        ));
                     }
                     if n.subnet.is_some() && subnet != n.subnet {
-                        diffs.push(format!("subnet {} (inventory: {})", subnet.unwrap_or_default(), n.subnet.clone().unwrap_or_default()));
+                        diffs.push(format!(
+                            "subnet {} (inventory: {})",
+                            subnet.unwrap_or_default(),
+                            n.subnet.clone().unwrap_or_default()
+                        ));
                     }
                     if !diffs.is_empty() {
                         self.notes.push(format!(
@@ -156,7 +189,10 @@ impl Step for Networks {
                 }
                 None => {
                     let Some(owner) = &owner else {
-                        self.notes.push(format!("network {} is missing: made on the next run that includes a manager", n.name));
+                        self.notes.push(format!(
+                            "network {} is missing: made on the next run that includes a manager",
+                            n.name
+                        ));
                         continue;
                     };
                     let mut cmd = String::from("docker network create --driver overlay");
@@ -173,7 +209,11 @@ impl Step for Networks {
                     actions.push(Action {
                         host: owner.clone(),
                         run_on: Some(src.clone()),
-                        msg: format!("create overlay network {}{}", n.name, if n.encrypted { " (encrypted)" } else { "" }),
+                        msg: format!(
+                            "create overlay network {}{}",
+                            n.name,
+                            if n.encrypted { " (encrypted)" } else { "" }
+                        ),
                         script: cmd,
                         stdin: None,
                         serial: false,

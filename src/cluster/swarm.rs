@@ -98,19 +98,33 @@ pub fn parse(out: &str) -> Seen1 {
     let s = sections(out);
     let info = s
         .get("info")
-        .and_then(|t| t.lines().rev().find_map(|l| serde_json::from_str::<Info>(l).ok()))
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find_map(|l| serde_json::from_str::<Info>(l).ok())
+        })
         .map(|mut i| {
             if i.local_node_state.is_empty() {
                 i.local_node_state = "down".into();
             }
             i
         })
-        .unwrap_or(Info { local_node_state: "down".into(), ..Default::default() });
+        .unwrap_or(Info {
+            local_node_state: "down".into(),
+            ..Default::default()
+        });
     let nodes = s.get("nodes").and_then(|t| {
-        let v: Vec<Node> = t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let v: Vec<Node> = t
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
         (!v.is_empty()).then_some(v)
     });
-    Seen1 { info, nodes, sections: s }
+    Seen1 {
+        info,
+        nodes,
+        sections: s,
+    }
 }
 
 /// Finds the swarm the members are in: (source manager, its node list, cluster id).
@@ -123,7 +137,10 @@ pub fn source<'a>(
     for m in members {
         if let Some(s) = seen.get(&m.name) {
             if let (true, Some(c)) = (s.info.control_available, &s.info.cluster) {
-                clusters.entry(c.id.clone()).or_default().push(m.name.clone());
+                clusters
+                    .entry(c.id.clone())
+                    .or_default()
+                    .push(m.name.clone());
             }
         }
     }
@@ -142,11 +159,15 @@ pub fn source<'a>(
     let mut best: Option<(String, &Vec<Node>, String, (bool, bool))> = None;
     for m in members {
         let Some(s) = seen.get(&m.name) else { continue };
-        let (Some(nodes), Some(c)) = (&s.nodes, &s.info.cluster) else { continue };
+        let (Some(nodes), Some(c)) = (&s.nodes, &s.info.cluster) else {
+            continue;
+        };
         if !s.info.control_available {
             continue;
         }
-        let leader = nodes.iter().any(|n| n.id == s.info.node_id && n.manager_status.as_ref().is_some_and(|m| m.leader));
+        let leader = nodes
+            .iter()
+            .any(|n| n.id == s.info.node_id && n.manager_status.as_ref().is_some_and(|m| m.leader));
         let rank = (m.writable, leader);
         if best.as_ref().is_none_or(|b| rank > b.3) {
             best = Some((m.name.clone(), nodes, c.id.clone(), rank));
@@ -172,6 +193,7 @@ struct Swarm {
     token_source: Option<String>,
     tokens: Option<(String, String)>,
     waiting: bool,
+    leader_waits: u32,
     notes: Vec<String>,
     published: Value,
 }
@@ -187,7 +209,12 @@ impl Step for Swarm {
             let manager = match role.as_str() {
                 "manager" => true,
                 "worker" => false,
-                other => return Err(format!("host `{}`: swarm role must be manager or worker, found `{other}`", m.name)),
+                other => {
+                    return Err(format!(
+                        "host `{}`: swarm role must be manager or worker, found `{other}`",
+                        m.name
+                    ))
+                }
             };
             let addr = arg(m, "advertise_addr")?.unwrap_or_default();
             if !is_ip(&addr) {
@@ -197,15 +224,32 @@ impl Step for Swarm {
                 ));
             }
             let data_addr = arg(m, "data_path_addr")?.filter(|s| !s.is_empty());
-            self.want.insert(m.name.clone(), Want { manager, addr, data_addr });
+            self.want.insert(
+                m.name.clone(),
+                Want {
+                    manager,
+                    addr,
+                    data_addr,
+                },
+            );
         }
         if let Some(first) = members.first() {
-            self.pools = crate::modules::Args(&first.args).list("default_addr_pool").map_err(|e| format!("swarm: {e}"))?;
+            self.pools = crate::modules::Args(&first.args)
+                .list("default_addr_pool")
+                .map_err(|e| format!("swarm: {e}"))?;
             self.pool_mask = match first.args.get("default_addr_pool_mask_length") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).filter(|n| (8..=30).contains(n)).ok_or("swarm: default_addr_pool_mask_length must be 8 to 30")? as u32),
+                Some(v) => Some(
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        .filter(|n| (8..=30).contains(n))
+                        .ok_or("swarm: default_addr_pool_mask_length must be 8 to 30")?
+                        as u32,
+                ),
             };
-            let even_ok = crate::modules::Args(&first.args).bool("allow_even_managers", false).map_err(|e| format!("swarm: {e}"))?;
+            let even_ok = crate::modules::Args(&first.args)
+                .bool("allow_even_managers", false)
+                .map_err(|e| format!("swarm: {e}"))?;
             let managers = self.want.values().filter(|w| w.manager).count();
             if managers == 0 {
                 return Err("no manager among the swarm's hosts still running: put at least one host in the managers group (a manager that failed or is unreachable is left out)".into());
@@ -243,21 +287,39 @@ impl Step for Swarm {
             .collect()
     }
 
-    fn plan(&mut self, members: &[Member], seen: &Seen, _cx: &Ctx) -> Result<Vec<Action>, String> {
+    fn plan(&mut self, members: &[Member], seen: &Seen, cx: &Ctx) -> Result<Vec<Action>, String> {
         self.notes.clear();
         self.waiting = false;
         let mut obs: IndexMap<String, Seen1> = IndexMap::new();
         for m in members {
             match seen.get(&m.name) {
                 Some(Ok(o)) => {
-                    obs.insert(m.name.clone(), parse(&o.stdout));
+                    let mut s = parse(&o.stdout);
+                    // In check mode the docker role has not started docker yet on a fresh host.
+                    if cx.check && m.writable && s.info.local_node_state == "down" {
+                        s.info.local_node_state = "inactive".into();
+                        self.notes.push(format!(
+                            "{}: docker is not running yet; planned as a fresh node",
+                            m.name
+                        ));
+                    }
+                    obs.insert(m.name.clone(), s);
                 }
-                Some(Err(e)) => self.notes.push(format!("{} could not be read: {e}", m.name)),
+                Some(Err(e)) => self
+                    .notes
+                    .push(format!("{} could not be read: {e}", m.name)),
                 None => {}
             }
         }
         let writable = |h: &str| members.iter().any(|m| m.name == h && m.writable);
         let Some((src, nodes, cluster)) = source(members, &obs)? else {
+            // A swarm without an answering manager may be electing a leader: wait a little.
+            let in_swarm = obs.values().any(|o| o.info.local_node_state == "active");
+            if in_swarm && self.leader_waits < 8 {
+                self.leader_waits += 1;
+                self.waiting = true;
+                return Ok(Vec::new());
+            }
             return self.plan_init(members, &obs);
         };
         let src_addr = obs[&src].info.node_addr.clone();
@@ -273,10 +335,17 @@ impl Step for Swarm {
         let mut need_tokens = false;
         let unreachable_managers = nodes
             .iter()
-            .filter(|n| n.spec.role == "manager" && n.manager_status.as_ref().is_some_and(|s| s.reachability != "reachable"))
+            .filter(|n| {
+                n.spec.role == "manager"
+                    && n.manager_status
+                        .as_ref()
+                        .is_some_and(|s| s.reachability != "reachable")
+            })
             .count();
         for m in members {
-            let (Some(w), Some(o)) = (self.want.get(&m.name), obs.get(&m.name)) else { continue };
+            let (Some(w), Some(o)) = (self.want.get(&m.name), obs.get(&m.name)) else {
+                continue;
+            };
             let state = o.info.local_node_state.as_str();
             match state {
                 "active" => {
@@ -319,26 +388,43 @@ impl Step for Swarm {
                 "pending" | "error" => actions.push(Action {
                     host: m.name.clone(),
                     run_on: None,
-                    msg: format!("leave the swarm to join again ({} was {state}{})", m.name, if o.info.error.is_empty() { String::new() } else { format!(": {}", o.info.error) }),
+                    msg: format!(
+                        "leave the swarm to join again ({} was {state}{})",
+                        m.name,
+                        if o.info.error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", o.info.error)
+                        }
+                    ),
                     script: "docker swarm leave --force".into(),
                     stdin: None,
                     serial: w.manager,
                 }),
-                "locked" => return Err(format!("{} is locked (autolock): unlock it with `docker swarm unlock`, then run again", m.name)),
+                "locked" => return Err(format!(
+                    "{} is locked (autolock): unlock it with `docker swarm unlock`, then run again",
+                    m.name
+                )),
                 "inactive" => {
                     if !writable(&m.name) {
                         continue;
                     }
                     if w.manager && unreachable_managers > 0 {
                         self.waiting = true;
-                        self.notes.push(format!("{} waits to join until every manager is reachable", m.name));
+                        self.notes.push(format!(
+                            "{} waits to join until every manager is reachable",
+                            m.name
+                        ));
                         continue;
                     }
                     let Some((wt, mt)) = &self.tokens else {
                         need_tokens = true;
                         continue;
                     };
-                    let mut cmd = format!("read -r t; exec docker swarm join --token \"$t\" --advertise-addr {}", w.addr);
+                    let mut cmd = format!(
+                        "read -r t; exec docker swarm join --token \"$t\" --advertise-addr {}",
+                        w.addr
+                    );
                     if let Some(d) = &w.data_addr {
                         cmd += &format!(" --data-path-addr {}", quote(d));
                     }
@@ -346,7 +432,11 @@ impl Step for Swarm {
                     actions.push(Action {
                         host: m.name.clone(),
                         run_on: None,
-                        msg: format!("join {} as {} via {src}", m.name, if w.manager { "manager" } else { "worker" }),
+                        msg: format!(
+                            "join {} as {} via {src}",
+                            m.name,
+                            if w.manager { "manager" } else { "worker" }
+                        ),
                         script: cmd,
                         stdin: Some(format!("{}\n", if w.manager { mt } else { wt }).into_bytes()),
                         serial: w.manager,
@@ -356,9 +446,15 @@ impl Step for Swarm {
                     if writable(&m.name) {
                         return Err(format!("docker is not running on {}: start it (the docker role does), then run again", m.name));
                     }
-                    self.notes.push(format!("{} (outside --limit): docker is not running there", m.name));
+                    self.notes.push(format!(
+                        "{} (outside --limit): docker is not running there",
+                        m.name
+                    ));
                 }
-                other => self.notes.push(format!("{} is in swarm state `{other}`: left alone", m.name)),
+                other => self.notes.push(format!(
+                    "{} is in swarm state `{other}`: left alone",
+                    m.name
+                )),
             }
         }
         if need_tokens {
@@ -370,10 +466,15 @@ impl Step for Swarm {
         // Nodes in the swarm that the inventory does not know: reported, never removed.
         let known: Vec<&str> = obs.values().map(|o| o.info.node_id.as_str()).collect();
         for n in nodes {
-            if !known.contains(&n.id.as_str()) && !members.iter().any(|m| m.name == n.description.hostname) {
+            if !known.contains(&n.id.as_str())
+                && !members.iter().any(|m| m.name == n.description.hostname)
+            {
                 self.notes.push(format!(
                     "node {} ({}, {}, {}) is in the swarm but not in the inventory: left alone",
-                    n.description.hostname, n.spec.role, n.status.state, &n.id[..n.id.len().min(12)]
+                    n.description.hostname,
+                    n.spec.role,
+                    n.status.state,
+                    &n.id[..n.id.len().min(12)]
                 ));
             }
         }
@@ -386,7 +487,8 @@ impl Step for Swarm {
             .iter()
             .filter_map(|n| n.manager_status.as_ref().map(|s| s.addr.clone()))
             .collect();
-        self.published = json!({"cluster_id": cluster, "source": src, "managers": managers, "nodes": node_ids});
+        self.published =
+            json!({"cluster_id": cluster, "source": src, "managers": managers, "nodes": node_ids});
         Ok(actions)
     }
 
@@ -399,7 +501,10 @@ impl Step for Swarm {
     }
 
     fn secrets(&self) -> Vec<String> {
-        self.tokens.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect()
+        self.tokens
+            .iter()
+            .flat_map(|(a, b)| [a.clone(), b.clone()])
+            .collect()
     }
 
     fn publish(&self) -> Value {
@@ -409,9 +514,15 @@ impl Step for Swarm {
 
 impl Swarm {
     /// No swarm among the members: create one, unless some host cannot tell.
-    fn plan_init(&mut self, members: &[Member], obs: &IndexMap<String, Seen1>) -> Result<Vec<Action>, String> {
+    fn plan_init(
+        &mut self,
+        members: &[Member],
+        obs: &IndexMap<String, Seen1>,
+    ) -> Result<Vec<Action>, String> {
         for m in members {
-            let Some(w) = self.want.get(&m.name) else { continue };
+            let Some(w) = self.want.get(&m.name) else {
+                continue;
+            };
             match obs.get(&m.name).map(|o| o.info.local_node_state.as_str()) {
                 Some("inactive") => {}
                 Some("active") | Some("pending") | Some("locked") | Some("error") => {
@@ -431,8 +542,14 @@ impl Swarm {
                 _ => {}
             }
         }
-        let Some(first) = members.iter().find(|m| m.writable && self.want.get(&m.name).is_some_and(|w| w.manager)) else {
-            return Err("no host is in a swarm yet, and no manager is inside --limit to create it on".into());
+        let Some(first) = members
+            .iter()
+            .find(|m| m.writable && self.want.get(&m.name).is_some_and(|w| w.manager))
+        else {
+            return Err(
+                "no host is in a swarm yet, and no manager is inside --limit to create it on"
+                    .into(),
+            );
         };
         let w = &self.want[&first.name];
         let mut cmd = format!("docker swarm init --advertise-addr {}", w.addr);
@@ -470,15 +587,30 @@ mod tests {
         let n = &s.nodes.unwrap()[0];
         assert_eq!(n.spec.labels["zone"], "a");
         assert!(n.manager_status.as_ref().unwrap().leader);
-        assert_eq!(parse("==PROVISION info\nCannot connect\n").info.local_node_state, "down");
-        assert_eq!(parse("==PROVISION info\n{\"LocalNodeState\":\"down\"}\n").info.local_node_state, "down");
+        assert_eq!(
+            parse("==PROVISION info\nCannot connect\n")
+                .info
+                .local_node_state,
+            "down"
+        );
+        assert_eq!(
+            parse("==PROVISION info\n{\"LocalNodeState\":\"down\"}\n")
+                .info
+                .local_node_state,
+            "down"
+        );
     }
 
     fn member(n: &str, role: &str, writable: bool) -> Member {
         let mut args = serde_json::Map::new();
         args.insert("role".into(), json!(role));
         args.insert("advertise_addr".into(), json!("10.0.0.1"));
-        Member { name: n.into(), args, writable, user: None }
+        Member {
+            name: n.into(),
+            args,
+            writable,
+            user: None,
+        }
     }
 
     #[test]
@@ -486,14 +618,27 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let st = crate::state::State::read_only(d.path());
         let inv = crate::inventory::Inventory::default();
-        let cx = Ctx { state: &st, inventory: &inv, check: false, new_ca: false };
+        let cx = Ctx {
+            state: &st,
+            inventory: &inv,
+            check: false,
+            new_ca: false,
+        };
         let ms = vec![member("a", "manager", true), member("b", "manager", true)];
-        assert!(Swarm::default().prepare(&ms, &cx).unwrap_err().contains("even"));
+        assert!(Swarm::default()
+            .prepare(&ms, &cx)
+            .unwrap_err()
+            .contains("even"));
         let mut ms2 = ms.clone();
-        ms2[0].args.insert("allow_even_managers".into(), json!(true));
+        ms2[0]
+            .args
+            .insert("allow_even_managers".into(), json!(true));
         assert!(Swarm::default().prepare(&ms2, &cx).is_ok());
         let bad = vec![member("a", "boss", true)];
-        assert!(Swarm::default().prepare(&bad, &cx).unwrap_err().contains("manager or worker"));
+        assert!(Swarm::default()
+            .prepare(&bad, &cx)
+            .unwrap_err()
+            .contains("manager or worker"));
     }
 
     #[test]
@@ -501,20 +646,41 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let st = crate::state::State::read_only(d.path());
         let inv = crate::inventory::Inventory::default();
-        let cx = Ctx { state: &st, inventory: &inv, check: false, new_ca: false };
-        let ms = vec![member("a", "manager", false), member("b", "manager", true), member("c", "manager", true)];
+        let cx = Ctx {
+            state: &st,
+            inventory: &inv,
+            check: false,
+            new_ca: false,
+        };
+        let ms = vec![
+            member("a", "manager", false),
+            member("b", "manager", true),
+            member("c", "manager", true),
+        ];
         let mut s = Swarm::default();
         s.prepare(&ms, &cx).unwrap();
-        let inactive = Ok(crate::transport::Output { rc: 0, stdout: "==PROVISION info\n{\"LocalNodeState\":\"inactive\"}\n".into(), stderr: String::new() });
+        let inactive = Ok(crate::transport::Output {
+            rc: 0,
+            stdout: "==PROVISION info\n{\"LocalNodeState\":\"inactive\"}\n".into(),
+            stderr: String::new(),
+        });
         let mut seen: Seen = IndexMap::new();
         seen.insert("a".into(), Err("unreachable".into()));
         seen.insert("b".into(), inactive.clone());
         seen.insert("c".into(), inactive.clone());
-        assert!(s.plan(&ms, &seen, &cx).unwrap_err().contains("cannot tell whether a"));
+        assert!(s
+            .plan(&ms, &seen, &cx)
+            .unwrap_err()
+            .contains("cannot tell whether a"));
         seen.insert("a".into(), inactive);
         let a = s.plan(&ms, &seen, &cx).unwrap();
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].host, "b", "init on a manager inside --limit, not the first in the file");
-        assert!(a[0].script.starts_with("docker swarm init --advertise-addr 10.0.0.1"));
+        assert_eq!(
+            a[0].host, "b",
+            "init on a manager inside --limit, not the first in the file"
+        );
+        assert!(a[0]
+            .script
+            .starts_with("docker swarm init --advertise-addr 10.0.0.1"));
     }
 }

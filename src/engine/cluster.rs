@@ -24,7 +24,7 @@ pub struct Outcome {
 async fn run_all(
     jobs: Vec<(String, Option<String>, String, Option<Vec<u8>>)>,
     remotes: &IndexMap<String, Arc<dyn Remote>>,
-) -> Seen {
+) -> Vec<(String, Result<Output, String>)> {
     let mut set = tokio::task::JoinSet::new();
     let mut v = Vec::new();
     for (i, (host, user, script, stdin)) in jobs.into_iter().enumerate() {
@@ -90,7 +90,7 @@ pub async fn converge(
             .filter(|(h, _)| !oc.failed.contains_key(h))
             .map(|(h, s)| (h.clone(), user_of(members, &h), s, None))
             .collect();
-        let seen = run_all(probes, remotes).await;
+        let seen: Seen = run_all(probes, remotes).await.into_iter().collect();
         let planned = step.plan(members, &seen, cx);
         hide(step.secrets());
         let actions: Vec<Action> = match planned {
@@ -137,12 +137,9 @@ pub async fn converge(
         let jobs = batch
             .iter()
             .map(|a| {
-                (
-                    a.host.clone(),
-                    user_of(members, &a.host),
-                    a.script.clone(),
-                    a.stdin.clone(),
-                )
+                let on = a.run_on.clone().unwrap_or_else(|| a.host.clone());
+                let user = user_of(members, &on);
+                (on, user, a.script.clone(), a.stdin.clone())
             })
             .collect();
         let results = run_all(jobs, remotes).await;
@@ -469,6 +466,53 @@ mod tests {
             ))
         });
         assert!(oc.fatal.is_none() && oc.changed.contains_key("b"));
+    }
+
+    /// Changes node labels through a manager: every action runs on `a`, each reported for its host.
+    struct ViaManager;
+
+    impl Step for ViaManager {
+        fn prepare(&mut self, _: &[Member], _: &Ctx) -> Result<(), String> {
+            Ok(())
+        }
+        fn probes(&self, _: &[Member]) -> Vec<(String, String)> {
+            vec![("a".into(), "cat b\ncat c".into())]
+        }
+        fn plan(&mut self, _: &[Member], seen: &Seen, _: &Ctx) -> Result<Vec<Action>, String> {
+            let s = sections(&seen["a"].as_ref().unwrap().stdout);
+            Ok(["b", "c"]
+                .iter()
+                .filter(|h| s[**h].trim().is_empty())
+                .map(|h| Action {
+                    host: h.to_string(),
+                    run_on: Some("a".into()),
+                    msg: format!("label {h}"),
+                    script: format!("put {h} x"),
+                    stdin: None,
+                    serial: false,
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn actions_run_on_another_host_are_each_reported() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", ""), ("b", ""), ("c", "")], &log);
+        // a is outside the limit: it only carries out changes for b and c.
+        let m = members(&["a", "b", "c"], &["b", "c"]);
+        let oc = with_ctx(false, |cx| {
+            rt().block_on(converge(&mut ViaManager, &m, &r, cx, &|_| {}))
+        });
+        assert!(oc.fatal.is_none(), "{oc:?}");
+        assert_eq!(oc.changed.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(oc.rounds, 2);
+        assert!(log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("put"))
+            .all(|l| l.starts_with("a ")));
     }
 
     #[test]

@@ -144,14 +144,21 @@ impl HostCtx<'_> {
                 .chain(self.shared_vars.iter().map(|(k, v)| (*k, v.clone())))
                 .collect()
         };
-        let templated = |v: &Value| v.as_str().is_some_and(|s| s.contains("{{") || s.contains("{%"));
+        let templated = |v: &Value| {
+            v.as_str()
+                .is_some_and(|s| s.contains("{{") || s.contains("{%"))
+        };
         if !c.values().any(templated) {
             return build(c);
         }
         let env = resolver();
         let mut c = c.clone();
         for _ in 0..4 {
-            let keys: Vec<String> = c.iter().filter(|(_, v)| templated(v)).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<String> = c
+                .iter()
+                .filter(|(_, v)| templated(v))
+                .map(|(k, _)| k.clone())
+                .collect();
             if keys.is_empty() {
                 break;
             }
@@ -343,6 +350,15 @@ async fn run_task(
             Plan::Ok(m) => {
                 ok_msgs.push(m);
                 last = json!({"changed": false, "rc": 0});
+                continue;
+            }
+            // In check mode a probe can fail only because an earlier change was not made
+            // (a service whose package would be installed first): say so, do not fail.
+            Plan::Fail(m) if h.o.check && st.tally.changed > 0 => {
+                changed = true;
+                msgs.push(format!(
+                    "would change once the earlier changes are made (now: {m})"
+                ));
                 continue;
             }
             Plan::Fail(m) => {

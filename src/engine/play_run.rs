@@ -147,7 +147,10 @@ impl PlayRun {
                 Segment::Cluster(tr) => {
                     // Hosts meet a cluster step in their final local state: handlers first.
                     self.flush_handlers(runs, &mut states, published).await;
-                    if !self.cluster(tr, all, runs, extra, &mut states, published).await {
+                    if !self
+                        .cluster(tr, all, runs, extra, &mut states, published)
+                        .await
+                    {
                         ok = false;
                         break;
                     }
@@ -184,7 +187,11 @@ impl PlayRun {
             for (ri, r) in self.play.roles.iter().enumerate() {
                 for (ti, t) in r.handlers.iter().enumerate() {
                     if st.notified[ri].contains(&t.name) {
-                        refs.push(TaskRef { role: ri, index: ti, handler: true });
+                        refs.push(TaskRef {
+                            role: ri,
+                            index: ti,
+                            handler: true,
+                        });
                     }
                 }
                 st.notified[ri].clear();
@@ -195,8 +202,18 @@ impl PlayRun {
             }
         }
         for (key, hosts) in groups {
-            let refs = key.into_iter().map(|(role, index)| TaskRef { role, index, handler: true }).collect();
-            let mut some: IndexMap<String, HostState> = hosts.iter().filter_map(|h| states.swap_remove(h).map(|st| (h.clone(), st))).collect();
+            let refs = key
+                .into_iter()
+                .map(|(role, index)| TaskRef {
+                    role,
+                    index,
+                    handler: true,
+                })
+                .collect();
+            let mut some: IndexMap<String, HostState> = hosts
+                .iter()
+                .filter_map(|h| states.swap_remove(h).map(|st| (h.clone(), st)))
+                .collect();
             self.local(refs, runs, &mut some, published).await;
             states.extend(some);
         }

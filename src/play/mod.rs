@@ -14,9 +14,14 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// The built-in cluster playbook: groups mapped to roles, in order. The swarm play is
 /// there when the inventory has a `managers` group.
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
-    let mut s = String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, pki]\n");
+    let mut s =
+        String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, pki]\n");
     if inv.groups.contains_key("managers") {
-        let hosts = if inv.groups.contains_key("workers") { "managers:workers" } else { "managers" };
+        let hosts = if inv.groups.contains_key("workers") {
+            "managers:workers"
+        } else {
+            "managers"
+        };
         s += &format!("- name: docker swarm\n  hosts: {hosts}\n  roles: [docker, swarm]\n");
     }
     s

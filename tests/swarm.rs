@@ -1,0 +1,273 @@
+//! A real swarm from a fresh lab: 3 managers + 2 workers with the built-in playbook,
+//! idempotence (same NodeIDs, no init or join), the Docker API over mutual TLS, labels
+//! declarative, overlay networks carrying traffic between workers, and a sixth host added
+//! with --limit while the first manager's dockerd is down.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn inventory(d: &Path, node4_labels: &str, node5_labels: &str, with_node6: bool) {
+    let node6 = if with_node6 {
+        "        node6: { ansible_host: 10.200.0.16, swarm_labels: { zone: c } }\n"
+    } else {
+        ""
+    };
+    write(
+        d,
+        "inventory.yml",
+        &format!(
+            "all:
+  vars:
+    ansible_user: admin
+    ansible_become: true
+    ansible_ssh_private_key_file: {lab}/id_ed25519
+    known_hosts_file: {lab}/known_hosts
+    chrony_options: \"-x\"
+    extra_packages: [busybox-static]
+    swarm_default_addr_pool: [10.90.0.0/16]
+    swarm_networks:
+      - {{ name: appnet, attachable: true, subnet: 10.91.1.0/24 }}
+      - {{ name: secnet, encrypted: true, attachable: true }}
+  children:
+    managers:
+      hosts:
+        node1: {{ ansible_host: 10.200.0.11 }}
+        node2: {{ ansible_host: 10.200.0.12 }}
+        node3: {{ ansible_host: 10.200.0.13 }}
+    workers:
+      hosts:
+        node4: {{ ansible_host: 10.200.0.14, swarm_labels: {{ {node4_labels} }} }}
+        node5: {{ ansible_host: 10.200.0.15, swarm_labels: {{ {node5_labels} }} }}
+{node6}",
+            lab = lab_dir().display()
+        ),
+    );
+}
+
+fn run(d: &Path, extra: &[&str]) -> (i32, String) {
+    let inv = d.join("inventory.yml");
+    let mut a = vec![inv.to_str().unwrap()];
+    a.extend(extra);
+    let o = provision(&a);
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+/// `docker node ls` on a manager: (hostname, status, manager status) per node.
+fn nodes(on: &str) -> Vec<(String, String, String)> {
+    ssh(
+        on,
+        "sudo docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",
+    )
+    .lines()
+    .map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (
+            w[0].to_owned(),
+            w[1].to_owned(),
+            w.get(2).unwrap_or(&"").to_string(),
+        )
+    })
+    .collect()
+}
+
+fn labels(on: &str, node: &str) -> String {
+    ssh(
+        on,
+        &format!("sudo docker node inspect {node} --format '{{{{json .Spec.Labels}}}}'"),
+    )
+}
+
+#[test]
+fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
+    let _lab = LabGuard::up(6);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    inventory(d, "zone: a, db: true", "zone: b, db: true", false);
+
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d, &[]);
+    let first = t.elapsed().as_secs_f64();
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("create the swarm on node1"), "{out}");
+    let ns = nodes("node2");
+    assert_eq!(ns.len(), 5, "{ns:?}");
+    assert!(ns.iter().all(|(_, s, _)| s == "Ready"), "{ns:?}");
+    assert_eq!(
+        ns.iter().filter(|(_, _, m)| m == "Leader").count(),
+        1,
+        "{ns:?}"
+    );
+    assert_eq!(
+        ns.iter()
+            .filter(|(_, _, m)| m == "Leader" || m == "Reachable")
+            .count(),
+        3,
+        "{ns:?}"
+    );
+    assert!(
+        labels("node1", "node4").contains("\"zone\":\"a\"")
+            && labels("node1", "node4").contains("\"db\":\"true\"")
+    );
+    let nets = ssh("node1", "sudo docker network inspect appnet secnet --format '{{.Name}} {{.Attachable}} {{index .Options \"encrypted\"}} {{range .IPAM.Config}}{{.Subnet}}{{end}}'");
+    assert!(nets.contains("appnet true  10.91.1.0/24"), "{nets}");
+    assert!(
+        nets.lines()
+            .any(|l| l.starts_with("secnet true") && l.contains("10.90.")),
+        "default address pool not used: {nets}"
+    );
+    let ids_before = ssh("node1", "sudo docker node ls -q | sort");
+
+    // Run again: nothing changes, the same nodes.
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(ssh("node1", "sudo docker node ls -q | sort"), ids_before);
+
+    // The Docker API on a manager: mutual TLS with a client certificate from `pki client`.
+    let c = d.join("client");
+    let o = provision(&[
+        "pki",
+        "client",
+        "ops",
+        d.join("inventory.yml").to_str().unwrap(),
+        "--out",
+        c.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let curl = |with_cert: bool| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(c.join("ca.crt"));
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(c.join("ops.crt"))
+                .arg("--key")
+                .arg(c.join("ops.key"));
+        }
+        cmd.arg("https://10.200.0.12:2376/info").output().unwrap()
+    };
+    let ok = curl(true);
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("\"Swarm\""),
+        "{}",
+        text(&ok)
+    );
+    let refused = curl(false);
+    assert!(
+        !String::from_utf8_lossy(&refused.stdout).contains("\"Swarm\""),
+        "answered without a client certificate: {}",
+        text(&refused)
+    );
+
+    // Overlay traffic between containers on the two workers (unencrypted: this kernel has no ESP).
+    for n in ["node4", "node5"] {
+        ssh(n, "set -e; rm -rf /tmp/bb; mkdir -p /tmp/bb/bin; cp /bin/busybox /tmp/bb/bin/; for a in sh ping sleep ip true; do ln -s busybox /tmp/bb/bin/$a; done; sudo sh -c 'tar -C /tmp/bb -c . | docker import - busybox:lab >/dev/null'");
+    }
+    ssh(
+        "node4",
+        "sudo docker run -d --name peer-a --network appnet busybox:lab sleep 600 >/dev/null",
+    );
+    let ip = ssh("node4", "sudo docker inspect peer-a --format '{{(index .NetworkSettings.Networks \"appnet\").IPAddress}}'");
+    assert!(ip.starts_with("10.91.1."), "{ip}");
+    let ping = ssh_rc(
+        "node5",
+        &format!("sudo docker run --rm --network appnet busybox:lab ping -c 2 -W 3 {ip}"),
+    );
+    assert_eq!(ping.0, 0, "overlay ping failed: {}", ping.1);
+    // The encrypted network exists with its option; here it cannot carry traffic (no ESP in this kernel).
+    let enc = ssh_rc(
+        "node5",
+        "sudo docker run --rm --network secnet busybox:lab true",
+    );
+    eprintln!(
+        "container on the encrypted overlay: exit {} {}",
+        enc.0,
+        enc.1.trim()
+    );
+
+    // Labels: node4's zone changed, node5's db dropped; a label set by hand stays.
+    ssh(
+        "node1",
+        "sudo docker node update --label-add owner=ops node4 >/dev/null",
+    );
+    inventory(d, "zone: z, db: true", "zone: b", false);
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(recap(&out, "node4", "changed"), 1, "{out}");
+    assert_eq!(recap(&out, "node5", "changed"), 1, "{out}");
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(recap(&out, n, "changed"), 0, "{out}");
+    }
+    let l4 = labels("node2", "node4");
+    assert!(
+        l4.contains("\"zone\":\"z\"")
+            && l4.contains("\"db\":\"true\"")
+            && l4.contains("\"owner\":\"ops\""),
+        "{l4}"
+    );
+    let l5 = labels("node2", "node5");
+    assert!(
+        l5.contains("\"zone\":\"b\"") && !l5.contains("\"db\""),
+        "{l5}"
+    );
+
+    // A sixth host, with the first manager's dockerd down: --check shows the plan, then it joins
+    // through another manager; no other host changes and no second swarm appears.
+    ssh("node1", "sudo systemctl stop docker.socket docker");
+    inventory(d, "zone: z, db: true", "zone: b", true);
+    let (rc, out) = run(d, &["--limit", "node6", "--check"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("would join node6 as worker via node2")
+            || out.contains("would join node6 as worker via node3"),
+        "{out}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("node1 ") || l.starts_with("node4 ")),
+        "recap names hosts outside --limit: {out}"
+    );
+    let state6 = ssh(
+        "node6",
+        "sudo docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo not-running",
+    );
+    assert!(
+        state6 == "inactive" || state6 == "not-running",
+        "check mode changed node6: {state6}"
+    );
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d, &["--limit", "node6"]);
+    let add = t.elapsed().as_secs_f64();
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("reading node2 (outside --limit)"), "{out}");
+    let ns = nodes("node2");
+    assert_eq!(ns.len(), 6, "{ns:?}");
+    assert!(
+        ns.iter()
+            .any(|(h, s, m)| h == "node6" && s == "Ready" && m.is_empty()),
+        "{ns:?}"
+    );
+    assert!(labels("node2", "node6").contains("\"zone\":\"c\""));
+    let cluster = |n: &str| ssh(n, "sudo docker info --format '{{.Swarm.Cluster.ID}}'");
+    assert_eq!(cluster("node2"), cluster("node3"));
+    assert_eq!(
+        ssh(
+            "node6",
+            "sudo docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'"
+        ),
+        "active false"
+    );
+    eprintln!("first run of 5 hosts: {first:.1} s; adding a worker with --limit: {add:.1} s");
+
+    // The first manager back: everything settles with nothing left to change but node1's docker.
+    ssh("node1", "sudo systemctl start docker");
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    for n in ["node2", "node3", "node4", "node5", "node6"] {
+        assert_eq!(recap(&out, n, "failed"), 0, "{out}");
+    }
+    let (rc, out) = run(d, &[]);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
+    assert_eq!(nodes("node1").len(), 6);
+}
