@@ -42,10 +42,12 @@ pub fn wanted(m: &Member) -> Result<BTreeMap<String, String>, String> {
                     Value::String(s) => s.clone(),
                     Value::Bool(b) => b.to_string(),
                     Value::Number(n) => n.to_string(),
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "host `{}`: label `{k}` must be a string, number or boolean, found {other}",
                         m.name
-                    )),
+                    ))
+                    }
                 };
                 out.insert(k.clone(), v);
             }

@@ -401,10 +401,12 @@ impl Step for Swarm {
                     stdin: None,
                     serial: w.manager,
                 }),
-                "locked" => return Err(format!(
+                "locked" => {
+                    return Err(format!(
                     "{} is locked (autolock): unlock it with `docker swarm unlock`, then run again",
                     m.name
-                )),
+                ))
+                }
                 "inactive" => {
                     if !writable(&m.name) {
                         continue;

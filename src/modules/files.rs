@@ -599,7 +599,7 @@ impl Module for AuthorizedKey {
         let path = format!("{home}/.ssh/authorized_keys");
         match plan_content(&path, &cur, &join_lines(&lines), Some("600"), Some(&self.user), None, None) {
             Plan::Change { script, stdin, diff, msg } => Plan::Change {
-                script: format!("mkdir -p {h}/.ssh && chmod 700 {h}/.ssh && chown {u} {h}/.ssh && {{ {script}; }}", h = q(home), u = q(&self.user)),
+                script: format!("mkdir -p {h}/.ssh && chmod 700 {h}/.ssh && chown {u} {h}/.ssh && {{ {script}\n}}", h = q(home), u = q(&self.user)),
                 stdin,
                 diff,
                 msg,

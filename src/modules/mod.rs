@@ -328,3 +328,6 @@ impl Args<'_> {
 pub fn q(s: &str) -> String {
     quote(s)
 }
+
+#[cfg(test)]
+mod tests;
