@@ -212,6 +212,46 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
         "{l5}"
     );
 
+    // The audit checks the swarm read-only: clean now, then a label changed by hand is drift.
+    let audit = |extra: &[&str]| {
+        let inv = d.join("inventory.yml");
+        let mut a = vec!["audit", inv.to_str().unwrap(), "--output", "json"];
+        a.extend(extra);
+        let o = provision(&a);
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    let (rc, out) = audit(&[]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("\"id\":\"swarm-role\"") && out.contains("\"id\":\"swarm-labels\""),
+        "{out}"
+    );
+    ssh(
+        "node1",
+        "sudo docker node update --label-add zone=x node5 >/dev/null",
+    );
+    let (rc, out) = audit(&[]);
+    assert_eq!(rc, 5, "{out}");
+    let mut drift = Vec::new();
+    for l in out.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        for f in e["findings"].as_array().into_iter().flatten() {
+            if f["pass"] == false {
+                drift.push(format!(
+                    "{} {}",
+                    e["host"].as_str().unwrap(),
+                    f["id"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    assert_eq!(drift, ["node5 swarm-labels"], "{out}");
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(audit(&[]).0, 0);
+
     // A sixth host, with the first manager's dockerd down: --check shows the plan, then it joins
     // through another manager; no other host changes and no second swarm appears.
     ssh("node1", "sudo systemctl stop docker.socket docker");

@@ -3,6 +3,7 @@
 //! until nothing is left to do (engine::cluster). Hosts outside `--limit` may be read,
 //! never changed: the engine refuses any action on them.
 
+pub mod audit;
 pub mod labels;
 pub mod networks;
 pub mod share;

@@ -468,27 +468,49 @@ pub async fn audit(
             .unwrap_or("/etc/provision/pki")
             .to_owned();
         let ca_pem = ca_pem.map(str::to_owned);
+        let swarm = p
+            .inventory
+            .groups
+            .get("managers")
+            .is_some_and(|g| g.contains(h))
+            || p.inventory
+                .groups
+                .get("workers")
+                .is_some_and(|g| g.contains(h));
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let conn = match Conn::connect(t).await {
                 Ok(c) => c,
-                Err(e) => return (Err(format!("unreachable: {e}")), 0),
+                Err(e) => return (Err(format!("unreachable: {e}")), 0, None),
             };
             let script = format!(
-                "{}echo '@@pki'\n{}",
+                "{}echo '@@pki'\n{}{}",
                 crate::hardening::audit::script(&rules, &file),
-                crate::pki::list_script(&pki_dir)
+                crate::pki::list_script(&pki_dir),
+                if swarm {
+                    format!(
+                        "echo '@@swarm'\n{}",
+                        crate::cluster::swarm::probe_info(true)
+                    )
+                } else {
+                    String::new()
+                }
             );
+            let mut swarm_out = None;
             let res = match conn.run(&script, None, Some("root")).await {
                 Ok(out) if out.stderr.contains("sudo:") => Err(format!(
                     "the audit needs root through sudo: {}",
                     crate::sys::tail(out.stderr.trim(), 2)
                 )),
                 Ok(out) => {
-                    let (hard, pki) = out
+                    let (rest, sw) = out
                         .stdout
-                        .split_once("\n@@pki\n")
+                        .split_once("\n@@swarm\n")
                         .unwrap_or((&out.stdout, ""));
+                    if swarm {
+                        swarm_out = Some(sw.to_owned());
+                    }
+                    let (hard, pki) = rest.split_once("\n@@pki\n").unwrap_or((rest, ""));
                     let mut f = crate::hardening::audit::evaluate(&rules, hard, &file);
                     f.extend(crate::hardening::audit::certificates(
                         pki,
@@ -500,15 +522,48 @@ pub async fn audit(
             };
             let n = conn.commands();
             conn.close().await;
-            (res, n)
+            (res, n, swarm_out)
         }));
     }
     let mut out = IndexMap::new();
+    let mut swarm_outs = IndexMap::new();
     for (h, j) in p.hosts.iter().zip(joins) {
-        let r = j
+        let (r, n, sw) = j
             .await
-            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0));
-        out.insert(h.clone(), r);
+            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0, None));
+        if let Some(sw) = sw {
+            swarm_outs.insert(h.clone(), sw);
+        }
+        out.insert(h.clone(), (r, n));
+    }
+    // The swarm is judged across hosts, from what each one printed.
+    if !swarm_outs.is_empty() {
+        let managers = p.inventory.groups.get("managers");
+        let want = swarm_outs
+            .keys()
+            .map(|h| {
+                let vars = &p.inventory.hosts[h].vars;
+                let m = crate::cluster::Member {
+                    name: h.clone(),
+                    args: vars
+                        .get("swarm_labels")
+                        .map(|l| [("labels".to_string(), l.clone())].into_iter().collect())
+                        .unwrap_or_default(),
+                    writable: false,
+                    user: None,
+                };
+                let want = crate::cluster::audit::Want {
+                    manager: managers.is_some_and(|g| g.contains(h)),
+                    labels: crate::cluster::labels::wanted(&m).unwrap_or_default(),
+                };
+                (h.clone(), want)
+            })
+            .collect();
+        for (h, f) in crate::cluster::audit::findings(&want, &swarm_outs) {
+            if let Some((Ok(list), _)) = out.get_mut(&h) {
+                list.extend(f);
+            }
+        }
     }
     out
 }

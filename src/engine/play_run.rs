@@ -186,7 +186,7 @@ impl PlayRun {
             let mut refs = Vec::new();
             for (ri, r) in self.play.roles.iter().enumerate() {
                 for (ti, t) in r.handlers.iter().enumerate() {
-                    if st.notified[ri].contains(&t.name) {
+                    if st.notified.get(ri).is_some_and(|n| n.contains(&t.name)) {
                         refs.push(TaskRef {
                             role: ri,
                             index: ti,
@@ -194,7 +194,9 @@ impl PlayRun {
                         });
                     }
                 }
-                st.notified[ri].clear();
+                if let Some(n) = st.notified.get_mut(ri) {
+                    n.clear();
+                }
             }
             if !refs.is_empty() {
                 let key = refs.iter().map(|r| (r.role, r.index)).collect();
@@ -300,6 +302,7 @@ impl PlayRun {
                     );
                     let mut st = HostState {
                         tally: before,
+                        notified: vec![HashSet::new(); self.play.roles.len()],
                         ..Default::default()
                     };
                     st.tally.failed += 1;
@@ -495,7 +498,9 @@ impl PlayRun {
                 }
             } else if let Some(msgs) = oc.changed.get(h) {
                 st.tally.changed += 1;
-                st.notified[tr.role].extend(task.notify.iter().cloned());
+                if let Some(n) = st.notified.get_mut(tr.role) {
+                    n.extend(task.notify.iter().cloned());
+                }
                 self.rep.task_done(
                     h,
                     &role,

@@ -1,0 +1,150 @@
+//! The swarm, audited read-only from what each host's audit command printed: nodes
+//! missing from or unknown to the swarm, role, availability and label drift.
+
+use super::labels::{diff, MANAGED};
+use super::swarm::{parse, Seen1};
+use crate::hardening::audit::Finding;
+use indexmap::IndexMap;
+use std::collections::BTreeMap;
+
+/// What the inventory wants of one swarm host.
+pub struct Want {
+    pub manager: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn finding(
+    id: &str,
+    title: String,
+    pass: bool,
+    expected: String,
+    actual: String,
+    reason: &str,
+) -> Finding {
+    Finding {
+        id: id.into(),
+        title,
+        reason: reason.into(),
+        pass,
+        expected,
+        actual,
+    }
+}
+
+/// Findings per host; `outputs` are the `==PROVISION` sections each swarm host printed.
+pub fn findings(
+    want: &IndexMap<String, Want>,
+    outputs: &IndexMap<String, String>,
+) -> IndexMap<String, Vec<Finding>> {
+    let seen: IndexMap<String, Seen1> =
+        outputs.iter().map(|(h, o)| (h.clone(), parse(o))).collect();
+    let mut out: IndexMap<String, Vec<Finding>> = IndexMap::new();
+    // The swarm's view, from any answering manager.
+    let source = seen
+        .iter()
+        .find(|(_, s)| s.info.control_available && s.nodes.is_some());
+    let Some((src, src_seen)) = source else {
+        for h in seen.keys() {
+            out.entry(h.clone()).or_default().push(finding(
+                "swarm-member",
+                "in the cluster's swarm".into(),
+                false,
+                "a manager of the swarm answers".into(),
+                "no manager of a swarm answered the audit".into(),
+                "without a manager the swarm cannot be checked or changed",
+            ));
+        }
+        return out;
+    };
+    let nodes = src_seen.nodes.clone().unwrap_or_default();
+    for (h, w) in want {
+        let Some(s) = seen.get(h) else { continue };
+        let f = out.entry(h.clone()).or_default();
+        let node = nodes
+            .iter()
+            .find(|n| n.id == s.info.node_id && !n.id.is_empty());
+        let Some(n) = node else {
+            f.push(finding(
+                "swarm-member",
+                "in the cluster's swarm".into(),
+                false,
+                format!("a node of the swarm seen from {src}"),
+                format!(
+                    "swarm state `{}`{}",
+                    s.info.local_node_state,
+                    if s.info.node_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", node {} unknown to {src}", s.info.node_id)
+                    }
+                ),
+                "a host outside the swarm runs none of its services",
+            ));
+            continue;
+        };
+        f.push(finding(
+            "swarm-member",
+            "in the cluster's swarm".into(),
+            true,
+            "member".into(),
+            format!("node {}", n.id),
+            "",
+        ));
+        let role = if w.manager { "manager" } else { "worker" };
+        f.push(finding(
+            "swarm-role",
+            format!("swarm role {role}"),
+            n.spec.role == role,
+            role.into(),
+            n.spec.role.clone(),
+            "the managers hold the swarm's quorum; the inventory says which hosts they are",
+        ));
+        f.push(finding(
+            "swarm-availability",
+            "node available for tasks".into(),
+            n.spec.availability == "active" && n.status.state == "ready",
+            "active, ready".into(),
+            format!("{}, {}", n.spec.availability, n.status.state),
+            "a drained or down node runs no tasks",
+        ));
+        let (add, rm, managed) = diff(&n.spec.labels, &w.labels);
+        let shown: Vec<String> = n
+            .spec
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != MANAGED)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        f.push(finding(
+            "swarm-labels",
+            "node labels as in the inventory".into(),
+            add.is_empty() && rm.is_empty() && managed.is_none(),
+            w.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            shown.join(" "),
+            "services are placed by label constraints",
+        ));
+    }
+    let known: Vec<&str> = seen.values().map(|s| s.info.node_id.as_str()).collect();
+    let unknown: Vec<String> = nodes
+        .iter()
+        .filter(|n| !known.contains(&n.id.as_str()) && !want.contains_key(&n.description.hostname))
+        .map(|n| format!("{} ({})", n.description.hostname, n.spec.role))
+        .collect();
+    out.entry(src.clone()).or_default().push(finding(
+        "swarm-unknown-nodes",
+        "no node outside the inventory".into(),
+        unknown.is_empty(),
+        "none".into(),
+        if unknown.is_empty() {
+            "none".into()
+        } else {
+            unknown.join(", ")
+        },
+        "a node the inventory does not know is not hardened or kept by it",
+    ));
+    out
+}
