@@ -244,15 +244,33 @@ rc=$?; echo "held by $(cat "$L.holder" 2>/dev/null || echo 'an unknown run')"; e
     )
 }
 
+/// Why a host could not be started on.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Not reached (network, host key, authentication).
+    Unreachable(String),
+    /// Reached, but it cannot be worked on (locked by another run, sudo refused).
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Unreachable(e) | ConnectError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Connects, takes the host lock (when `lock`), gathers facts and checks sudo.
-/// Err((unreachable, why)).
+/// Returns the connection and the facts.
 pub(crate) async fn connect_host(
     t: Target,
     wants_root: bool,
     lock: bool,
     lock_wait: Duration,
-) -> Result<(Arc<Conn>, Map<String, Value>), (bool, String)> {
-    let unreachable = |e: crate::transport::TransportError| (true, e.to_string());
+) -> Result<(Arc<Conn>, Map<String, Value>), ConnectError> {
+    let unreachable =
+        |e: crate::transport::TransportError| ConnectError::Unreachable(e.to_string());
     let conn = Conn::connect(t).await.map_err(unreachable)?;
     let lock_cmd = lock_script(lock_wait);
     let (locked, facts) = tokio::join!(
@@ -268,8 +286,7 @@ pub(crate) async fn connect_host(
     match locked {
         Some(Err(e)) => return Err(unreachable(e)),
         Some(Ok(Err(out))) => {
-            return Err((
-                false,
+            return Err(ConnectError::Failed(
                 format!(
                     "another provision run is working on this host ({}); waited {} s.                      Run again when it is done (a run that died releases its lock when its connection closes)",
                     out.stdout.trim().trim_start_matches("held by "),
@@ -290,14 +307,11 @@ pub(crate) async fn connect_host(
                 .await
                 .map_err(unreachable)?;
             if r.rc != 0 {
-                return Err((
-                    false,
-                    format!(
-                        "sudo refused the become password for {}: {}",
-                        conn.target.user,
-                        crate::sys::tail(r.stderr.trim(), 2)
-                    ),
-                ));
+                return Err(ConnectError::Failed(format!(
+                    "sudo refused the become password for {}: {}",
+                    conn.target.user,
+                    crate::sys::tail(r.stderr.trim(), 2)
+                )));
             }
         }
     }
@@ -337,18 +351,18 @@ pub async fn execute(
         };
         match j
             .await
-            .unwrap_or_else(|e| Err((false, format!("internal error: {e}"))))
+            .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))))
         {
             Ok((c, f)) => {
                 run.conn = Some(c);
                 run.facts = f;
             }
-            Err((true, e)) => {
+            Err(ConnectError::Unreachable(e)) => {
                 run.tally.unreachable = 1;
                 run.failed = true;
                 rep.task_done(h, "connect", "connect", Status::Unreachable, &e, None);
             }
-            Err((false, e)) => {
+            Err(ConnectError::Failed(e)) => {
                 run.tally.failed = 1;
                 run.failed = true;
                 rep.task_done(h, "connect", "connect", Status::Failed, &e, None);

@@ -364,7 +364,7 @@ impl PlayRun {
                             self.rep.warn(&format!("reading {h} (outside --limit): read-only, nothing is changed there"));
                             Some((c, f))
                         }
-                        Err((_, e)) => {
+                        Err(e) => {
                             self.rep
                                 .warn(&format!("{h} (outside --limit) could not be read: {e}"));
                             None

@@ -194,6 +194,9 @@ pub const TABLE: &[Def] = &[
         &["port", "host", "path", "state", "timeout"],
         |a| boxed(system::WaitFor::new(a)),
     ),
+    host("assert", &["that"], &["msg"], |a| {
+        boxed(system::Assert::new(a))
+    }),
     Def {
         name: "share",
         required: &["from", "command"],

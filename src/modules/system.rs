@@ -519,3 +519,32 @@ impl Module for WaitFor {
         }
     }
 }
+
+/// `assert`: stops the host with `msg` unless `that` (an expression, rendered on the
+/// controller) is true. Nothing is run on the host.
+pub struct Assert {
+    that: bool,
+    msg: String,
+}
+
+impl Assert {
+    pub fn new(a: &Args) -> Result<Self, String> {
+        Ok(Assert {
+            that: a.bool("that", false)?,
+            msg: a.str("msg")?.unwrap_or_else(|| "assertion failed".into()),
+        })
+    }
+}
+
+impl Module for Assert {
+    fn probe(&self) -> Option<String> {
+        None
+    }
+    fn plan(&self, _: &Output) -> Plan {
+        if self.that {
+            Plan::Ok(String::new())
+        } else {
+            Plan::Fail(self.msg.clone())
+        }
+    }
+}

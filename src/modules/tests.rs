@@ -293,6 +293,13 @@ fn every_module_plans_from_captured_probes() {
             out(3, ""),
             Want::Fail("does not exist"),
         ),
+        ("assert", json!({"that": true}), out(0, ""), Want::Ok),
+        (
+            "assert",
+            json!({"that": false, "msg": "Debian only"}),
+            out(0, ""),
+            Want::Fail("Debian only"),
+        ),
         ("wait_for", json!({"port": 22}), out(0, ""), Want::Ok),
         (
             "wait_for",
