@@ -286,6 +286,20 @@ async fn prefetch(
     st.probes.fill(h.conn, probes).await;
 }
 
+/// What a task did over its items.
+#[derive(Default)]
+struct TaskRun {
+    changed: bool,
+    skipped: usize,
+    /// What changed, and what was already right (a changed task reports only the former).
+    msgs: Vec<String>,
+    ok_msgs: Vec<String>,
+    diffs: Vec<String>,
+    /// The last command's result, for `register` and `changed_when`.
+    last: Value,
+    failed: Option<String>,
+}
+
 async fn run_task(
     h: &HostCtx<'_>,
     role: &Role,
@@ -294,19 +308,16 @@ async fn run_task(
     task: &Task,
     st: &mut HostState,
 ) -> bool {
-    let host = &h.host.name;
-    h.rep.task_start(host, &role.name, &task.name);
+    h.rep.task_start(&h.host.name, &role.name, &task.name);
     let base = context(h, role, &st.registered, task);
-    let user = become_user(h, task);
-    let (mut changed, mut failed, mut skipped) = (false, None::<String>, 0usize);
-    // What was already right, and what changed; a changed task reports only the latter.
-    let (mut msgs, mut ok_msgs) = (Vec::new(), Vec::new());
-    let mut diffs = Vec::new();
-    let mut last = json!({});
+    let mut run = TaskRun {
+        last: json!({}),
+        ..Default::default()
+    };
     let list = match items(h, task, env, &base) {
         Ok(l) => l,
         Err(e) => {
-            failed = Some(e);
+            run.failed = Some(e);
             Vec::new()
         }
     };
@@ -318,135 +329,147 @@ async fn run_task(
         let module = match module_for(h, task, role, env, &c) {
             Ok(Some(m)) => m,
             Ok(None) => {
-                skipped += 1;
+                run.skipped += 1;
                 continue;
             }
             Err(e) => {
-                failed = Some(e);
+                run.failed = Some(e);
                 break;
             }
         };
-        let probe = match module.probe() {
-            None => Default::default(),
-            Some(script) => match st.probes.get(user, &script) {
-                Some(out) => out,
-                None => match h.conn.run(&script, None, user).await {
-                    Ok(out) if out.stderr.contains("sudo: a password is required") => {
-                        failed = Some(format!(
-                            "sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass",
-                            h.conn.target.user
-                        ));
-                        break;
-                    }
-                    Ok(out) => out,
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                },
-            },
-        };
-        let (script, stdin, diff, msg) = match module.plan(&probe) {
-            Plan::Ok(m) => {
-                ok_msgs.push(m);
-                last = json!({"changed": false, "rc": 0});
-                continue;
-            }
-            // In check mode a probe can fail only because an earlier change was not made
-            // (a service whose package would be installed first): say so, do not fail.
-            Plan::Fail(m) if h.o.check && st.tally.changed > 0 => {
-                changed = true;
-                msgs.push(format!(
-                    "would change once the earlier changes are made (now: {m})"
-                ));
-                continue;
-            }
-            Plan::Fail(m) => {
-                failed = Some(m);
-                break;
-            }
-            Plan::Change {
-                script,
-                stdin,
-                diff,
-                msg,
-            } => (script, stdin, diff, msg),
-        };
-        if h.o.diff {
-            if let Some(d) = &diff {
-                diffs.push(if task.no_log {
-                    format!("--- {} (diff hidden: no_log)", d.path)
-                } else {
-                    d.unified()
-                });
-            }
-        }
-        if h.o.check {
-            if module.is_command() {
-                skipped += 1;
-            } else {
-                changed = true;
-                msgs.push(msg);
-            }
-            continue;
-        }
-        st.probes.invalidate();
-        let out = match h.conn.run(&script, stdin.as_deref(), user).await {
-            Ok(out) => out,
-            Err(e) => {
-                failed = Some(e.to_string());
-                break;
-            }
-        };
-        last = json!({"changed": true, "rc": out.rc, "stdout": out.stdout.trim_end(), "stderr": out.stderr.trim_end()});
-        if out.rc != 0 {
-            let shown = if task.no_log {
-                "(command hidden: no_log)".to_string()
-            } else {
-                crate::sys::tail(&script, 3)
-            };
-            failed = Some(format!(
-                "exit code {}\n  ran: {shown}\n  stderr: {}",
-                out.rc,
-                crate::sys::tail(out.stderr.trim(), 8)
-            ));
+        if let Err(e) = run_item(h, task, env, module.as_ref(), &c, st, &mut run).await {
+            run.failed = Some(e);
             break;
         }
-        if let Some(rollback) = module.rollback() {
-            if let Err(e) = prove_access(h, &rollback).await {
-                failed = Some(e);
-                break;
-            }
-        }
-        let mut item_changed = true;
-        if let Some(cw) = &task.changed_when {
-            let mut c2 = c.clone();
-            c2.extend(last.as_object().cloned().unwrap_or_default());
-            match template::eval_bool(env, cw, &h.ctx(&c2)) {
-                Ok(v) => item_changed = v,
-                Err(e) => {
-                    failed = Some(format!("changed_when `{cw}`: {e}"));
-                    break;
-                }
-            }
-        }
-        changed |= item_changed;
-        if !msg.is_empty() {
-            msgs.push(msg);
-        }
     }
-    let diff_text = (!diffs.is_empty()).then(|| diffs.join("\n"));
+    finish(h, role, ri, task, st, run, list.len())
+}
+
+/// One item: probe (from the batch when it is there), plan, apply, prove access, changed_when.
+async fn run_item(
+    h: &HostCtx<'_>,
+    task: &Task,
+    env: &Environment<'static>,
+    module: &dyn Module,
+    c: &Map<String, Value>,
+    st: &mut HostState,
+    run: &mut TaskRun,
+) -> Result<(), String> {
+    let user = become_user(h, task);
+    let probe = match module.probe() {
+        None => Default::default(),
+        Some(script) => match st.probes.get(user, &script) {
+            Some(out) => out,
+            None => {
+                let out = h
+                    .conn
+                    .run(&script, None, user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if out.stderr.contains("sudo: a password is required") {
+                    return Err(format!(
+                        "sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass",
+                        h.conn.target.user
+                    ));
+                }
+                out
+            }
+        },
+    };
+    let (script, stdin, diff, msg) = match module.plan(&probe) {
+        Plan::Ok(m) => {
+            run.ok_msgs.push(m);
+            run.last = json!({"changed": false, "rc": 0});
+            return Ok(());
+        }
+        // In check mode a probe can fail only because an earlier change was not made
+        // (a service whose package would be installed first): say so, do not fail.
+        Plan::Fail(m) if h.o.check && st.tally.changed > 0 => {
+            run.changed = true;
+            run.msgs.push(format!(
+                "would change once the earlier changes are made (now: {m})"
+            ));
+            return Ok(());
+        }
+        Plan::Fail(m) => return Err(m),
+        Plan::Change {
+            script,
+            stdin,
+            diff,
+            msg,
+        } => (script, stdin, diff, msg),
+    };
+    if let (true, Some(d)) = (h.o.diff, &diff) {
+        run.diffs.push(if task.no_log {
+            format!("--- {} (diff hidden: no_log)", d.path)
+        } else {
+            d.unified()
+        });
+    }
+    if h.o.check {
+        if module.is_command() {
+            run.skipped += 1;
+        } else {
+            run.changed = true;
+            run.msgs.push(msg);
+        }
+        return Ok(());
+    }
+    st.probes.invalidate();
+    let out = h
+        .conn
+        .run(&script, stdin.as_deref(), user)
+        .await
+        .map_err(|e| e.to_string())?;
+    run.last = json!({"changed": true, "rc": out.rc, "stdout": out.stdout.trim_end(), "stderr": out.stderr.trim_end()});
+    if out.rc != 0 {
+        let shown = if task.no_log {
+            "(command hidden: no_log)".to_string()
+        } else {
+            crate::sys::tail(&script, 3)
+        };
+        return Err(format!(
+            "exit code {}\n  ran: {shown}\n  stderr: {}",
+            out.rc,
+            crate::sys::tail(out.stderr.trim(), 8)
+        ));
+    }
+    if let Some(rollback) = module.rollback() {
+        prove_access(h, &rollback).await?;
+    }
+    let mut item_changed = true;
+    if let Some(cw) = &task.changed_when {
+        let mut c2 = c.clone();
+        c2.extend(run.last.as_object().cloned().unwrap_or_default());
+        item_changed = template::eval_bool(env, cw, &h.ctx(&c2))
+            .map_err(|e| format!("changed_when `{cw}`: {e}"))?;
+    }
+    run.changed |= item_changed;
+    if !msg.is_empty() {
+        run.msgs.push(msg);
+    }
+    Ok(())
+}
+
+/// Registers, reports and counts what the task did; false when it failed.
+fn finish(
+    h: &HostCtx<'_>,
+    role: &Role,
+    ri: usize,
+    task: &Task,
+    st: &mut HostState,
+    run: TaskRun,
+    items: usize,
+) -> bool {
+    let host = &h.host.name;
     if let Some(r) = &task.register {
-        let mut v = last.as_object().cloned().unwrap_or_default();
-        v.insert("changed".into(), json!(changed));
-        v.insert("failed".into(), json!(failed.is_some()));
-        v.insert(
-            "skipped".into(),
-            json!(!list.is_empty() && skipped == list.len()),
-        );
+        let mut v = run.last.as_object().cloned().unwrap_or_default();
+        v.insert("changed".into(), json!(run.changed));
+        v.insert("failed".into(), json!(run.failed.is_some()));
+        v.insert("skipped".into(), json!(items > 0 && run.skipped == items));
         st.registered.insert(r.clone(), Value::Object(v));
     }
-    if let Some(e) = failed {
+    if let Some(e) = run.failed {
         let msg = format!("{}: {e}", task.loc);
         h.rep
             .task_done(host, &role.name, &task.name, Status::Failed, &msg, None);
@@ -457,25 +480,20 @@ async fn run_task(
         st.tally.failed += 1;
         return false;
     }
-    let (status, msg) = if changed {
+    let (status, msg) = if run.changed {
         st.tally.changed += 1;
         st.notified[ri].extend(task.notify.iter().cloned());
-        (Status::Changed, msgs.join("; "))
-    } else if skipped == list.len() {
+        (Status::Changed, run.msgs.join("; "))
+    } else if run.skipped == items {
         st.tally.skipped += 1;
         (Status::Skipped, String::new())
     } else {
         st.tally.ok += 1;
-        (Status::Ok, ok_msgs.join("; "))
+        (Status::Ok, run.ok_msgs.join("; "))
     };
-    h.rep.task_done(
-        host,
-        &role.name,
-        &task.name,
-        status,
-        &msg,
-        diff_text.as_deref(),
-    );
+    let diff = (!run.diffs.is_empty()).then(|| run.diffs.join("\n"));
+    h.rep
+        .task_done(host, &role.name, &task.name, status, &msg, diff.as_deref());
     true
 }
 
