@@ -80,7 +80,8 @@ fn labels(on: &str, node: &str) -> String {
 
 #[test]
 fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
-    let _lab = LabGuard::up(6);
+    // Fresh servers: the docker role installs docker.io from the lab's repository.
+    let _lab = LabGuard::fresh(6);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     inventory(d, "zone: a, db: true", "zone: b, db: true", false);
@@ -175,16 +176,30 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
         &format!("sudo docker run --rm --network appnet busybox:lab ping -c 2 -W 3 {ip}"),
     );
     assert_eq!(ping.0, 0, "overlay ping failed: {}", ping.1);
-    // The encrypted network exists with its option; here it cannot carry traffic (no ESP in this kernel).
+    // The encrypted overlay: traffic where the kernel has ESP; here the kernel's own refusal is shown.
+    ssh(
+        "node4",
+        "sudo docker run -d --name peer-s --network secnet busybox:lab sleep 600 >/dev/null",
+    );
+    let ip2 = ssh("node4", "sudo docker inspect peer-s --format '{{(index .NetworkSettings.Networks \"secnet\").IPAddress}}'");
     let enc = ssh_rc(
         "node5",
-        "sudo docker run --rm --network secnet busybox:lab true",
+        &format!("sudo docker run --rm --network secnet busybox:lab ping -c 2 -W 3 {ip2}"),
     );
-    eprintln!(
-        "container on the encrypted overlay: exit {} {}",
-        enc.0,
-        enc.1.trim()
-    );
+    if enc.0 != 0 {
+        let x = ssh_rc("node4", "sudo ip xfrm state add src 10.200.0.14 dst 10.200.0.15 proto esp spi 0x100 enc 'cbc(aes)' 0x00112233445566778899aabbccddeeff");
+        assert_ne!(
+            x.0, 0,
+            "the kernel has ESP, yet the encrypted overlay carried nothing: {}",
+            enc.1
+        );
+        eprintln!(
+            "encrypted overlay {ip2}: no traffic; the kernel refuses ESP: {}",
+            x.1.trim()
+        );
+    } else {
+        eprintln!("encrypted overlay carried traffic");
+    }
 
     // Labels: node4's zone changed, node5's db dropped; a label set by hand stays.
     ssh(

@@ -169,6 +169,10 @@ pub enum LabCmd {
         /// Give each host a blank block device of this size (e.g. 10G)
         #[arg(long)]
         disk: Option<String>,
+        /// Hosts as fresh servers: docker, etcd and ceph not installed (the lab's
+        /// package repository has them)
+        #[arg(long)]
+        fresh: bool,
     },
     /// Stop every host and remove what the lab made
     Down,
@@ -216,8 +220,8 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
     let lab = Lab::new(lab::default_dir(), lab::default_cache());
     let mut log = |m: &str| eprintln!("lab: {m}");
     match cmd {
-        LabCmd::Up { hosts, disk } => {
-            lab.up(hosts, disk.as_deref(), &mut log)?;
+        LabCmd::Up { hosts, disk, fresh } => {
+            lab.up(hosts, disk.as_deref(), fresh, &mut log)?;
             out!("inventory: {}", lab.inventory().display());
             out!("ssh:       ssh -F {} node1", lab.ssh_config().display());
         }
@@ -319,7 +323,7 @@ pub(crate) fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => {
             let lab = Lab::new(lab::default_dir(), lab::default_cache());
             if lab.state().is_none() {
-                lab.up(3, None, &mut |m: &str| eprintln!("lab: {m}"))?;
+                lab.up(3, None, true, &mut |m: &str| eprintln!("lab: {m}"))?;
             }
             eprintln!(
                 "no inventory given: using the local lab's {}",

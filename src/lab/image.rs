@@ -1,5 +1,6 @@
-//! The lab's root filesystem image: debootstrap base + a layer of cluster packages,
-//! plus a flat apt repository of extra packages, cached by the hash of their lists.
+//! The lab's root filesystem images: debootstrap base + a layer of cluster packages, the
+//! base alone for fresh hosts, and a flat apt repository holding the cluster packages and
+//! the extra ones, cached by the hash of their lists.
 
 use crate::sys::{require_tool, run, run_quiet};
 use anyhow::{Context, Result};
@@ -89,12 +90,14 @@ const DISABLED: &[&str] = &[
 ];
 
 /// Bumped when the configure step changes, so cached images are rebuilt.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 pub const ADMIN_USER: &str = "admin";
 
 pub struct Image {
     pub rootfs: PathBuf,
+    /// The base alone, as a fresh server: the cluster packages come from the repository.
+    pub fresh: PathBuf,
     pub repo: PathBuf,
 }
 
@@ -117,6 +120,7 @@ pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
     let img_dir = cache.join(format!("image-{}", key(&[BASE, LAYER, EXTRA], RECIPE)));
     let image = Image {
         rootfs: img_dir.join("rootfs"),
+        fresh: img_dir.join("fresh"),
         repo: img_dir.join("repo"),
     };
     if img_dir.join("ready").exists() {
@@ -179,6 +183,7 @@ pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
         &root,
         &format!(
             "rm -rf /srv/repo && mkdir -p /srv/repo/partial && \
+             cp /var/cache/apt/archives/*.deb /srv/repo/ && \
              apt-get install -y -q --download-only --no-install-recommends \
                -o Dir::Cache::archives=/srv/repo {} && \
              rm -rf /srv/repo/partial /srv/repo/lock && cd /srv/repo && \
@@ -189,6 +194,14 @@ pub fn ensure(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Image> {
     )?;
     std::fs::rename(root.join("srv/repo"), tmp.join("repo"))?;
     configure(&root)?;
+    run(
+        Command::new("cp")
+            .arg("-a")
+            .arg(base_dir.join("rootfs"))
+            .arg(tmp.join("fresh")),
+        "image build, step copy base for fresh hosts",
+    )?;
+    configure(&tmp.join("fresh"))?;
     std::fs::write(tmp.join("ready"), "")?;
     replace_dir(&tmp, &img_dir)?;
     log(&format!(

@@ -45,6 +45,9 @@ pub struct HostState {
 pub struct LabState {
     pub size: usize,
     pub disk: Option<String>,
+    /// Hosts without the cluster packages, as fresh servers.
+    #[serde(default)]
+    pub fresh: bool,
     pub repo_pid: i32,
     pub hosts: Vec<HostState>,
 }
@@ -92,6 +95,7 @@ impl Lab {
         &self,
         size: usize,
         disk: Option<&str>,
+        fresh: bool,
         log: &mut dyn FnMut(&str),
     ) -> Result<LabState> {
         preflight()?;
@@ -101,13 +105,14 @@ impl Lab {
         let disk_bytes = disk.map(parse_size).transpose()?;
         if let Some(st) = self.state() {
             if st.hosts.iter().all(|h| alive(h.pid)) {
-                if st.size == size && st.disk.as_deref() == disk {
+                if st.size == size && st.disk.as_deref() == disk && st.fresh == fresh {
                     log(&format!("lab already up with {size} hosts"));
                     return Ok(st);
                 }
                 bail!(
-                    "a lab with {} hosts{} is already up; run `provision lab down` first",
+                    "a lab with {} {}hosts{} is already up; run `provision lab down` first",
                     st.size,
+                    if st.fresh { "fresh " } else { "" },
                     st.disk
                         .as_ref()
                         .map(|d| format!(" and {d} disks"))
@@ -140,12 +145,14 @@ impl Lab {
         let mut state = LabState {
             size,
             disk: disk.map(str::to_owned),
+            fresh,
             repo_pid,
             hosts: Vec::new(),
         };
         for i in 1..=size {
             let name = host_name(i);
-            match self.start_host(&name, i, &image, &script, disk_bytes) {
+            let root = if fresh { &image.fresh } else { &image.rootfs };
+            match self.start_host(&name, i, root, &script, disk_bytes) {
                 Ok(h) => state.hosts.push(h),
                 Err(e) => {
                     let _ = self.save(&state);
@@ -190,7 +197,7 @@ impl Lab {
         &self,
         name: &str,
         index: usize,
-        image: &image::Image,
+        rootfs: &Path,
         script: &Path,
         disk: Option<u64>,
     ) -> Result<HostState> {
@@ -198,7 +205,7 @@ impl Lab {
         for sub in ["upper", "work", "root", "docker", "keys"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        self.write_identity(name, &dir, &image.rootfs)?;
+        self.write_identity(name, &dir, rootfs)?;
         let loopdev = match disk {
             Some(bytes) => {
                 let file = dir.join("disk.img");
@@ -217,7 +224,7 @@ impl Lab {
         std::fs::write(dir.join("cgroups"), list.join("\n"))?;
         net::host_up(name, index)?;
         let mut cmd = Command::new(script);
-        cmd.arg("1").arg(name).arg(&image.rootfs).arg(&dir);
+        cmd.arg("1").arg(name).arg(rootfs).arg(&dir);
         if let Some(l) = &loopdev {
             cmd.arg(l);
         }

@@ -46,8 +46,17 @@ pub struct LabGuard;
 
 impl LabGuard {
     pub fn up(n: usize) -> LabGuard {
+        Self::start(&["lab", "up", &n.to_string()])
+    }
+
+    /// Hosts as fresh servers: docker, etcd and ceph come from the lab's repository.
+    pub fn fresh(n: usize) -> LabGuard {
+        Self::start(&["lab", "up", &n.to_string(), "--fresh"])
+    }
+
+    fn start(args: &[&str]) -> LabGuard {
         let _ = provision(&["lab", "down"]);
-        let o = provision(&["lab", "up", &n.to_string()]);
+        let o = provision(args);
         assert!(o.status.success(), "lab up failed: {}", text(&o));
         LabGuard
     }
