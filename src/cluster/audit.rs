@@ -148,3 +148,45 @@ pub fn findings(
     ));
     out
 }
+
+/// etcd findings per host: healthy, and a started voting member of the cluster.
+pub fn etcd_findings(outputs: &IndexMap<String, String>) -> IndexMap<String, Vec<Finding>> {
+    use super::etcd::parse;
+    let seen: IndexMap<String, super::etcd::Obs> =
+        outputs.iter().map(|(h, o)| (h.clone(), parse(o))).collect();
+    let list = seen
+        .values()
+        .find(|o| o.healthy && o.members.is_some())
+        .and_then(|o| o.members.clone());
+    let mut out: IndexMap<String, Vec<Finding>> = IndexMap::new();
+    for (h, o) in &seen {
+        let f = out.entry(h.clone()).or_default();
+        f.push(finding(
+            "etcd-health",
+            "etcd member healthy".into(),
+            o.active && o.healthy,
+            "running and healthy over TLS".into(),
+            match (o.active, o.healthy) {
+                (false, _) => "not running".into(),
+                (true, false) => "running, not healthy".into(),
+                (true, true) => "healthy".into(),
+            },
+            "an unhealthy member weakens the quorum",
+        ));
+        let m = list.as_ref().and_then(|l| l.iter().find(|m| &m.name == h));
+        f.push(finding(
+            "etcd-member",
+            "a started voting member".into(),
+            m.is_some_and(|m| !m.is_learner),
+            "started, voting".into(),
+            match (m, &list) {
+                (_, None) => "no healthy member to ask".into(),
+                (None, Some(_)) => "not a member".into(),
+                (Some(m), _) if m.is_learner => "a learner".into(),
+                (Some(_), _) => "started, voting".into(),
+            },
+            "the inventory says which hosts hold the data",
+        ));
+    }
+    out
+}

@@ -4,6 +4,7 @@
 //! never changed: the engine refuses any action on them.
 
 pub mod audit;
+pub mod etcd;
 pub mod labels;
 pub mod networks;
 pub mod share;
@@ -82,6 +83,17 @@ pub trait Step: Send + Sync {
     fn publish(&self) -> Value {
         Value::Null
     }
+}
+
+/// A script line writing `content` to `path` atomically (in the script, not on stdin,
+/// so one action may write several files). Not for secrets: scripts can be shown.
+pub fn put_inline(path: &str, content: &str, mode: &str, owner: &str, group: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+    format!(
+        "echo {b64} | base64 -d | ( {} ) || exit 1\n",
+        crate::transport::put_script(path, mode, Some(owner), Some(group)),
+    )
 }
 
 /// A string argument of a member.

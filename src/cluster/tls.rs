@@ -2,11 +2,10 @@
 //! (it never leaves the host) and a CSR; the controller signs it with the SANs the
 //! inventory says; a certificate is reissued only when it must be (pki::reissue_reason).
 
-use super::{sections, Action, Ctx, Member, Seen, Step};
+use super::{put_inline, sections, Action, Ctx, Member, Seen, Step};
 use crate::modules::Args;
 use crate::pki::{self, Ca, Profile};
-use crate::transport::{put_script, quote};
-use base64::Engine;
+use crate::transport::quote;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -132,16 +131,6 @@ fn host_certs(m: &Member) -> Result<HostCerts, String> {
             .unwrap_or_else(|| format!("{dir}/ca.crt")),
         trust: a.bool("trust_store", true).map_err(e)?,
     })
-}
-
-/// Writes `content` to `path` atomically, from a script (not stdin: one action may write several).
-fn put_inline(path: &str, content: &str, mode: &str, owner: &str, group: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(content);
-    format!(
-        "mkdir -p \"$(dirname {p})\" && echo {b64} | base64 -d | ( {} ) || exit 1\n",
-        put_script(path, mode, Some(owner), Some(group)),
-        p = quote(path)
-    )
 }
 
 fn keygen(c: &Cert) -> String {

@@ -152,11 +152,18 @@ pub async fn converge(
                     }
                     oc.failed.insert(a.host.clone(), msg);
                 }
-                None => oc
-                    .changed
-                    .entry(a.host.clone())
-                    .or_default()
-                    .push(a.msg.clone()),
+                None => {
+                    #[cfg(debug_assertions)]
+                    if std::env::var("PROVISION_TEST_KILL_AFTER")
+                        .is_ok_and(|p| a.msg.starts_with(&p))
+                    {
+                        std::process::abort(); // test hook: a run killed right after this change
+                    }
+                    oc.changed
+                        .entry(a.host.clone())
+                        .or_default()
+                        .push(a.msg.clone())
+                }
             }
         }
         if oc.fatal.is_some() {

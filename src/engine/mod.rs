@@ -491,11 +491,38 @@ pub async fn audit(
                 .groups
                 .get("workers")
                 .is_some_and(|g| g.contains(h));
+        let etcd = p
+            .inventory
+            .groups
+            .get("etcd")
+            .is_some_and(|g| g.contains(h))
+            .then(|| {
+                let v = |k: &str, d: &str| {
+                    p.inventory.hosts[h]
+                        .vars
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or(d)
+                        .to_owned()
+                };
+                let pki = v("pki_dir", "/etc/provision/pki");
+                let (crt, key, ca) = (
+                    format!("{pki}/etcd.crt"),
+                    format!("{pki}/etcd.key"),
+                    format!("{pki}/ca.crt"),
+                );
+                crate::cluster::etcd::probe_script(
+                    &crate::cluster::etcd::etcdctl(&ca, &crt, &key),
+                    &v("etcd_data_dir", "/var/lib/etcd/provision"),
+                    "/etc/default/etcd",
+                    &crt,
+                )
+            });
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let conn = match Conn::connect(t).await {
                 Ok(c) => c,
-                Err(e) => return (Err(format!("unreachable: {e}")), 0, None),
+                Err(e) => return (Err(format!("unreachable: {e}")), 0, None, None),
             };
             let script = format!(
                 "{}echo '@@pki'\n{}{}",
@@ -509,18 +536,26 @@ pub async fn audit(
                 } else {
                     String::new()
                 }
-            );
+            ) + &etcd
+                .as_ref()
+                .map(|e| format!("echo '@@etcd'\n{e}"))
+                .unwrap_or_default();
             let mut swarm_out = None;
+            let mut etcd_out = None;
             let res = match conn.run(&script, None, Some("root")).await {
                 Ok(out) if out.stderr.contains("sudo:") => Err(format!(
                     "the audit needs root through sudo: {}",
                     crate::sys::tail(out.stderr.trim(), 2)
                 )),
                 Ok(out) => {
-                    let (rest, sw) = out
+                    let (rest, et) = out
                         .stdout
-                        .split_once("\n@@swarm\n")
+                        .split_once("\n@@etcd\n")
                         .unwrap_or((&out.stdout, ""));
+                    if etcd.is_some() {
+                        etcd_out = Some(et.to_owned());
+                    }
+                    let (rest, sw) = rest.split_once("\n@@swarm\n").unwrap_or((rest, ""));
                     if swarm {
                         swarm_out = Some(sw.to_owned());
                     }
@@ -536,17 +571,21 @@ pub async fn audit(
             };
             let n = conn.commands();
             conn.close().await;
-            (res, n, swarm_out)
+            (res, n, swarm_out, etcd_out)
         }));
     }
     let mut out = IndexMap::new();
     let mut swarm_outs = IndexMap::new();
+    let mut etcd_outs = IndexMap::new();
     for (h, j) in p.hosts.iter().zip(joins) {
-        let (r, n, sw) = j
+        let (r, n, sw, et) = j
             .await
-            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0, None));
+            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0, None, None));
         if let Some(sw) = sw {
             swarm_outs.insert(h.clone(), sw);
+        }
+        if let Some(et) = et {
+            etcd_outs.insert(h.clone(), et);
         }
         out.insert(h.clone(), (r, n));
     }
@@ -577,6 +616,11 @@ pub async fn audit(
             if let Some((Ok(list), _)) = out.get_mut(&h) {
                 list.extend(f);
             }
+        }
+    }
+    for (h, f) in crate::cluster::audit::etcd_findings(&etcd_outs) {
+        if let Some((Ok(list), _)) = out.get_mut(&h) {
+            list.extend(f);
         }
     }
     out

@@ -227,6 +227,12 @@ pub const TABLE: &[Def] = &[
         build: Build::Cluster(crate::cluster::networks::new),
     },
     Def {
+        name: "etcd_cluster",
+        required: &["address", "cert", "key", "ca", "data_dir"],
+        optional: &["config", "allow_even_members"],
+        build: Build::Cluster(crate::cluster::etcd::new),
+    },
+    Def {
         name: "tls_certs",
         required: &["certs"],
         optional: &["dir", "days", "sans", "ca_file", "trust_store"],

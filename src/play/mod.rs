@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
-/// The built-in cluster playbook: groups mapped to roles, in order. The swarm play is
-/// there when the inventory has a `managers` group.
+/// The built-in cluster playbook: groups mapped to roles, in order. The etcd play is
+/// there when the inventory has an `etcd` group, the swarm play with a `managers` group.
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
     let mut s =
         String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, pki]\n");

@@ -1,0 +1,550 @@
+//! `etcd_cluster`: an etcd cluster over mutual TLS, kept matching the inventory.
+//! Initial members start together (the unit waits for quorum); later members are added
+//! one at a time as learners on a healthy member (a snapshot first), started with
+//! `existing`, then promoted; a member whose data is gone is removed and added again.
+//! A member changes (and restarts) only when its real configuration changes, one at a
+//! time, each followed by a health check.
+
+use super::{arg, put_inline, sections, Action, Ctx, Member, Seen, Step};
+use crate::transport::quote;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn new() -> Box<dyn Step> {
+    Box::<Etcd>::default()
+}
+
+#[derive(Clone, Debug)]
+struct Want {
+    name: String,
+    addr: String,
+    cert: String,
+    key: String,
+    ca: String,
+    data_dir: String,
+    config: String,
+    token: String,
+}
+
+impl Want {
+    fn peer_url(&self) -> String {
+        format!("https://{}:2380", self.addr)
+    }
+    fn client_url(&self) -> String {
+        format!("https://{}:2379", self.addr)
+    }
+    fn etcdctl(&self) -> String {
+        etcdctl(&self.ca, &self.cert, &self.key)
+    }
+    /// The settings that matter to a running member (a change restarts it).
+    fn significant(&self, cert_sha: &str) -> String {
+        let u = self.client_url();
+        format!(
+            "# Managed by provision (etcd_cluster); certificate sha256 {cert_sha}\n\
+             ETCD_NAME={}\nETCD_DATA_DIR={}\n\
+             ETCD_LISTEN_PEER_URLS={}\nETCD_LISTEN_CLIENT_URLS={u},https://127.0.0.1:2379\n\
+             ETCD_ADVERTISE_CLIENT_URLS={u}\nETCD_INITIAL_ADVERTISE_PEER_URLS={}\n\
+             ETCD_CERT_FILE={c}\nETCD_KEY_FILE={k}\nETCD_TRUSTED_CA_FILE={ca}\nETCD_CLIENT_CERT_AUTH=true\n\
+             ETCD_PEER_CERT_FILE={c}\nETCD_PEER_KEY_FILE={k}\nETCD_PEER_TRUSTED_CA_FILE={ca}\nETCD_PEER_CLIENT_CERT_AUTH=true\n",
+            self.name,
+            self.data_dir,
+            self.peer_url(),
+            self.peer_url(),
+            c = self.cert,
+            k = self.key,
+            ca = self.ca
+        )
+    }
+    fn config(&self, cert_sha: &str, initial: &str, state: &str) -> String {
+        format!(
+            "{}# Read only at a member's first start:\nETCD_INITIAL_CLUSTER={initial}\nETCD_INITIAL_CLUSTER_STATE={state}\nETCD_INITIAL_CLUSTER_TOKEN={}\n",
+            self.significant(cert_sha),
+            self.token
+        )
+    }
+}
+
+/// etcdctl against the local member, over TLS with the member's own certificate.
+pub fn etcdctl(ca: &str, cert: &str, key: &str) -> String {
+    format!(
+        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={} --cert={} --key={} --command-timeout=10s",
+        quote(ca),
+        quote(cert),
+        quote(key)
+    )
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EtcdMember {
+    #[serde(rename = "ID")]
+    pub id: u64,
+    pub name: String,
+    #[serde(rename = "peerURLs")]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs")]
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MemberList {
+    members: Vec<EtcdMember>,
+}
+
+/// What one host reported.
+#[derive(Default, Debug, Clone)]
+pub struct Obs {
+    pub active: bool,
+    pub healthy: bool,
+    pub has_data: bool,
+    pub config: String,
+    pub cert_sha: String,
+    pub members: Option<Vec<EtcdMember>>,
+}
+
+pub fn probe_script(w_ctl: &str, data_dir: &str, config: &str, cert: &str) -> String {
+    format!(
+        "echo '==PROVISION active'; systemctl is-active etcd 2>/dev/null\n\
+         echo '==PROVISION data'; [ -d {d}/member ] && echo yes || echo no\n\
+         echo '==PROVISION config'; cat {cf} 2>/dev/null\n\
+         echo '==PROVISION cert'; sha256sum {c} 2>/dev/null | cut -d' ' -f1\n\
+         if systemctl is-active --quiet etcd; then\n\
+           echo '==PROVISION health'; {ctl} endpoint health >/dev/null 2>&1 && echo healthy\n\
+           echo '==PROVISION members'; {ctl} member list -w json 2>/dev/null\n\
+         fi; true\n",
+        d = quote(data_dir),
+        cf = quote(config),
+        c = quote(cert),
+        ctl = w_ctl
+    )
+}
+
+pub fn parse(out: &str) -> Obs {
+    let s = sections(out);
+    let get = |k: &str| s.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+    Obs {
+        active: get("active") == "active",
+        healthy: get("health") == "healthy",
+        has_data: get("data") == "yes",
+        config: s.get("config").cloned().unwrap_or_default(),
+        cert_sha: get("cert"),
+        members: s
+            .get("members")
+            .and_then(|t| serde_json::from_str::<MemberList>(t.trim()).ok())
+            .map(|l| l.members),
+    }
+}
+
+/// The lines of a config file a running member depends on (INITIAL_* only count at first start).
+fn significant_of(config: &str) -> String {
+    config
+        .lines()
+        .take_while(|l| !l.starts_with("# Read only at a member's first start"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[derive(Default)]
+struct Etcd {
+    want: IndexMap<String, Want>,
+    waits: u32,
+    waiting: bool,
+    notes: Vec<String>,
+    published: Value,
+}
+
+fn start_script(w: &Want, config: &str, wipe: bool) -> String {
+    let mut s = String::from("set -e\n");
+    if wipe {
+        s += &format!(
+            "systemctl stop etcd 2>/dev/null || true; rm -rf {}\n",
+            quote(&w.data_dir)
+        );
+    }
+    s += &put_inline(&w.config, config, "644", "root", "root");
+    s += "systemctl unmask etcd >/dev/null 2>&1 || true; systemctl enable etcd >/dev/null 2>&1; systemctl restart etcd\n";
+    s
+}
+
+impl Step for Etcd {
+    fn prepare(&mut self, members: &[Member], cx: &Ctx) -> Result<(), String> {
+        let token = format!(
+            "provision-{}",
+            cx.inventory
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        for m in members {
+            let req = |k: &str| -> Result<String, String> {
+                arg(m, k)?
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("host `{}`: etcd_cluster needs `{k}`", m.name))
+            };
+            let addr = req("address")?;
+            if addr.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!(
+                    "host `{}`: etcd address `{addr}` is not an IP address: set private_address",
+                    m.name
+                ));
+            }
+            self.want.insert(
+                m.name.clone(),
+                Want {
+                    name: m.name.clone(),
+                    addr,
+                    cert: req("cert")?,
+                    key: req("key")?,
+                    ca: req("ca")?,
+                    data_dir: req("data_dir")?,
+                    config: arg(m, "config")?.unwrap_or_else(|| "/etc/default/etcd".into()),
+                    token: token.clone(),
+                },
+            );
+        }
+        let n = self.want.len();
+        if n % 2 == 0 && n > 0 {
+            let even_ok = members
+                .first()
+                .map(|m| crate::modules::Args(&m.args).bool("allow_even_members", false))
+                .transpose()
+                .map_err(|e| format!("etcd_cluster: {e}"))?
+                .unwrap_or(false);
+            if !even_ok {
+                return Err(format!(
+                    "{n} etcd members: an even number adds no fault tolerance; use an odd number or set etcd_allow_even_members: true"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn reads_outside_limit(&self) -> bool {
+        true
+    }
+
+    fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
+        members
+            .iter()
+            .filter_map(|m| self.want.get(&m.name).map(|w| (m, w)))
+            .map(|(m, w)| {
+                let mut s = String::new();
+                if self.waiting {
+                    s += "sleep 2\n";
+                }
+                s += &probe_script(&w.etcdctl(), &w.data_dir, &w.config, &w.cert);
+                (m.name.clone(), s)
+            })
+            .collect()
+    }
+
+    fn plan(&mut self, members: &[Member], seen: &Seen, _cx: &Ctx) -> Result<Vec<Action>, String> {
+        self.notes.clear();
+        self.waiting = false;
+        let writable = |h: &str| members.iter().any(|m| m.name == h && m.writable);
+        let obs: IndexMap<String, Obs> = seen
+            .iter()
+            .filter_map(|(h, r)| r.as_ref().ok().map(|o| (h.clone(), parse(&o.stdout))))
+            .collect();
+        for (h, r) in seen {
+            if let Err(e) = r {
+                self.notes.push(format!("{h} could not be read: {e}"));
+            }
+        }
+        let source = obs.iter().find(|(_, o)| o.healthy && o.members.is_some());
+        let Some((src, src_obs)) = source else {
+            return self.plan_bootstrap(&obs, &writable);
+        };
+        let src = src.clone();
+        let list = src_obs.members.clone().unwrap_or_default();
+        let healthy_all = list.iter().all(|m| {
+            !m.name.is_empty()
+                && self
+                    .want
+                    .get(&m.name)
+                    .is_none_or(|_| obs.get(&m.name).is_some_and(|o| o.healthy))
+        });
+        let initial = |extra: Option<&Want>| -> String {
+            let mut v: Vec<String> = list
+                .iter()
+                .filter(|m| !m.name.is_empty())
+                .filter_map(|m| m.peer_urls.first().map(|u| format!("{}={u}", m.name)))
+                .collect();
+            if let Some(w) = extra {
+                let e = format!("{}={}", w.name, w.peer_url());
+                if !v.contains(&e) {
+                    v.push(e);
+                }
+            }
+            v.join(",")
+        };
+        let find = |w: &Want| {
+            list.iter()
+                .find(|m| m.name == w.name || m.peer_urls.contains(&w.peer_url()))
+                .cloned()
+        };
+        let ctl = self.want[&src].etcdctl();
+        let via = |_: &str| ctl.clone();
+        // One membership change at a time, in inventory order.
+        let want = self.want.clone();
+        for (h, w) in &want {
+            let Some(o) = obs.get(h) else { continue };
+            let member = find(w);
+            match member {
+                None => {
+                    if !writable(h) {
+                        continue;
+                    }
+                    if !healthy_all {
+                        return self.wait_or("a member is not healthy; adding", h);
+                    }
+                    let add = format!(
+                        "set -e; {ctl} snapshot save /var/lib/etcd/snapshot-before-{n}.db >/dev/null; \
+                         {ctl} member add {n} --peer-urls={p} --learner >/dev/null",
+                        ctl = via(&src),
+                        n = quote(&w.name),
+                        p = quote(&w.peer_url())
+                    );
+                    return Ok(vec![Action {
+                        host: h.clone(),
+                        run_on: Some(src.clone()),
+                        msg: format!("add {h} to etcd as a learner via {src} (snapshot first)"),
+                        script: add,
+                        stdin: None,
+                        serial: true,
+                    }]);
+                }
+                Some(m) if m.name.is_empty() => {
+                    // Added, never started: start it with the cluster as it is (a stale data dir goes).
+                    if !writable(h) {
+                        continue;
+                    }
+                    let cfg = w.config(&o.cert_sha, &initial(Some(w)), "existing");
+                    return Ok(vec![Action {
+                        host: h.clone(),
+                        run_on: None,
+                        msg: format!("start etcd on {h} joining the existing cluster"),
+                        script: start_script(w, &cfg, true),
+                        stdin: None,
+                        serial: true,
+                    }]);
+                }
+                Some(m) if !o.has_data && !o.active => {
+                    // Known to the cluster, but its data is gone (wiped, or a new host with its name).
+                    if !writable(h) {
+                        continue;
+                    }
+                    let others_ok = list
+                        .iter()
+                        .filter(|x| x.id != m.id)
+                        .all(|x| obs.get(&x.name).is_some_and(|o| o.healthy));
+                    let voters = list.iter().filter(|x| !x.is_learner).count();
+                    if !others_ok || voters < 3 && !m.is_learner {
+                        return Err(format!(
+                            "{h} lost its etcd data, but removing its old member now would cost quorum ({voters} voting members, the others not all healthy): restore quorum first"
+                        ));
+                    }
+                    return Ok(vec![Action {
+                        host: h.clone(),
+                        run_on: Some(src.clone()),
+                        msg: format!("remove {h}'s stale etcd member {:x} (its data is gone) to add it again", m.id),
+                        script: format!("{} member remove {:x} >/dev/null", via(&src), m.id),
+                        stdin: None,
+                        serial: true,
+                    }]);
+                }
+                Some(m) => {
+                    if !o.active {
+                        if !writable(h) {
+                            self.notes
+                                .push(format!("{h} (outside --limit): etcd is not running there"));
+                            continue;
+                        }
+                        let cfg = w.config(&o.cert_sha, &initial(None), "existing");
+                        return Ok(vec![Action {
+                            host: h.clone(),
+                            run_on: None,
+                            msg: format!("start etcd on {h} (its data is kept)"),
+                            script: start_script(w, &cfg, false),
+                            stdin: None,
+                            serial: true,
+                        }]);
+                    }
+                    // A learner answers no health check of its own: promotion is its gate.
+                    if m.is_learner {
+                        if !writable(h) {
+                            continue;
+                        }
+                        return Ok(vec![Action {
+                            host: h.clone(),
+                            run_on: Some(src.clone()),
+                            msg: format!("promote {h} to a voting etcd member"),
+                            script: format!(
+                                "for i in $(seq 1 30); do {} member promote {:x} >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'the learner did not catch up with the leader in 30 s' >&2; exit 1",
+                                via(&src),
+                                m.id
+                            ),
+                            stdin: None,
+                            serial: true,
+                        }]);
+                    }
+                    if !o.healthy {
+                        return self.wait_or("a member is not healthy yet; the next change", h);
+                    }
+                    // A started member: restart only when its real settings changed.
+                    if writable(h) && significant_of(&o.config) != w.significant(&o.cert_sha) {
+                        if !healthy_all {
+                            return self.wait_or("a member is not healthy; restarting", h);
+                        }
+                        let cfg = w.config(&o.cert_sha, &initial(None), "existing");
+                        return Ok(vec![Action {
+                            host: h.clone(),
+                            run_on: None,
+                            msg: format!(
+                                "new etcd settings on {h} (restarted, one member at a time)"
+                            ),
+                            script: start_script(w, &cfg, false),
+                            stdin: None,
+                            serial: true,
+                        }]);
+                    }
+                }
+            }
+        }
+        for m in &list {
+            if !m.name.is_empty() && !self.want.contains_key(&m.name) {
+                self.notes.push(format!(
+                    "etcd member {} ({:x}) is not in the inventory: left alone",
+                    m.name, m.id
+                ));
+            }
+        }
+        let endpoints: Vec<String> = self.want.values().map(|w| w.client_url()).collect();
+        let w0 = &self.want[&src];
+        self.published = json!({"endpoints": endpoints, "ca": w0.ca, "members": list.len()});
+        Ok(Vec::new())
+    }
+
+    fn wants_reprobe(&self) -> bool {
+        self.waiting
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn publish(&self) -> Value {
+        self.published.clone()
+    }
+}
+
+impl Etcd {
+    fn wait_or(&mut self, what: &str, h: &str) -> Result<Vec<Action>, String> {
+        self.waits += 1;
+        if self.waits > 8 {
+            return Err(format!("{what} {h} waits for cluster health, which did not come: check `etcdctl endpoint health --cluster`"));
+        }
+        self.waiting = true;
+        Ok(Vec::new())
+    }
+
+    /// No healthy member answers: start the members together (fresh or stopped).
+    fn plan_bootstrap(
+        &mut self,
+        obs: &IndexMap<String, Obs>,
+        writable: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Action>, String> {
+        if obs.values().any(|o| o.active) {
+            return self.wait_or("etcd runs but is not healthy yet;", "the cluster");
+        }
+        let missing: Vec<&String> = self.want.keys().filter(|h| !obs.contains_key(*h)).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "no etcd member answers and {} could not be read: the initial members must start together",
+                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(h) = self.want.keys().find(|h| !writable(h)) {
+            return Err(format!("etcd has no running member: starting it needs every member inside --limit ({h} is not)"));
+        }
+        let with_data = self.want.keys().filter(|h| obs[*h].has_data).count();
+        let initial: String = self
+            .want
+            .values()
+            .map(|w| format!("{}={}", w.name, w.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (state, wipe, msg) = if with_data == 0 {
+            ("new", true, "start the initial etcd members together")
+        } else if with_data == self.want.len() {
+            (
+                "existing",
+                false,
+                "start the stopped etcd members together (their data is kept)",
+            )
+        } else {
+            return Err(format!(
+                "no etcd member runs and only {with_data} of {} have data: start those by hand, or remove their data to make a new cluster",
+                self.want.len()
+            ));
+        };
+        Ok(self
+            .want
+            .iter()
+            .map(|(h, w)| Action {
+                host: h.clone(),
+                run_on: None,
+                msg: msg.into(),
+                script: start_script(w, &w.config(&obs[h].cert_sha, &initial, state), wipe),
+                stdin: None,
+                serial: false,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_etcdctl_and_keeps_initial_lines_out_of_restarts() {
+        let out = "==PROVISION active\nactive\n==PROVISION data\nyes\n==PROVISION health\nhealthy\n==PROVISION members\n{\"header\":{},\"members\":[{\"ID\":12345678901234567890,\"name\":\"n1\",\"peerURLs\":[\"https://10.0.0.1:2380\"],\"clientURLs\":[\"https://10.0.0.1:2379\"]},{\"ID\":2,\"name\":\"\",\"peerURLs\":[\"https://10.0.0.2:2380\"],\"isLearner\":true}]}\n";
+        let o = parse(out);
+        assert!(o.active && o.healthy && o.has_data);
+        let m = o.members.unwrap();
+        assert_eq!(m[0].id, 12345678901234567890);
+        assert!(m[1].is_learner && m[1].name.is_empty());
+        let w = Want {
+            name: "n1".into(),
+            addr: "10.0.0.1".into(),
+            cert: "/c".into(),
+            key: "/k".into(),
+            ca: "/ca".into(),
+            data_dir: "/d".into(),
+            config: "/etc/default/etcd".into(),
+            token: "t".into(),
+        };
+        let a = w.config("abc", "n1=https://10.0.0.1:2380", "new");
+        let b = w.config(
+            "abc",
+            "n1=https://10.0.0.1:2380,n2=https://10.0.0.2:2380",
+            "existing",
+        );
+        assert_ne!(a, b);
+        assert_eq!(
+            significant_of(&a),
+            significant_of(&b),
+            "initial-cluster lines must not restart a member"
+        );
+        assert_ne!(
+            significant_of(&w.config("new-cert", "", "existing")),
+            significant_of(&a),
+            "a new certificate restarts it"
+        );
+    }
+}

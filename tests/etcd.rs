@@ -1,0 +1,272 @@
+//! etcd over mutual TLS on fresh lab hosts (installed from the lab's repository): three
+//! initial members, idempotence without restarts, two members added under a writer loop
+//! with no failed write, a run killed right after `member add` healed by the next, a wiped
+//! member re-added, and health and membership in the audit.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+const E: &str = "sudo ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/provision/pki/ca.crt --cert=/etc/provision/pki/etcd.crt --key=/etc/provision/pki/etcd.key";
+
+fn inventory(d: &Path, n: usize) {
+    inventory_with(d, n, "")
+}
+
+fn inventory_with(d: &Path, n: usize, vars: &str) {
+    let hosts: String = (1..=n)
+        .map(|i| format!("        node{i}: {{ ansible_host: 10.200.0.1{i} }}\n"))
+        .collect();
+    write(
+        d,
+        "inventory.yml",
+        &format!(
+            "all:\n  vars:\n    ansible_user: admin\n    ansible_become: true\n    ansible_ssh_private_key_file: {lab}/id_ed25519\n    known_hosts_file: {lab}/known_hosts\n{vars}  children:\n    etcd:\n      hosts:\n{hosts}",
+            lab = lab_dir().display()
+        ),
+    );
+}
+
+fn run(d: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let o = std::process::Command::new(BIN)
+        .arg(d.join("inventory.yml"))
+        .arg("-p")
+        .arg(d.join("etcd.yml"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (o.status.code(), text(&o))
+}
+
+/// (name, started, learner) of every member, seen from `on`.
+fn members(on: &str) -> Vec<(String, bool)> {
+    let out = ssh(on, &format!("{E} member list -w json"));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut m: Vec<(String, bool)> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_owned(),
+                m["isLearner"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    m.sort();
+    m
+}
+
+fn voting(names: &[&str]) -> Vec<(String, bool)> {
+    names.iter().map(|n| (n.to_string(), false)).collect()
+}
+
+fn healthy(on: &str) -> usize {
+    ssh(on, &format!("{E} endpoint health --cluster 2>&1 || true"))
+        .lines()
+        .filter(|l| l.contains("is healthy"))
+        .count()
+}
+
+fn etcd_findings(d: &Path) -> Vec<String> {
+    let o = provision(&[
+        "audit",
+        d.join("inventory.yml").to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let mut v = Vec::new();
+    for l in text(&o).lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        for f in e["findings"].as_array().into_iter().flatten() {
+            if f["id"].as_str().unwrap().starts_with("etcd") {
+                v.push(format!(
+                    "{} {} {}",
+                    e["host"].as_str().unwrap(),
+                    f["id"].as_str().unwrap(),
+                    f["pass"]
+                ));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn etcd_bootstrap_add_members_heal_and_audit() {
+    let _lab = LabGuard::fresh(5);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    inventory(d, 3);
+    write(d, "etcd.yml", "- hosts: etcd\n  roles: [pki, etcd]\n");
+
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(
+        out.contains("start the initial etcd members together"),
+        "{out}"
+    );
+    assert_eq!(healthy("node2"), 3);
+    assert_eq!(members("node1"), voting(&["node1", "node2", "node3"]));
+    ssh("node1", &format!("{E} put greeting hello >/dev/null"));
+    assert_eq!(
+        ssh("node3", &format!("{E} get greeting --print-value-only")),
+        "hello"
+    );
+    let anon = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(d.join(".provision/ca.crt"))
+        .arg("https://10.200.0.11:2379/version")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&anon.stdout).contains("etcdserver"),
+        "answered a client without a certificate: {}",
+        text(&anon)
+    );
+
+    // Again: nothing changes, nothing restarts.
+    let pids = |n: &str| ssh(n, "systemctl show -p MainPID --value etcd");
+    let before: Vec<String> = ["node1", "node2", "node3"]
+        .iter()
+        .map(|n| pids(n))
+        .collect();
+    let (rc, out) = run(d, &[]);
+    assert!(rc == Some(0) && out.contains("no changes"), "{out}");
+    assert_eq!(
+        before,
+        ["node1", "node2", "node3"]
+            .iter()
+            .map(|n| pids(n))
+            .collect::<Vec<_>>()
+    );
+
+    // Two more members while a writer puts every 100 ms: no write fails.
+    inventory(d, 5);
+    let writer = std::process::Command::new("ssh")
+        .arg("-F").arg(lab_dir().join("ssh_config")).arg("node1")
+        .arg(format!("rm -f /tmp/stop; n=0; f=0; while [ ! -f /tmp/stop ] && [ $n -lt 3000 ]; do n=$((n+1)); {E} put k$n v >/dev/null 2>&1 || f=$((f+1)); sleep 0.1; done; echo writes=$n failed=$f"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (rc, out) = run(d, &[]);
+    ssh("node1", "touch /tmp/stop");
+    let w = writer.wait_with_output().unwrap();
+    let w = String::from_utf8_lossy(&w.stdout).trim().to_owned();
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(w.ends_with("failed=0") && !w.starts_with("writes=0"), "{w}");
+    eprintln!("writer during two member adds: {w}");
+    assert_eq!(
+        members("node4"),
+        voting(&["node1", "node2", "node3", "node4", "node5"])
+    );
+    assert_eq!(healthy("node5"), 5);
+
+    // A run killed right after `member add`: the next run starts and promotes the member.
+    ssh(
+        "node5",
+        "sudo systemctl stop etcd; sudo rm -rf /var/lib/etcd/provision",
+    );
+    let id5 = ssh(
+        "node1",
+        &format!("{E} member list | grep node5 | cut -d, -f1"),
+    );
+    ssh("node1", &format!("{E} member remove {id5} >/dev/null"));
+    let (rc, _) = run(d, &[("PROVISION_TEST_KILL_AFTER", "add node5")]);
+    assert_eq!(rc, None, "the test hook kills the run");
+    let half = members("node1");
+    assert!(
+        half.contains(&(String::new(), true)),
+        "node5 should be added, not started: {half:?}"
+    );
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(
+        out.contains("start etcd on node5 joining the existing cluster"),
+        "{out}"
+    );
+    assert_eq!(
+        members("node1"),
+        voting(&["node1", "node2", "node3", "node4", "node5"])
+    );
+
+    // A member whose data dir is wiped is removed and added again.
+    let old4 = ssh(
+        "node1",
+        &format!("{E} member list | grep node4 | cut -d, -f1"),
+    );
+    ssh(
+        "node4",
+        "sudo systemctl stop etcd; sudo rm -rf /var/lib/etcd/provision",
+    );
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(out.contains("stale etcd member"), "{out}");
+    let new4 = ssh(
+        "node1",
+        &format!("{E} member list | grep node4 | cut -d, -f1"),
+    );
+    assert_ne!(old4, new4);
+    assert_eq!(
+        members("node2"),
+        voting(&["node1", "node2", "node3", "node4", "node5"])
+    );
+    assert_eq!(healthy("node2"), 5);
+
+    // The audit: every member healthy and voting; a stopped one is drift; the run restarts it.
+    assert!(
+        etcd_findings(d).iter().all(|f| f.ends_with("true")),
+        "{:?}",
+        etcd_findings(d)
+    );
+    ssh("node3", "sudo systemctl stop etcd");
+    let f = etcd_findings(d);
+    assert!(f.contains(&"node3 etcd-health false".to_string()), "{f:?}");
+    assert_eq!(
+        f.iter().filter(|f| f.ends_with("false")).count(),
+        1,
+        "{f:?}"
+    );
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(
+        out.contains("start etcd on node3 (its data is kept)"),
+        "{out}"
+    );
+    assert_eq!(healthy("node1"), 5);
+    assert_eq!(
+        ssh("node3", &format!("{E} get greeting --print-value-only")),
+        "hello"
+    );
+
+    // New certificates (a name added): the members restart one at a time, writes go on.
+    inventory_with(d, 5, "    pki_extra_sans: [etcd.example]\n");
+    let writer = std::process::Command::new("ssh")
+        .arg("-F").arg(lab_dir().join("ssh_config")).arg("node1")
+        .arg(format!("rm -f /tmp/stop; n=0; f=0; while [ ! -f /tmp/stop ] && [ $n -lt 3000 ]; do n=$((n+1)); {E} put r$n v >/dev/null 2>&1 || f=$((f+1)); sleep 0.1; done; echo writes=$n failed=$f"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (rc, out) = run(d, &[]);
+    ssh("node1", "touch /tmp/stop");
+    let w = writer.wait_with_output().unwrap();
+    let w = String::from_utf8_lossy(&w.stdout).trim().to_owned();
+    assert_eq!(rc, Some(0), "{out}");
+    assert_eq!(
+        out.matches("(restarted, one member at a time)").count(),
+        5,
+        "{out}"
+    );
+    eprintln!("writer during the certificate roll: {w}");
+    assert!(w.ends_with("failed=0"), "{w}");
+    assert_eq!(healthy("node4"), 5);
+    assert!(ssh(
+        "node2",
+        "openssl x509 -in /etc/provision/pki/etcd.crt -noout -ext subjectAltName"
+    )
+    .contains("etcd.example"));
+}
