@@ -83,6 +83,7 @@ impl Located {
 /// Parses one YAML document (an empty file is Null).
 pub fn parse(text: &str, file: &Path) -> Result<Node, Located> {
     let file = Arc::new(file.to_path_buf());
+    duplicate_keys(text, &file)?;
     let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| Located {
         loc: Loc {
             file: file.clone(),
@@ -92,7 +93,6 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Located> {
         msg: format!("invalid YAML: {}", e.info()),
         hint: Some("check the indentation and quoting around this place".into()),
     })?;
-    duplicate_keys(text, &file)?;
     if docs.len() > 1 {
         let loc = Loc {
             file: file.clone(),
@@ -302,7 +302,8 @@ pub fn closest<'a>(word: &str, choices: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
-/// YAML loaders keep the last of two equal keys silently; we refuse them.
+/// Checks the event stream before loading: YAML loaders keep the last of two equal keys
+/// silently, and expand aliases without bound; we refuse both, with their place.
 fn duplicate_keys(text: &str, file: &Arc<PathBuf>) -> Result<(), Located> {
     use saphyr_parser::{Event, Parser};
     use std::collections::HashMap;
@@ -344,7 +345,17 @@ fn duplicate_keys(text: &str, file: &Arc<PathBuf>) -> Result<(), Located> {
                 }
                 done(&mut stack);
             }
-            Event::Alias(_) => done(&mut stack),
+            // Refused before the loader runs: it would expand them (an alias bomb grows
+            // to gigabytes from a few hundred bytes).
+            Event::Alias(_) => {
+                let loc = Loc {
+                    file: file.clone(),
+                    line: span.start.line().max(1),
+                    col: span.start.col() + 1,
+                };
+                return Err(err(&loc, "YAML aliases are not supported here")
+                    .hint("repeat the value instead"));
+            }
             Event::SequenceStart(..) => stack.push(Frame::Seq),
             Event::MappingStart(..) => stack.push(Frame::Map(HashMap::new(), true)),
             Event::SequenceEnd | Event::MappingEnd => {

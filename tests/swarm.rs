@@ -8,6 +8,23 @@ use common::*;
 use std::path::Path;
 
 fn inventory(d: &Path, node4_labels: &str, node5_labels: &str, with_node6: bool) {
+    inventory_roles(
+        d,
+        node4_labels,
+        node5_labels,
+        with_node6,
+        ["node3", "node4"],
+    );
+}
+
+/// `swap`: [the third manager, the first worker] (swapping them moves the roles).
+fn inventory_roles(
+    d: &Path,
+    node4_labels: &str,
+    node5_labels: &str,
+    with_node6: bool,
+    swap: [&str; 2],
+) {
     let node6 = if with_node6 {
         "        node6: { ansible_host: 10.200.0.16, swarm_labels: { zone: c } }\n"
     } else {
@@ -34,13 +51,17 @@ fn inventory(d: &Path, node4_labels: &str, node5_labels: &str, with_node6: bool)
       hosts:
         node1: {{ ansible_host: 10.200.0.11 }}
         node2: {{ ansible_host: 10.200.0.12 }}
-        node3: {{ ansible_host: 10.200.0.13 }}
+        {m3}: {{ ansible_host: 10.200.0.1{m3n} }}
     workers:
       hosts:
-        node4: {{ ansible_host: 10.200.0.14, swarm_labels: {{ {node4_labels} }} }}
+        {w1}: {{ ansible_host: 10.200.0.1{w1n}, swarm_labels: {{ {node4_labels} }} }}
         node5: {{ ansible_host: 10.200.0.15, swarm_labels: {{ {node5_labels} }} }}
 {node6}",
-            lab = lab_dir().display()
+            lab = lab_dir().display(),
+            m3 = swap[0],
+            m3n = &swap[0][4..],
+            w1 = swap[1],
+            w1n = &swap[1][4..],
         ),
     );
 }
@@ -325,4 +346,29 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
     let (rc, out) = run(d, &[]);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
     assert_eq!(nodes("node1").len(), 6);
+
+    // Roles moved in the inventory: node4 promoted first, then node3 demoted; three managers throughout.
+    inventory_roles(d, "zone: z, db: true", "zone: b", true, ["node4", "node3"]);
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    let p = out.find("promote node4 to manager").expect("promoted");
+    let q = out.find("demote node3 to worker").expect("demoted");
+    assert!(p < q, "demoted before promoting: {out}");
+    let ns = nodes("node1");
+    assert!(
+        ns.iter()
+            .any(|(h, _, m)| h == "node4" && (m == "Reachable" || m == "Leader")),
+        "{ns:?}"
+    );
+    assert!(
+        ns.iter().any(|(h, _, m)| h == "node3" && m.is_empty()),
+        "{ns:?}"
+    );
+    assert_eq!(
+        ns.iter().filter(|(_, _, m)| !m.is_empty()).count(),
+        3,
+        "{ns:?}"
+    );
+    let (rc, out) = run(d, &[]);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
 }

@@ -58,9 +58,9 @@ pub struct RunArgs {
     /// Show unified diffs of changed files
     #[arg(long, short = 'D')]
     pub diff: bool,
-    /// Hosts worked on at once
-    #[arg(long, short = 'f', default_value_t = 50)]
-    pub forks: usize,
+    /// Hosts worked on at once (at least 1)
+    #[arg(long, short = 'f', default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub forks: u64,
     /// More output (-v shows every task)
     #[arg(short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -75,11 +75,11 @@ pub struct RunArgs {
     /// Trust unknown host keys on first use and record them (a changed key is still fatal)
     #[arg(long)]
     pub accept_new_host_keys: bool,
-    /// Seconds to wait for a host to answer
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to wait for a host to answer (at least 1)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
-    /// Seconds a single remote command may take
-    #[arg(long, default_value_t = 900)]
+    /// Seconds a single remote command may take (at least 1)
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout: u64,
     /// OpenSSH client config to honour (default ~/.ssh/config)
     #[arg(long, short = 'F')]
@@ -99,8 +99,8 @@ pub struct RunArgs {
     /// Make a new root CA when the state directory lost its own (reissues every host certificate)
     #[arg(long)]
     pub new_ca: bool,
-    /// Seconds to wait for another provision run to release a host
-    #[arg(long, default_value_t = 60)]
+    /// Seconds to wait for another provision run to release a host (at least 1)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_timeout: u64,
 }
 
@@ -131,12 +131,12 @@ pub struct AuditArgs {
     /// Trust unknown host keys on first use and record them
     #[arg(long)]
     pub accept_new_host_keys: bool,
-    /// Seconds to wait for a host to answer
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to wait for a host to answer (at least 1)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
-    /// Hosts checked at once
-    #[arg(long, short = 'f', default_value_t = 50)]
-    pub forks: usize,
+    /// Hosts checked at once (at least 1)
+    #[arg(long, short = 'f', default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub forks: u64,
     /// The controller's state directory, for the CA that certificates are checked against
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -263,7 +263,7 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
         skip_tags: Vec::new(),
         check: true,
         diff: false,
-        forks: a.forks,
+        forks: a.forks as usize,
         accept_new_host_keys: a.accept_new_host_keys,
         connect_timeout: Duration::from_secs(a.connect_timeout),
         command_timeout: Duration::from_secs(120),

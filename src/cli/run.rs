@@ -15,7 +15,7 @@ pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
         skip_tags: a.skip_tags,
         check: a.check,
         diff: a.diff,
-        forks: a.forks,
+        forks: a.forks as usize,
         accept_new_host_keys: a.accept_new_host_keys,
         connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
         command_timeout: std::time::Duration::from_secs(a.command_timeout),

@@ -3,7 +3,7 @@
 //! not changed); it is written to `dest` on the play's hosts and published to later tasks.
 
 use super::{arg, sections, Action, Ctx, Member, Seen, Step};
-use crate::transport::{put_script, quote};
+use crate::transport::put_script_verified;
 use serde_json::{json, Value};
 
 pub fn new() -> Box<dyn Step> {
@@ -134,11 +134,7 @@ impl Step for Share {
                 host: m.name.clone(),
                 run_on: None,
                 msg: format!("write {dest} with the value read on {src}"),
-                script: format!(
-                    "mkdir -p \"$(dirname {})\"; {}",
-                    quote(&dest),
-                    put_script(&dest, &mode, None, None)
-                ),
+                script: put_script_verified(&dest, &mode, None, None, None, want.as_bytes()),
                 stdin: Some(want.into_bytes()),
                 serial: false,
             });

@@ -332,6 +332,8 @@ impl Step for Swarm {
         self.token_source = Some(src.clone());
         let by_id: IndexMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         let mut actions = Vec::new();
+        // Promotions go before demotions: the manager count never dips below the wanted one.
+        let mut promotes = Vec::new();
         let mut need_tokens = false;
         let unreachable_managers = nodes
             .iter()
@@ -358,7 +360,7 @@ impl Step for Swarm {
                     };
                     let is_manager = n.spec.role == "manager";
                     if w.manager && !is_manager {
-                        actions.push(Action {
+                        promotes.push(Action {
                             host: m.name.clone(),
                             run_on: Some(src.clone()),
                             msg: format!("promote {} to manager", m.name),
@@ -459,6 +461,8 @@ impl Step for Swarm {
                 )),
             }
         }
+        promotes.append(&mut actions);
+        let actions = promotes;
         if need_tokens {
             self.tokens_wanted = true;
             if actions.is_empty() {

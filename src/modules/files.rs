@@ -1,7 +1,7 @@
 //! Modules that manage file contents and metadata.
 
 use super::{q, Args, Diff, Module, Plan};
-use crate::transport::{put_script, put_script_checked, Output};
+use crate::transport::{put_script, put_script_verified, Output};
 use base64::Engine;
 
 /// The state of one remote file as read by `probe_file`.
@@ -96,7 +96,14 @@ pub(super) fn plan_content(
         .map(str::to_owned)
         .or_else(|| cur.exists.then(|| cur.group.clone()));
     Plan::Change {
-        script: put_script_checked(path, &mode, owner.as_deref(), group.as_deref(), validate),
+        script: put_script_verified(
+            path,
+            &mode,
+            owner.as_deref(),
+            group.as_deref(),
+            validate,
+            content.as_bytes(),
+        ),
         stdin: Some(content.as_bytes().to_vec()),
         diff,
         msg: format!("{path} {}", if cur.exists { "updated" } else { "created" }),

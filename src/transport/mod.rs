@@ -435,11 +435,52 @@ pub fn put_script_checked(
     group: Option<&str>,
     validate: Option<&str>,
 ) -> String {
+    put(path, mode, owner, group, validate, None)
+}
+
+/// Like `put_script_checked`, and the file is renamed into place only if what arrived on
+/// stdin is exactly `content` (length and sha256): an upload cut short keeps the old file.
+pub fn put_script_verified(
+    path: &str,
+    mode: &str,
+    owner: Option<&str>,
+    group: Option<&str>,
+    validate: Option<&str>,
+    content: &[u8],
+) -> String {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(content));
+    put(
+        path,
+        mode,
+        owner,
+        group,
+        validate,
+        Some((content.len(), sha)),
+    )
+}
+
+fn put(
+    path: &str,
+    mode: &str,
+    owner: Option<&str>,
+    group: Option<&str>,
+    validate: Option<&str>,
+    expect: Option<(usize, String)>,
+) -> String {
     let p = quote(path);
     let mut s = format!(
-        "set -e; d=$(dirname {p}); [ -d \"$d\" ] || mkdir -p \"$d\"; t=$(mktemp \"$d/.provision.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
-         cat > \"$t\"; chmod {mode} \"$t\"; "
+        "set -e; trap '' PIPE; d=$(dirname {p}); [ -d \"$d\" ] || mkdir -p \"$d\"; t=$(mktemp \"$d/.provision.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
+         cat > \"$t\"; "
     );
+    if let Some((len, sha)) = expect {
+        s += &format!(
+            "if [ \"$(wc -c < \"$t\")\" -ne {len} ] || [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" != {sha} ]; then \
+             n=$(wc -c < \"$t\"); rm -f \"$t\"; echo \"the upload of {} arrived incomplete ($n of {len} bytes): the previous file is kept\" >&2; exit 1; fi; ",
+            path.replace('"', "")
+        );
+    }
+    s += &format!("chmod {mode} \"$t\"; ");
     match (owner, group) {
         (Some(o), Some(g)) => s += &format!("chown {}:{} \"$t\"; ", quote(o), quote(g)),
         (Some(o), None) => s += &format!("chown {} \"$t\"; ", quote(o)),
@@ -454,4 +495,41 @@ pub fn put_script_checked(
     }
     s += &format!("mv -f \"$t\" {p}; trap - EXIT");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The put script run by a real sh: whole content renamed into place, a short one refused.
+    #[test]
+    fn a_cut_upload_keeps_the_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("sub/f");
+        let run = |script: &str, input: &[u8]| {
+            use std::io::Write;
+            let mut c = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(input).unwrap();
+            c.wait_with_output().unwrap()
+        };
+        let content = b"new content\n".repeat(1000);
+        let script = put_script_verified(dest.to_str().unwrap(), "640", None, None, None, &content);
+        assert!(run(&script, &content).status.success());
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        let next = b"next\n".repeat(1000);
+        let script = put_script_verified(dest.to_str().unwrap(), "640", None, None, None, &next);
+        let cut = run(&script, &next[..1234]);
+        assert!(!cut.status.success());
+        assert!(String::from_utf8_lossy(&cut.stderr)
+            .contains("arrived incomplete (1234 of 5000 bytes)"));
+        assert_eq!(std::fs::read(&dest).unwrap(), content, "the old file stays");
+        let left: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temp file left behind");
+    }
 }

@@ -1,0 +1,139 @@
+//! Faults a tough user finds, each kept from coming back: an upload cut by a killed run
+//! keeps the old file; zero timeouts and forks refused; command-line errors exit as
+//! invalid input; a YAML alias bomb refused with its place; large inventories stay linear.
+
+mod common;
+use common::*;
+use std::time::Instant;
+
+fn inventory_of(n: usize) -> String {
+    let mut s = String::from("all:\n  hosts:\n");
+    for i in 0..n {
+        s += &format!(
+            "    h{i}:\n      ansible_host: 10.{}.{}.{}\n",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        );
+    }
+    s
+}
+
+#[test]
+fn bad_command_lines_and_hostile_inputs_are_refused_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "inv.yml", "all:\n  hosts:\n    a:\n");
+    let inv = d.path().join("inv.yml");
+    let inv = inv.to_str().unwrap();
+    for bad in [
+        ["--forks", "0"],
+        ["--connect-timeout", "0"],
+        ["--command-timeout", "0"],
+        ["--lock-timeout", "0"],
+    ] {
+        let o = provision(&[inv, bad[0], bad[1]]);
+        assert_eq!(o.status.code(), Some(4), "{bad:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("0 is not in 1.."),
+            "{bad:?}: {}",
+            text(&o)
+        );
+    }
+    let o = provision(&[inv, "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(provision(&["--help"]).status.code(), Some(0));
+
+    // Ten levels of ten aliases (a "billion laughs"): refused at once, with its place.
+    let mut bomb = String::from("all:\n  vars:\n    a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for i in 1..10u8 {
+        let (p, c) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+        bomb += &format!("    {c}: &{c} [{}]\n", vec![format!("*{p}"); 10].join(","));
+    }
+    bomb += "  hosts:\n    h1:\n";
+    write(d.path(), "bomb.yml", &bomb);
+    let t = Instant::now();
+    let o = provision(&[d.path().join("bomb.yml").to_str().unwrap(), "--list-hosts"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("bomb.yml:4:12: YAML aliases are not supported"),
+        "{}",
+        text(&o)
+    );
+    assert!(t.elapsed().as_secs() < 30, "the alias bomb was expanded");
+
+    // Linear preparation: ten times the hosts costs about ten times, not a hundred.
+    let time = |n: usize| {
+        write(d.path(), &format!("big{n}.yml"), &inventory_of(n));
+        let p = d.path().join(format!("big{n}.yml"));
+        let t = Instant::now();
+        let o = provision(&[p.to_str().unwrap(), "--list-hosts"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), n);
+        t.elapsed().as_secs_f64()
+    };
+    let (small, large) = (time(5_000), time(50_000));
+    eprintln!("--list-hosts: 5,000 hosts {small:.2} s, 50,000 hosts {large:.2} s");
+    assert!(
+        large / small < 30.0,
+        "preparation grows faster than linearly: {small:.2} s -> {large:.2} s"
+    );
+}
+
+#[test]
+fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
+    let _lab = LabGuard::up(1);
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big.txt");
+    std::fs::write(&big, "0123456789abcdef".repeat(12 * 1024 * 1024)).unwrap(); // 192 MiB
+    let lab_inv = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
+    write(d.path(), "inventory.yml", &lab_inv);
+    write(
+        d.path(),
+        "roles/big/tasks/main.yml",
+        &format!(
+            "- name: a big file\n  copy: {{ src: {}, dest: /tmp/big.txt }}\n",
+            big.display()
+        ),
+    );
+    write(d.path(), "big.yml", "- hosts: all\n  roles: [big]\n");
+    ssh("node1", "echo old > /tmp/big.txt");
+    let mut run = std::process::Command::new(BIN)
+        .arg(d.path().join("inventory.yml"))
+        .arg("-p")
+        .arg(d.path().join("big.yml"))
+        .arg("--roles")
+        .arg(d.path().join("roles"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the run once the upload is under way.
+    let t = Instant::now();
+    loop {
+        let size = ssh(
+            "node1",
+            "stat -c %s /tmp/.provision.* 2>/dev/null | head -1",
+        );
+        if size.parse::<u64>().unwrap_or(0) > 1 << 20 {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 60 && run.try_wait().unwrap().is_none(),
+            "the upload never started or finished too fast"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.kill().unwrap();
+    let _ = run.wait();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        ssh("node1", "cat /tmp/big.txt"),
+        "old",
+        "a cut upload replaced the file"
+    );
+    assert_eq!(
+        ssh("node1", "ls -a /tmp | grep -c '^.provision' || true"),
+        "0",
+        "a temp file was left behind"
+    );
+}
