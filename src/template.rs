@@ -117,10 +117,22 @@ pub fn eval_bool(env: &Environment, expr: &str, ctx: &Value) -> Result<bool, Str
     Ok(compiled.eval(ctx).map_err(|e| describe(&e))?.is_true())
 }
 
+/// An error as one line: for an undefined variable, which one, and where.
 pub fn describe(e: &Error) -> String {
     let mut s = e.kind().to_string();
     if let Some(d) = e.detail() {
         s += &format!(": {d}");
+    }
+    if e.kind() == ErrorKind::UndefinedError {
+        if let (Some(src), Some(r)) = (e.template_source(), e.range()) {
+            if let Some(what) = src.get(r).map(str::trim).filter(|w| !w.is_empty()) {
+                s = format!("`{what}` is undefined");
+            }
+        }
+    }
+    match (e.name(), e.line()) {
+        (Some(n), Some(l)) if !n.starts_with('<') => s += &format!(" ({n}, line {l})"),
+        _ => {}
     }
     s
 }
@@ -135,6 +147,22 @@ mod tests {
         assert_eq!(list, serde_json::json!([1, 2]));
         let line = super::render_value(&env, &serde_json::json!("{{ s }}\n"), &ctx).unwrap();
         assert_eq!(line, serde_json::json!("a\n"));
+    }
+
+    #[test]
+    fn an_undefined_variable_is_named_with_its_place() {
+        let mut env = super::environment();
+        env.add_template("t.j2", "a\nb {{ nope.x }}\n").unwrap();
+        let e = env
+            .get_template("t.j2")
+            .unwrap()
+            .render(minijinja::context! {})
+            .unwrap_err();
+        assert_eq!(super::describe(&e), "`nope.x` is undefined (t.j2, line 2)");
+        let ctx = minijinja::context! {};
+        let e =
+            super::render_value(&env, &serde_json::json!("x {{ missing }} y"), &ctx).unwrap_err();
+        assert!(e.contains("`missing` is undefined"), "{e}");
     }
 
     #[test]

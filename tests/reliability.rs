@@ -39,6 +39,27 @@ fn bad_command_lines_and_hostile_inputs_are_refused_clearly() {
             text(&o)
         );
     }
+    // Listing works for any valid inventory; the lockout check belongs to a run.
+    write(
+        d.path(),
+        "root.yml",
+        "all:\n  vars:\n    ansible_user: root\n  hosts:\n    r1:\n",
+    );
+    let root = d.path().join("root.yml");
+    let o = provision(&[root.to_str().unwrap(), "--list-hosts"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "r1",
+        "{}",
+        text(&o)
+    );
+    let o = provision(&[root.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "a run as root with root login off must be refused: {}",
+        text(&o)
+    );
+
     let o = provision(&[inv, "--no-such-flag"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert_eq!(provision(&["--help"]).status.code(), Some(0));
