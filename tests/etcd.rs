@@ -68,6 +68,24 @@ fn healthy(on: &str) -> usize {
         .count()
 }
 
+/// A put every 100 ms on node1 until `stop` is called: returns "writes=N failed=F".
+fn writer(prefix: &str) -> impl FnOnce() -> String {
+    let child = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(lab_dir().join("ssh_config"))
+        .arg("node1")
+        .arg(format!("rm -f /tmp/stop; n=0; f=0; while [ ! -f /tmp/stop ] && [ $n -lt 3000 ]; do n=$((n+1)); {E} put {prefix}$n v >/dev/null 2>&1 || f=$((f+1)); sleep 0.1; done; echo writes=$n failed=$f"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    move || {
+        ssh("node1", "touch /tmp/stop");
+        let w = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&w.stdout).trim().to_owned()
+    }
+}
+
 fn etcd_findings(d: &Path) -> Vec<String> {
     let o = provision(&[
         "audit",
@@ -145,17 +163,9 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
 
     // Two more members while a writer puts every 100 ms: no write fails.
     inventory(d, 5);
-    let writer = std::process::Command::new("ssh")
-        .arg("-F").arg(lab_dir().join("ssh_config")).arg("node1")
-        .arg(format!("rm -f /tmp/stop; n=0; f=0; while [ ! -f /tmp/stop ] && [ $n -lt 3000 ]; do n=$((n+1)); {E} put k$n v >/dev/null 2>&1 || f=$((f+1)); sleep 0.1; done; echo writes=$n failed=$f"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    let stop = writer("k");
     let (rc, out) = run(d, &[]);
-    ssh("node1", "touch /tmp/stop");
-    let w = writer.wait_with_output().unwrap();
-    let w = String::from_utf8_lossy(&w.stdout).trim().to_owned();
+    let w = stop();
     assert_eq!(rc, Some(0), "{out}");
     assert!(w.ends_with("failed=0") && !w.starts_with("writes=0"), "{w}");
     eprintln!("writer during two member adds: {w}");
@@ -244,17 +254,9 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
 
     // New certificates (a name added): the members restart one at a time, writes go on.
     inventory_with(d, 5, "    pki_extra_sans: [etcd.example]\n");
-    let writer = std::process::Command::new("ssh")
-        .arg("-F").arg(lab_dir().join("ssh_config")).arg("node1")
-        .arg(format!("rm -f /tmp/stop; n=0; f=0; while [ ! -f /tmp/stop ] && [ $n -lt 3000 ]; do n=$((n+1)); {E} put r$n v >/dev/null 2>&1 || f=$((f+1)); sleep 0.1; done; echo writes=$n failed=$f"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    let stop = writer("r");
     let (rc, out) = run(d, &[]);
-    ssh("node1", "touch /tmp/stop");
-    let w = writer.wait_with_output().unwrap();
-    let w = String::from_utf8_lossy(&w.stdout).trim().to_owned();
+    let w = stop();
     assert_eq!(rc, Some(0), "{out}");
     assert_eq!(
         out.matches("(restarted, one member at a time)").count(),

@@ -4,20 +4,8 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 
 const DROP_IN: &str = "/etc/ssh/sshd_config.d/50-provision-hardening.conf";
-
-fn recap(out: &str, host: &str, key: &str) -> u32 {
-    out.lines()
-        .find(|l| l.starts_with(host) && l.contains("changed="))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} for {host} in:\n{out}"))
-}
 
 /// (host, rule id) of every drifted rule in a JSON audit.
 fn drifted(out: &str) -> Vec<(String, String)> {
@@ -40,12 +28,6 @@ fn drifted(out: &str) -> Vec<(String, String)> {
     }
     v.sort();
     v
-}
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
 }
 
 #[test]
