@@ -80,6 +80,10 @@ impl State {
         fs::read(self.dir.join(name)).ok()
     }
 
+    pub fn remove(&self, name: &str) -> Result<(), String> {
+        fs::remove_file(self.dir.join(name)).map_err(|e| format!("cannot remove {name}: {e}"))
+    }
+
     /// Writes `name` atomically (temp file in the same folder, fsync, rename) with `mode`.
     pub fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), String> {
         if self._lock.is_none() {

@@ -157,4 +157,106 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
         "0",
         "a temp file was left behind"
     );
+
+    // The host's sshd sessions killed mid-command: reported as a lost connection (unreachable),
+    // at once, not after the command timeout.
+    write(
+        d.path(),
+        "roles/slow/tasks/main.yml",
+        "- name: slow\n  command: sleep 60\n",
+    );
+    write(d.path(), "slow.yml", "- hosts: all\n  roles: [slow]\n");
+    let t = Instant::now();
+    let slow = std::process::Command::new(BIN)
+        .arg(d.path().join("inventory.yml"))
+        .arg("-p")
+        .arg(d.path().join("slow.yml"))
+        .arg("--roles")
+        .arg(d.path().join("roles"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = ssh_rc("node1", "sudo pkill -9 -f 'sshd: admin'");
+    let o = slow.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("connection to node1 lost"), "{out}");
+    assert_eq!(recap(&out, "node1", "unreachable"), 1, "{out}");
+    assert_eq!(recap(&out, "node1", "failed"), 0, "{out}");
+    assert!(
+        t.elapsed().as_secs() < 40,
+        "a lost connection waited for the command timeout"
+    );
+
+    // A handler notified on a host that then fails is run by the next run.
+    write(d.path(), "roles/h/tasks/main.yml", "- name: a change that notifies\n  copy: { dest: /tmp/h1, content: \"x\\n\" }\n  notify: mark\n- name: fails the first time\n  command: test -e /tmp/ok\n");
+    write(
+        d.path(),
+        "roles/h/handlers/main.yml",
+        "- name: mark\n  copy: { dest: /tmp/handled, content: \"yes\\n\" }\n",
+    );
+    write(d.path(), "h.yml", "- hosts: all\n  roles: [h]\n");
+    let hrun = || {
+        let o = provision(&[
+            d.path().join("inventory.yml").to_str().unwrap(),
+            "-p",
+            d.path().join("h.yml").to_str().unwrap(),
+            "--roles",
+            d.path().join("roles").to_str().unwrap(),
+        ]);
+        (o.status.code(), text(&o))
+    };
+    let (rc, out) = hrun();
+    assert_eq!(rc, Some(2), "{out}");
+    assert_eq!(
+        ssh_rc("node1", "test -e /tmp/handled").0,
+        1,
+        "the handler ran although the host failed"
+    );
+    assert!(d
+        .path()
+        .join(".provision/pending-handlers/node1.json")
+        .exists());
+    ssh("node1", "touch /tmp/ok");
+    let (rc, out) = hrun();
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(
+        out.contains("h : mark"),
+        "the pending handler did not run: {out}"
+    );
+    assert_eq!(ssh("node1", "cat /tmp/handled"), "yes");
+    assert!(!d
+        .path()
+        .join(".provision/pending-handlers/node1.json")
+        .exists());
+    let (_, out) = hrun();
+    assert!(!out.contains("h : mark"), "{out}");
+
+    // The host now offers only keys of other types than the recorded one: a mismatch, as
+    // OpenSSH says, never an unknown key quietly recorded.
+    let kh = lab_dir().join("known_hosts");
+    let before = std::fs::read(&kh).unwrap();
+    ssh("node1", "sudo ssh-keygen -A >/dev/null && sudo rm -f /etc/ssh/ssh_host_ed25519_key* && (sudo systemctl restart ssh || sudo systemctl restart sshd)");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for extra in [&[][..], &["--accept-new-host-keys"][..]] {
+        let mut a = vec![
+            d.path().join("inventory.yml").to_str().unwrap().to_owned(),
+            "-p".into(),
+            d.path().join("big.yml").to_str().unwrap().to_owned(),
+            "--roles".into(),
+            d.path().join("roles").to_str().unwrap().to_owned(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = provision(&a);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{extra:?}: {t}");
+        assert!(
+            t.contains("HOST KEY MISMATCH") && t.contains("records a ssh-ed25519 key"),
+            "{extra:?}: {t}"
+        );
+    }
+    assert_eq!(std::fs::read(&kh).unwrap(), before, "known_hosts changed");
 }

@@ -298,6 +298,8 @@ struct TaskRun {
     /// The last command's result, for `register` and `changed_when`.
     last: Value,
     failed: Option<String>,
+    /// The connection is gone: the host counts as unreachable, not failed.
+    lost: bool,
 }
 
 async fn run_task(
@@ -338,6 +340,7 @@ async fn run_task(
             }
         };
         if let Err(e) = run_item(h, task, env, module.as_ref(), &c, st, &mut run).await {
+            run.lost |= e.starts_with(&format!("connection to {} lost", h.conn.target.name));
             run.failed = Some(e);
             break;
         }
@@ -470,6 +473,12 @@ fn finish(
         st.registered.insert(r.clone(), Value::Object(v));
     }
     if let Some(e) = run.failed {
+        if run.lost {
+            h.rep
+                .task_done(host, &role.name, &task.name, Status::Unreachable, &e, None);
+            st.tally.unreachable += 1;
+            return false;
+        }
         let msg = format!("{}: {e}", task.loc);
         h.rep
             .task_done(host, &role.name, &task.name, Status::Failed, &msg, None);

@@ -131,11 +131,18 @@ impl PlayRun {
                 continue;
             }
             self.rep.plan(h, total as u64);
+            let mut notified = vec![HashSet::new(); self.play.roles.len()];
+            // Handlers notified in a run that failed before they ran: they run in this one.
+            for (role, names) in self.pending(h) {
+                if let Some(ri) = self.play.roles.iter().position(|r| r.name == role) {
+                    notified[ri].extend(names);
+                }
+            }
             states.insert(
                 h.clone(),
                 HostState {
                     registered: std::mem::take(&mut r.registered),
-                    notified: vec![HashSet::new(); self.play.roles.len()],
+                    notified,
                     ..Default::default()
                 },
             );
@@ -161,16 +168,67 @@ impl PlayRun {
             self.flush_handlers(runs, &mut states, published).await;
         }
         for (h, st) in states {
+            self.keep_pending(&h, runs.get(&h).is_some_and(|r| r.failed), &st);
             if let Some(r) = runs.get_mut(&h) {
                 r.tally.ok += st.tally.ok;
                 r.tally.changed += st.tally.changed;
                 r.tally.failed += st.tally.failed;
                 r.tally.skipped += st.tally.skipped;
+                r.tally.unreachable += st.tally.unreachable;
                 r.registered = st.registered;
                 r.finished = Some(std::time::Instant::now());
             }
         }
         ok
+    }
+
+    fn pending_file(h: &str) -> String {
+        format!("pending-handlers/{h}.json")
+    }
+
+    /// Handlers left pending on `h` by an earlier run: role name to handler names.
+    fn pending(&self, h: &str) -> Vec<(String, Vec<String>)> {
+        self.state
+            .read(&Self::pending_file(h))
+            .and_then(|b| {
+                serde_json::from_slice::<std::collections::BTreeMap<String, Vec<String>>>(&b).ok()
+            })
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// After the play: a host that failed with handlers still notified keeps them in the
+    /// state directory for the next run; one that finished has none left for this play's roles.
+    fn keep_pending(&self, h: &str, failed: bool, st: &HostState) {
+        if self.o.check {
+            return;
+        }
+        let mine: Vec<&str> = self.play.roles.iter().map(|r| r.name.as_str()).collect();
+        let mut left: std::collections::BTreeMap<String, Vec<String>> = self
+            .pending(h)
+            .into_iter()
+            .filter(|(role, _)| !mine.contains(&role.as_str()))
+            .collect();
+        if failed {
+            for (ri, names) in st.notified.iter().enumerate() {
+                if !names.is_empty() {
+                    let mut v: Vec<String> = names.iter().cloned().collect();
+                    v.sort();
+                    left.insert(self.play.roles[ri].name.clone(), v);
+                }
+            }
+        }
+        let file = Self::pending_file(h);
+        if left.is_empty() {
+            if self.state.read(&file).is_some() {
+                let _ = self.state.remove(&file);
+            }
+        } else if let Ok(b) = serde_json::to_vec(&left) {
+            if let Err(e) = self.state.write(&file, &b, 0o600) {
+                self.rep
+                    .warn(&format!("{h}: pending handlers could not be saved: {e}"));
+            }
+        }
     }
 
     /// Runs the handlers each host was notified of, in the order their roles define them.
@@ -183,6 +241,10 @@ impl PlayRun {
         // Hosts with the same handlers to run go together.
         let mut groups: IndexMap<Vec<(usize, usize)>, Vec<String>> = IndexMap::new();
         for (h, st) in states.iter_mut() {
+            // A failed host keeps its notified handlers: they are saved for the next run.
+            if runs.get(h).is_none_or(|r| r.failed) {
+                continue;
+            }
             let mut refs = Vec::new();
             for (ri, r) in self.play.roles.iter().enumerate() {
                 for (ti, t) in r.handlers.iter().enumerate() {

@@ -31,8 +31,12 @@ impl HostKeyPolicy {
             let algs = match k.algorithm() {
                 // An RSA key is asked for with SHA-2 signatures, never SHA-1.
                 Algorithm::Rsa { .. } => vec![
-                    Algorithm::Rsa { hash: Some(russh::keys::HashAlg::Sha512) },
-                    Algorithm::Rsa { hash: Some(russh::keys::HashAlg::Sha256) },
+                    Algorithm::Rsa {
+                        hash: Some(russh::keys::HashAlg::Sha512),
+                    },
+                    Algorithm::Rsa {
+                        hash: Some(russh::keys::HashAlg::Sha256),
+                    },
                 ],
                 a => vec![a],
             };

@@ -68,9 +68,16 @@ pub enum TransportError {
     Timeout(Duration),
     #[error("ssh: {0}")]
     Protocol(String),
+    #[error("connection to {host} lost ({reason})")]
+    Lost { host: String, reason: String },
 }
 
 impl TransportError {
+    /// The host was reached once but the connection is gone (counts as unreachable).
+    pub fn is_lost(&self) -> bool {
+        matches!(self, TransportError::Lost { .. })
+    }
+
     /// Connection failures worth retrying (never host-key or auth failures).
     pub fn retryable(&self) -> bool {
         matches!(self, TransportError::Unreachable { .. })
@@ -169,12 +176,29 @@ impl Conn {
 
     async fn connect_once(target: Target) -> Result<Conn, TransportError> {
         let target = Arc::new(target);
-        let config = Arc::new(client::Config {
+        let mut config = client::Config {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 3,
             nodelay: true,
             ..Default::default()
-        });
+        };
+        // Ask first for the key types known_hosts has for this host, as OpenSSH does.
+        let known = target
+            .hostkeys
+            .known_algorithms(&target.address, target.port);
+        if !known.is_empty() {
+            let mut keys: Vec<russh::keys::Algorithm> = known.clone();
+            keys.extend(
+                config
+                    .preferred
+                    .key
+                    .iter()
+                    .filter(|a| !known.contains(a))
+                    .cloned(),
+            );
+            config.preferred.key = std::borrow::Cow::Owned(keys);
+        }
+        let config = Arc::new(config);
         let verdict = Arc::new(Mutex::new(None));
         let handler = Client {
             target: target.clone(),
@@ -320,8 +344,20 @@ impl Conn {
                 _ => {}
             }
         }
+        let Some(rc) = rc else {
+            // The channel ended without an exit status: the connection is gone.
+            let reason = if self.handle.is_closed() {
+                "the SSH connection closed"
+            } else {
+                "the command's channel closed without an exit status"
+            };
+            return Err(TransportError::Lost {
+                host: self.target.name.clone(),
+                reason: reason.into(),
+            });
+        };
         Ok(Output {
-            rc: rc.unwrap_or(-1),
+            rc,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
