@@ -128,18 +128,20 @@ impl Module for Package {
         }
         let list: Vec<String> = todo.iter().map(|n| q(n)).collect();
         let env = "DEBIAN_FRONTEND=noninteractive";
+        // Wait for the dpkg lock (unattended-upgrades, a run just interrupted) instead of failing.
+        let lock = "-o DPkg::Lock::Timeout=300";
         let script = if self.present {
             let update = if self.update_cache {
-                "apt-get update -q && "
+                "apt-get update -q -o DPkg::Lock::Timeout=300 && "
             } else {
                 ""
             };
             format!(
-                "{update}{env} apt-get install -y -q -o Dpkg::Options::=--force-confold {}",
+                "{update}{env} apt-get install -y -q {lock} -o Dpkg::Options::=--force-confold {}",
                 list.join(" ")
             )
         } else {
-            format!("{env} apt-get remove -y -q {}", list.join(" "))
+            format!("{env} apt-get remove -y -q {lock} {}", list.join(" "))
         };
         let names: Vec<&str> = todo.iter().map(|s| s.as_str()).collect();
         Plan::Change {
