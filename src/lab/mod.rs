@@ -501,14 +501,38 @@ fn preflight() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the lab needs root (it creates network namespaces, mounts and cgroups): run it with sudo");
     }
-    for (tool, pkg) in [
+    let tools = [
         ("ip", "iproute2"),
         ("unshare", "util-linux"),
         ("losetup", "mount"),
         ("ssh-keygen", "openssh-client"),
         ("python3", "python3"),
         ("debootstrap", "debootstrap"),
-    ] {
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(t, _)| require_tool(t, "").is_err())
+        .map(|(_, p)| *p)
+        .collect();
+    // On Debian, as root, the lab installs what it lacks itself (and says so).
+    if !missing.is_empty() && std::path::Path::new("/etc/debian_version").exists() {
+        eprintln!("lab: installing what the lab needs: {}", missing.join(" "));
+        let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
+        let updated = ok(Command::new("apt-get").args(["update", "-qq"]));
+        let installed = updated
+            && ok(Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"));
+        if !installed {
+            bail!(
+                "the lab needs {} and apt-get could not install them: install them with `apt-get install {}`",
+                missing.join(", "),
+                missing.join(" ")
+            );
+        }
+    }
+    for (tool, pkg) in tools {
         require_tool(tool, pkg)?;
     }
     Ok(())
