@@ -101,6 +101,46 @@ fn bad_command_lines_and_hostile_inputs_are_refused_clearly() {
 }
 
 #[test]
+fn the_inventory_command_shows_groups_hosts_and_precedence() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "inv.yml",
+        "all:\n  vars: { zone: all, db_password: hunter2 }\n  children:\n    cluster:\n      vars: { zone: cluster }\n      children:\n        managers:\n          hosts:\n            m1: { zone: host }\n        workers:\n          hosts:\n            w1:\n  hosts:\n    loner:\n",
+    );
+    let inv = d.path().join("inv.yml");
+    let inv = inv.to_str().unwrap();
+    let o = provision(&["inventory", inv, "--list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["cluster"]["children"],
+        serde_json::json!(["managers", "workers"])
+    );
+    assert_eq!(v["managers"]["hosts"], serde_json::json!(["m1"]));
+    assert_eq!(v["ungrouped"]["hosts"], serde_json::json!(["loner"]));
+    assert_eq!(v["_meta"]["hostvars"]["m1"]["zone"], "host");
+    assert_eq!(v["_meta"]["hostvars"]["w1"]["zone"], "cluster");
+    assert_eq!(v["_meta"]["hostvars"]["loner"]["zone"], "all");
+    assert!(!text(&o).contains("hunter2"), "a secret was printed");
+    let g = provision(&["inventory", inv, "--graph"]);
+    let g = String::from_utf8_lossy(&g.stdout).into_owned();
+    assert!(
+        g.contains("@all:\n  |--@cluster:\n  |  |--@managers:\n  |  |  |--m1\n"),
+        "{g}"
+    );
+    let h = provision(&["inventory", inv, "--host", "w1"]);
+    let hv: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(hv["zone"], "cluster");
+    assert_eq!(
+        provision(&["inventory", inv, "--host", "nope"])
+            .status
+            .code(),
+        Some(4)
+    );
+}
+
+#[test]
 fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
     let _lab = LabGuard::up(1);
     let d = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! The command line: arguments, dispatch, and the exit code. One file per command.
 
+mod inventory;
 mod pki;
 mod run;
 
@@ -148,6 +149,8 @@ pub enum Cmd {
     Audit(AuditArgs),
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// The resolved inventory: groups, hosts and variables (ansible-inventory's shapes)
+    Inventory(inventory::InventoryArgs),
     /// The cluster's certificates: status of every host's, or a client certificate
     Pki {
         #[command(subcommand)]
@@ -212,6 +215,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         }
         Some(Cmd::Audit(a)) => audit(a),
         Some(Cmd::Pki { command }) => pki::main(command),
+        Some(Cmd::Inventory(a)) => inventory::main(a),
         None => run::main(args.inventory, args.run),
     }
 }

@@ -48,6 +48,8 @@ pub struct Inventory {
     pub hosts: IndexMap<String, Host>,
     /// Group name to its hosts (children included), `all` and `ungrouped` too.
     pub groups: IndexMap<String, IndexSet<String>>,
+    /// Each group's own hosts and child groups, as written (for `provision inventory`).
+    pub tree: IndexMap<String, (Vec<String>, Vec<String>)>,
     pub warnings: Vec<String>,
 }
 
@@ -312,10 +314,20 @@ fn resolve(
         .cloned()
         .collect();
     groups.insert("ungrouped".into(), ungrouped);
+    let tree = raw
+        .groups
+        .iter()
+        .map(|(g, grp)| {
+            let own: Vec<String> = grp.hosts.iter().cloned().collect();
+            let children: Vec<String> = grp.children.iter().map(|(c, _)| c.clone()).collect();
+            (g.clone(), (own, children))
+        })
+        .collect();
     Ok(Inventory {
         path: path.to_path_buf(),
         hosts,
         groups,
+        tree,
         warnings: std::mem::take(warnings),
     })
 }
