@@ -136,11 +136,14 @@ pub fn source<'a>(
     let mut clusters: IndexMap<String, Vec<String>> = IndexMap::new();
     for m in members {
         if let Some(s) = seen.get(&m.name) {
+            // A node just demoted can still say ControlAvailable, with an empty cluster id.
             if let (true, Some(c)) = (s.info.control_available, &s.info.cluster) {
-                clusters
-                    .entry(c.id.clone())
-                    .or_default()
-                    .push(m.name.clone());
+                if !c.id.is_empty() {
+                    clusters
+                        .entry(c.id.clone())
+                        .or_default()
+                        .push(m.name.clone());
+                }
             }
         }
     }
@@ -162,7 +165,7 @@ pub fn source<'a>(
         let (Some(nodes), Some(c)) = (&s.nodes, &s.info.cluster) else {
             continue;
         };
-        if !s.info.control_available {
+        if !s.info.control_available || c.id.is_empty() {
             continue;
         }
         let leader = nodes
@@ -617,6 +620,16 @@ mod tests {
             writable,
             user: None,
         }
+    }
+
+    #[test]
+    fn a_just_demoted_node_is_not_another_swarm() {
+        let ms = vec![member("a", "manager", true), member("b", "worker", true)];
+        let mut seen = IndexMap::new();
+        seen.insert("a".to_string(), parse("==PROVISION info\n{\"NodeID\":\"n1\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Cluster\":{\"ID\":\"c1\"}}\n==PROVISION nodes\n{\"ID\":\"n1\",\"Spec\":{\"Role\":\"manager\"}}\n"));
+        seen.insert("b".to_string(), parse("==PROVISION info\n{\"NodeID\":\"n2\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Cluster\":{\"ID\":\"\"}}\n"));
+        let (src, _, id) = source(&ms, &seen).unwrap().unwrap();
+        assert_eq!((src.as_str(), id.as_str()), ("a", "c1"));
     }
 
     #[test]
