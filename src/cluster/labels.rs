@@ -148,7 +148,8 @@ impl Step for Labels {
                 Some(l) => cmd += &format!(" --label-add {}", quote(&format!("{MANAGED}={l}"))),
                 None => {}
             }
-            cmd += &format!(" {} >/dev/null", quote(&n.id));
+            cmd += &format!(" {}", quote(&n.id));
+            let cmd = super::swarm::retrying(&cmd);
             actions.push(Action {
                 host: m.name.clone(),
                 run_on: Some(src.clone()),

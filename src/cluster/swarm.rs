@@ -85,6 +85,15 @@ pub fn probe_info(with_nodes: bool) -> String {
     s
 }
 
+/// Runs a change to a swarm object again while the swarm answers "update out of sequence"
+/// (another change to the same node, such as its demotion, is still being applied).
+pub fn retrying(cmd: &str) -> String {
+    format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do out=$({cmd} 2>&1) && exit 0; \
+         case \"$out\" in *'out of sequence'*) sleep 1;; *) break;; esac; done; echo \"$out\" >&2; exit 1"
+    )
+}
+
 /// What one host reported.
 #[derive(Debug, Clone, Default)]
 pub struct Seen1 {
@@ -367,7 +376,7 @@ impl Step for Swarm {
                             host: m.name.clone(),
                             run_on: Some(src.clone()),
                             msg: format!("promote {} to manager", m.name),
-                            script: format!("docker node promote {}", quote(&n.id)),
+                            script: retrying(&format!("docker node promote {}", quote(&n.id))),
                             stdin: None,
                             serial: true,
                         });
@@ -383,7 +392,7 @@ impl Step for Swarm {
                                 host: m.name.clone(),
                                 run_on: Some(src.clone()),
                                 msg: format!("demote {} to worker", m.name),
-                                script: format!("docker node demote {}", quote(&n.id)),
+                                script: retrying(&format!("docker node demote {}", quote(&n.id))),
                                 stdin: None,
                                 serial: true,
                             });
@@ -620,6 +629,30 @@ mod tests {
             writable,
             user: None,
         }
+    }
+
+    #[test]
+    fn out_of_sequence_updates_are_retried_other_errors_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("n");
+        let flaky = format!(
+            "{{ c=$(cat {f} 2>/dev/null || echo 0); c=$((c+1)); echo $c > {f}; [ $c -ge 3 ] || {{ echo 'rpc error: update out of sequence'; false; }}; }}",
+            f = f.display()
+        );
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(retrying(&flaky))
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "3");
+        let bad = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(retrying("{ echo 'no such node'; false; }"))
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("no such node"));
     }
 
     #[test]
