@@ -532,7 +532,12 @@ impl PlayRun {
                 continue;
             };
             let in_step = members.iter().any(|m| &m.name == h);
-            if let Some(e) = &fatal {
+            // The step failed for everyone (fatal), or this host's change failed.
+            let failure = fatal
+                .as_ref()
+                .map(|e| (e, true))
+                .or_else(|| oc.failed.get(h).map(|e| (e, false)));
+            if let Some((e, all)) = failure {
                 st.tally.failed += 1;
                 self.rep.task_done(
                     h,
@@ -543,20 +548,7 @@ impl PlayRun {
                     None,
                 );
                 if let Some(r) = runs.get_mut(h) {
-                    r.failed = true;
-                }
-            } else if let Some(e) = oc.failed.get(h) {
-                st.tally.failed += 1;
-                self.rep.task_done(
-                    h,
-                    &role,
-                    &task.name,
-                    Status::Failed,
-                    &format!("{}: {e}", task.loc),
-                    None,
-                );
-                if let Some(r) = runs.get_mut(h) {
-                    r.failed = !task.ignore_errors;
+                    r.failed = all || !task.ignore_errors;
                 }
             } else if let Some(msgs) = oc.changed.get(h) {
                 st.tally.changed += 1;
