@@ -354,21 +354,21 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
     let p = out.find("promote node4 to manager").expect("promoted");
     let q = out.find("demote node3 to worker").expect("demoted");
     assert!(p < q, "demoted before promoting: {out}");
-    let ns = nodes("node1");
-    assert!(
+    // A role change can move the leadership: give the new leader a moment to hear every node.
+    let settled = |ns: &[(String, String, String)]| {
         ns.iter()
-            .any(|(h, _, m)| h == "node4" && (m == "Reachable" || m == "Leader")),
-        "{ns:?}"
-    );
-    assert!(
-        ns.iter().any(|(h, _, m)| h == "node3" && m.is_empty()),
-        "{ns:?}"
-    );
-    assert_eq!(
-        ns.iter().filter(|(_, _, m)| !m.is_empty()).count(),
-        3,
-        "{ns:?}"
-    );
+            .any(|(h, _, m)| h == "node4" && (m == "Reachable" || m == "Leader"))
+            && ns.iter().any(|(h, _, m)| h == "node3" && m.is_empty())
+            && ns.iter().filter(|(_, _, m)| !m.is_empty()).count() == 3
+            && ns.iter().all(|(_, s, _)| s == "Ready")
+    };
+    let t = std::time::Instant::now();
+    let mut ns = nodes("node1");
+    while !settled(&ns) && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        ns = nodes("node1");
+    }
+    assert!(settled(&ns), "{ns:?}");
     let (rc, out) = run(d, &[]);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
 }
