@@ -336,6 +336,16 @@ mod tests {
         })
     }
 
+    /// Runs a step to convergence on fake hosts, secrets dropped.
+    fn go(
+        step: &mut dyn Step,
+        m: &[Member],
+        r: &IndexMap<String, Arc<dyn Remote>>,
+        check: bool,
+    ) -> Outcome {
+        with_ctx(check, |cx| rt().block_on(converge(step, m, r, cx, &|_| {})))
+    }
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -389,18 +399,15 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let r = lab(&[("a", "x"), ("b", ""), ("c", "")], &log);
         let m = members(&["a", "b", "c"], &["a", "b", "c"]);
-        let oc = with_ctx(false, |cx| {
-            rt().block_on(converge(
-                &mut Relay {
-                    serial: true,
-                    secret: None,
-                },
-                &m,
-                &r,
-                cx,
-                &|_| {},
-            ))
-        });
+        let oc = go(
+            &mut Relay {
+                serial: true,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
         assert_eq!(oc.rounds, 3);
         let puts: Vec<String> = log
             .lock()
@@ -417,18 +424,15 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let r = lab(&[("a", "x"), ("b", "")], &log);
         let m = members(&["a", "b"], &["a", "b"]);
-        let oc = with_ctx(true, |cx| {
-            rt().block_on(converge(
-                &mut Relay {
-                    serial: false,
-                    secret: None,
-                },
-                &m,
-                &r,
-                cx,
-                &|_| {},
-            ))
-        });
+        let oc = go(
+            &mut Relay {
+                serial: false,
+                secret: None,
+            },
+            &m,
+            &r,
+            true,
+        );
         assert_eq!(oc.changed["b"], ["would copy the value from a"]);
         assert!(!log.lock().unwrap().iter().any(|l| l.contains("put")));
     }
@@ -439,18 +443,15 @@ mod tests {
         let r = lab(&[("a", "x"), ("b", ""), ("c", "")], &log);
         // a is read (outside the limit) and b changed; c outside the limit needs a change: refused.
         let m = members(&["a", "b", "c"], &["b"]);
-        let oc = with_ctx(false, |cx| {
-            rt().block_on(converge(
-                &mut Relay {
-                    serial: false,
-                    secret: None,
-                },
-                &m,
-                &r,
-                cx,
-                &|_| {},
-            ))
-        });
+        let oc = go(
+            &mut Relay {
+                serial: false,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
         assert!(
             oc.fatal
                 .as_deref()
@@ -460,18 +461,15 @@ mod tests {
         );
         assert!(!log.lock().unwrap().iter().any(|l| l.contains("put")));
         let m = members(&["a", "b"], &["b"]);
-        let oc = with_ctx(false, |cx| {
-            rt().block_on(converge(
-                &mut Relay {
-                    serial: false,
-                    secret: None,
-                },
-                &m,
-                &r,
-                cx,
-                &|_| {},
-            ))
-        });
+        let oc = go(
+            &mut Relay {
+                serial: false,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
         assert!(oc.fatal.is_none() && oc.changed.contains_key("b"));
     }
 
@@ -508,9 +506,7 @@ mod tests {
         let r = lab(&[("a", ""), ("b", ""), ("c", "")], &log);
         // a is outside the limit: it only carries out changes for b and c.
         let m = members(&["a", "b", "c"], &["b", "c"]);
-        let oc = with_ctx(false, |cx| {
-            rt().block_on(converge(&mut ViaManager, &m, &r, cx, &|_| {}))
-        });
+        let oc = go(&mut ViaManager, &m, &r, false);
         assert!(oc.fatal.is_none(), "{oc:?}");
         assert_eq!(oc.changed.keys().collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(oc.rounds, 2);
@@ -527,34 +523,28 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let r = lab(&[("a", "x"), ("bad", ""), ("c", "")], &log);
         let m = members(&["a", "bad", "c"], &["a", "bad", "c"]);
-        let oc = with_ctx(false, |cx| {
-            rt().block_on(converge(
-                &mut Relay {
-                    serial: false,
-                    secret: None,
-                },
-                &m,
-                &r,
-                cx,
-                &|_| {},
-            ))
-        });
+        let oc = go(
+            &mut Relay {
+                serial: false,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
         assert!(oc.fatal.is_none());
         assert!(oc.failed["bad"].contains("boom"));
         assert!(oc.changed.contains_key("c"));
         let r = lab(&[("a", "x"), ("bad", ""), ("c", "")], &log);
-        let oc = with_ctx(false, |cx| {
-            rt().block_on(converge(
-                &mut Relay {
-                    serial: true,
-                    secret: None,
-                },
-                &m,
-                &r,
-                cx,
-                &|_| {},
-            ))
-        });
+        let oc = go(
+            &mut Relay {
+                serial: true,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
         assert!(oc.fatal.as_deref().unwrap().starts_with("bad:"));
         assert!(
             !oc.changed.contains_key("c"),
