@@ -11,6 +11,7 @@ macro_rules! out {
 pub mod cli;
 pub mod cluster;
 pub mod engine;
+pub mod firewall;
 pub mod hardening;
 pub mod inventory;
 pub mod lab;

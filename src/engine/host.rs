@@ -438,7 +438,7 @@ async fn run_item(
         ));
     }
     if let Some(rollback) = module.rollback() {
-        prove_access(h, &rollback).await?;
+        prove_access(h, &rollback, module.confirm().as_deref()).await?;
     }
     let mut item_changed = true;
     if let Some(cw) = &task.changed_when {
@@ -508,28 +508,39 @@ fn finish(
 
 /// After a change that could cut access: a brand-new connection with the same
 /// credentials must work; otherwise `rollback` runs on the connection still open.
-async fn prove_access(h: &HostCtx<'_>, rollback: &str) -> Result<(), String> {
+async fn prove_access(
+    h: &HostCtx<'_>,
+    rollback: &str,
+    confirm: Option<&str>,
+) -> Result<(), String> {
     let target = (*h.conn.target).clone();
     let user = target.user.clone();
     let err = match Conn::connect(target).await {
         Ok(c) => {
-            let r = c.run("true", None, None).await;
+            let r = match confirm {
+                Some(s) => c.run(s, None, Some("root")).await,
+                None => c.run("true", None, None).await,
+            };
             c.close().await;
             match r {
                 Ok(o) if o.rc == 0 => return Ok(()),
-                Ok(o) => format!("`true` exited with {}", o.rc),
+                Ok(o) => format!(
+                    "it could not confirm the change (exit {}): {}",
+                    o.rc,
+                    crate::sys::tail(o.stderr.trim(), 2)
+                ),
                 Err(e) => e.to_string(),
             }
         }
         Err(e) => e.to_string(),
     };
     let restored = match h.conn.run(rollback, None, Some("root")).await {
-        Ok(o) if o.rc == 0 => "the previous settings were restored and sshd reloaded".to_string(),
+        Ok(o) if o.rc == 0 => "the previous settings were restored".to_string(),
         Ok(o) => format!("ROLLBACK FAILED (exit {}): {}", o.rc, o.stderr.trim()),
         Err(e) => format!("ROLLBACK FAILED: {e}"),
     };
     Err(format!(
         "a new SSH connection as `{user}` failed after the change ({err}); {restored}. \
-         Check settings that limit who may log in (AllowUsers, AllowGroups, ...)"
+         Check what limits who may log in (AllowUsers, AllowGroups, firewall sources and rules)"
     ))
 }

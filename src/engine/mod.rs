@@ -121,6 +121,9 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         }
         out.push((p, hosts, every));
     }
+    if limit.is_some() && o.lockout_check {
+        follow_limit(&inventory, &mut out, &mut all, &mut seen)?;
+    }
     if all.is_empty() {
         return Err(Invalid::Other(format!(
             "no host matches{}",
@@ -163,22 +166,49 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
     // Hardening rules per host; rules that would lock provision out are refused here.
     let hardening = crate::hardening::Rules::load(&roles)?;
     let mut rules = IndexMap::new();
+    // The roles each host runs (for the role hooks), and its firewall where it has one.
+    let mut host_roles: std::collections::HashMap<&str, Vec<&play::Role>> = Default::default();
+    for (p, hs, _) in &out {
+        for h in hs {
+            host_roles.entry(h).or_default().extend(&p.roles);
+        }
+    }
+    let mut walls = std::collections::HashMap::new();
+    if o.lockout_check {
+        for h in &all {
+            let roles = host_roles.get(h.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(role) = roles.iter().find(|r| r.name == "firewall") {
+                let w = crate::firewall::resolve(&inventory, &role.defaults, h).map_err(|e| {
+                    Invalid::Other(format!("{}: host `{h}`: {e}", inventory.hosts[h].loc))
+                })?;
+                walls.insert(h.clone(), w);
+            }
+        }
+    }
+    let host_roles: std::collections::HashMap<String, Vec<String>> = host_roles
+        .into_iter()
+        .map(|(h, rs)| (h.to_owned(), rs.iter().map(|r| r.name.clone()).collect()))
+        .collect();
     let mut inventory = inventory;
     for h in &all {
         let host = inventory.hosts.get_mut(h).expect("selected hosts exist");
         let r = hardening
             .resolve(&host.vars)
             .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
+        let wall = walls.get(h);
         if o.lockout_check {
-            for (p, hs, _) in &out {
-                if hs.contains(h) {
-                    for role in &p.roles {
-                        hooks::validate(&role.name, &r, &targets[h]).map_err(|e| {
-                            Invalid::Other(format!("{}: host `{h}`: {e}", host.loc))
-                        })?;
-                    }
-                }
+            let check = hooks::HostCheck {
+                rules: &r,
+                target: &targets[h],
+                firewall: wall,
+            };
+            for role in host_roles.get(h).into_iter().flatten() {
+                hooks::validate(role, &check)
+                    .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
             }
+        }
+        if let Some(w) = wall {
+            host.vars.insert("firewall".into(), w.as_var(h));
         }
         host.vars
             .insert("hardening".into(), crate::hardening::as_var(&r));
@@ -199,6 +229,51 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         outside,
         rules,
     })
+}
+
+/// Roles whose state on a host names other hosts (a firewall admits its peers) also run,
+/// alone, on the hosts outside `--limit` that name a host inside it: first, so a node
+/// being added is admitted before it joins.
+fn follow_limit(
+    inv: &Inventory,
+    out: &mut Vec<(Play, Vec<String>, Vec<String>)>,
+    all: &mut Vec<String>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(), Invalid> {
+    let mut extra = Vec::new();
+    for (p, _, every) in out.iter() {
+        for role in &p.roles {
+            let Some(dep) = hooks::depends(&role.name) else {
+                continue;
+            };
+            let mut followers = Vec::new();
+            for x in every.iter().filter(|x| !seen.contains(*x)) {
+                if dep(inv, &role.defaults, x, all)
+                    .map_err(|e| Invalid::Other(format!("{}: host `{x}`: {e}", inv.hosts[x].loc)))?
+                {
+                    followers.push(x.clone());
+                }
+            }
+            if !followers.is_empty() {
+                let mut fp = p.clone();
+                fp.name = format!(
+                    "{}: role {} only, outside --limit (it must admit the hosts inside)",
+                    p.name, role.name
+                );
+                fp.roles = vec![role.clone()];
+                extra.push((fp, followers, every.clone()));
+            }
+        }
+    }
+    for (fp, hs, every) in extra.into_iter().rev() {
+        for h in &hs {
+            if seen.insert(h.clone()) {
+                all.push(h.clone());
+            }
+        }
+        out.insert(0, (fp, hs, every));
+    }
+    Ok(())
 }
 
 pub struct Summary {

@@ -15,7 +15,7 @@ echo "ansible_default_ipv4_address=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -
 echo "ansible_all_ipv4_addresses=$(hostname -I 2>/dev/null)"
 if [ -d /run/systemd/system ]; then echo ansible_service_mgr=systemd; else echo ansible_service_mgr=sysv; fi
 echo "ansible_memtotal_mb=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)"; echo "ansible_processor_vcpus=$(nproc)"
-echo "ansible_user_id=$(id -un)"; sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
+echo "ansible_user_id=$(id -un)"; echo "provision_ssh_client=${SSH_CONNECTION%% *}"; sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
 
 pub fn parse_facts(out: &str) -> Map<String, Value> {
     let mut m = Map::new();

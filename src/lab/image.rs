@@ -59,6 +59,8 @@ pub const EXTRA: &[&str] = &[
     "fail2ban",
     "auditd",
     "busybox-static",
+    "nftables",
+    "python3-systemd",
 ];
 
 /// Units that cannot work inside a lab host.

@@ -4,6 +4,7 @@
 
 mod files;
 pub use files::{parse_file, probe_file, Remote};
+mod nftables;
 mod sshd;
 mod system;
 
@@ -60,6 +61,10 @@ pub trait Module: Send + Sync {
     fn rollback(&self) -> Option<String> {
         None
     }
+    /// Run (as root) on that new connection once it works: confirms the change.
+    fn confirm(&self) -> Option<String> {
+        None
+    }
 }
 
 type HostBuild = fn(&Args) -> Result<Box<dyn Module>, String>;
@@ -105,6 +110,12 @@ pub const TABLE: &[Def] = &[
     host("sshd_config", &["path", "content"], &[], |a| {
         boxed(sshd::SshdConfig::new(a))
     }),
+    host(
+        "nftables",
+        &["path"],
+        &["content", "state", "ssh_port", "ssh_sources", "client", "confirm_timeout"],
+        |a| boxed(nftables::Nftables::new(a)),
+    ),
     host("command", &["cmd"], &["chdir", "creates", "removes"], |a| {
         boxed(system::Command::new(a))
     }),

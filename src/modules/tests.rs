@@ -40,6 +40,9 @@ fn kind(p: &Plan) -> String {
     }
 }
 
+const NFT: &str = "table inet provision {}\ndelete table inet provision\ntable inet provision {\n}\n";
+const LIVE: &str = "table inet provision {\n\tchain input {\n\t}\n}\n";
+
 #[test]
 fn every_module_plans_from_captured_probes() {
     let cases: Vec<(&str, Value, Output, Want)> = vec![
@@ -327,6 +330,54 @@ fn every_module_plans_from_captured_probes() {
             json!({"path": "/etc/ssh/sshd_config.d/p.conf", "content": "X11Forwarding no\n"}),
             out(0, "N\nINCLUDED\n"),
             Want::Change("sshd -t"),
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "content": NFT, "ssh_sources": ["10.0.0.0/8"], "client": "10.1.1.1"}),
+            out(0, &format!("{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\n", file("600", NFT))),
+            Want::Ok,
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "content": NFT}),
+            out(0, &format!("{}@@loaded\n{LIVE}@@live\n{LIVE}\ttcp dport 8080 accept\n@@pending\n", file("600", NFT))),
+            Want::Change("nft -c -f"),
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "content": NFT}),
+            out(0, &format!("{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\nPENDING\n", file("600", NFT))),
+            Want::Change("kill \"$(cat /run/provision-firewall.timer)\""),
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "content": NFT}),
+            out(0, "N\n@@loaded\n@@live\n@@pending\n"),
+            Want::Change("setsid sh -c 'sleep 30"),
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "content": NFT, "ssh_sources": ["10.0.0.0/8"], "client": "192.168.1.1"}),
+            out(0, "N\n@@loaded\n@@live\n@@pending\n"),
+            Want::Fail("would not admit this connection's address 192.168.1.1"),
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "content": NFT}),
+            out(0, "N\n@@loaded\n@@live\nNO-NFT\n@@pending\n"),
+            Want::Fail("nftables package"),
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "state": "absent"}),
+            out(0, "N\n@@loaded\n@@live\n@@pending\n"),
+            Want::Ok,
+        ),
+        (
+            "nftables",
+            json!({"path": "/etc/p.nft", "state": "absent"}),
+            out(0, &format!("N\n@@loaded\n@@live\n{LIVE}@@pending\n")),
+            Want::Change("nft delete table inet provision"),
         ),
     ];
     let mut seen = std::collections::HashSet::new();

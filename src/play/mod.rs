@@ -15,7 +15,7 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// there when the inventory has an `etcd` group, the swarm play with a `managers` group.
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
     let mut s =
-        String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, pki]\n");
+        String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, firewall, pki]\n");
     if inv.groups.contains_key("managers") {
         let hosts = if inv.groups.contains_key("workers") {
             "managers:workers"
