@@ -42,6 +42,8 @@ fn inventory_roles(
     known_hosts_file: {lab}/known_hosts
     chrony_options: \"-x\"
     extra_packages: [busybox-static]
+    # the test reads the Docker API over TLS from this machine
+    firewall_docker_api_sources: [10.200.0.1]
     swarm_default_addr_pool: [10.90.0.0/16]
     swarm_networks:
       - {{ name: appnet, attachable: true, subnet: 10.91.1.0/24 }}

@@ -79,7 +79,7 @@ pub enum Invalid {
 }
 
 pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
-    let inventory = Inventory::load(&o.inventory)?;
+    let mut inventory = Inventory::load(&o.inventory)?;
     let roles = RoleSource {
         dir: o.roles_dir.clone(),
     };
@@ -122,7 +122,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         out.push((p, hosts, every));
     }
     if limit.is_some() && o.lockout_check {
-        follow_limit(&inventory, &mut out, &mut all, &mut seen)?;
+        follow_limit(&mut inventory, &mut out, &mut all, &mut seen)?;
     }
     if all.is_empty() {
         return Err(Invalid::Other(format!(
@@ -231,16 +231,46 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
     })
 }
 
+/// The firewall `h` should have, when one of its plays has the firewall role: the
+/// rendered rules, the rules file and whether fail2ban guards SSH.
+fn firewall_of(p: &Prepared, h: &str) -> Option<Result<(String, String, bool), String>> {
+    let role = p
+        .plays
+        .iter()
+        .filter(|(_, hs, _)| hs.iter().any(|x| x == h))
+        .flat_map(|(pl, _, _)| &pl.roles)
+        .find(|r| r.name == "firewall")?;
+    let w = match crate::firewall::resolve(&p.inventory, &role.defaults, h) {
+        Ok(w) if w.enabled => w,
+        Ok(_) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let var = |k: &str| {
+        p.inventory.hosts[h]
+            .vars
+            .get(k)
+            .or_else(|| role.defaults.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Some(Ok((
+        crate::firewall::render(&w, h),
+        var("firewall_file").unwrap_or_else(|| "/etc/provision/firewall.nft".into()),
+        var("firewall_intrusion").as_deref() != Some("none"),
+    )))
+}
+
 /// Roles whose state on a host names other hosts (a firewall admits its peers) also run,
 /// alone, on the hosts outside `--limit` that name a host inside it: first, so a node
 /// being added is admitted before it joins.
 fn follow_limit(
-    inv: &Inventory,
+    inv: &mut Inventory,
     out: &mut Vec<(Play, Vec<String>, Vec<String>)>,
     all: &mut Vec<String>,
     seen: &mut std::collections::HashSet<String>,
 ) -> Result<(), Invalid> {
     let mut extra = Vec::new();
+    let mut notes = Vec::new();
     for (p, _, every) in out.iter() {
         for role in &p.roles {
             let Some(dep) = hooks::depends(&role.name) else {
@@ -255,6 +285,11 @@ fn follow_limit(
                 }
             }
             if !followers.is_empty() {
+                notes.push(format!(
+                    "{} (outside --limit): role {} runs there too, as its state names hosts inside --limit",
+                    followers.join(", "),
+                    role.name
+                ));
                 let mut fp = p.clone();
                 fp.name = format!(
                     "{}: role {} only, outside --limit (it must admit the hosts inside)",
@@ -273,6 +308,7 @@ fn follow_limit(
         }
         out.insert(0, (fp, hs, every));
     }
+    inv.warnings.extend(notes);
     Ok(())
 }
 
@@ -593,8 +629,14 @@ pub async fn audit(
                     &crt,
                 )
             });
+        let wall = firewall_of(p, h);
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
+            let wall = match wall {
+                Some(Err(e)) => return (Err(format!("firewall: {e}")), 0, None, None),
+                Some(Ok(w)) => Some(w),
+                None => None,
+            };
             let conn = match Conn::connect(t).await {
                 Ok(c) => c,
                 Err(e) => return (Err(format!("unreachable: {e}")), 0, None, None),
@@ -614,7 +656,11 @@ pub async fn audit(
             ) + &etcd
                 .as_ref()
                 .map(|e| format!("echo '@@etcd'\n{e}"))
-                .unwrap_or_default();
+                .unwrap_or_default()
+                + &wall
+                    .as_ref()
+                    .map(|(_, file, f2b)| crate::firewall::audit::script(file, *f2b))
+                    .unwrap_or_default();
             let mut swarm_out = None;
             let mut etcd_out = None;
             let res = match conn.run(&script, None, Some("root")).await {
@@ -623,10 +669,11 @@ pub async fn audit(
                     crate::sys::tail(out.stderr.trim(), 2)
                 )),
                 Ok(out) => {
-                    let (rest, et) = out
+                    let (rest, fw) = out
                         .stdout
-                        .split_once("\n@@etcd\n")
+                        .split_once("\n@@fw-file\n")
                         .unwrap_or((&out.stdout, ""));
+                    let (rest, et) = rest.split_once("\n@@etcd\n").unwrap_or((rest, ""));
                     if etcd.is_some() {
                         etcd_out = Some(et.to_owned());
                     }
@@ -640,6 +687,10 @@ pub async fn audit(
                         pki,
                         ca_pem.as_deref(),
                     ));
+                    if let Some((nft, _, f2b)) = &wall {
+                        let fw = format!("@@fw-file\n{fw}");
+                        f.extend(crate::firewall::audit::findings(nft, &fw, *f2b));
+                    }
                     Ok(f)
                 }
                 Err(e) => Err(e.to_string()),

@@ -404,14 +404,23 @@ impl PlayRun {
             .cloned()
             .collect();
         let outside: Vec<String> = if step.reads_outside_limit() {
+            // Not this play's to change; a host some other play works on (the firewall of
+            // a peer under --limit) is read over the connection it already has.
             all.iter()
-                .filter(|h| !states.contains_key(*h) && !runs.contains_key(*h))
+                .filter(|h| !states.contains_key(*h))
                 .cloned()
                 .collect()
         } else {
             Vec::new()
         };
         for h in &outside {
+            if let Some(Some(c)) = runs.get(h).map(|r| r.conn.clone()) {
+                if !extra.contains_key(h) {
+                    let f = runs[h].facts.clone();
+                    extra.insert(h.clone(), Some((c, f)));
+                }
+                continue;
+            }
             if !extra.contains_key(h) {
                 let c = match self.outside.get(h) {
                     Some(Ok(t)) => match connect_host(

@@ -3,6 +3,7 @@
 //! provision's own nftables table. The run (the `firewall` variable) and the audit use
 //! the same result.
 
+pub mod audit;
 mod render;
 #[cfg(test)]
 mod tests;

@@ -89,7 +89,7 @@ fn restore_script(path: &str) -> String {
          else nft delete table inet {TABLE} 2>/dev/null || true; fi\n\
          if [ -f {BACKUP} ]; then mv -f {BACKUP} {f}; else rm -f {f}; fi\n\
          nft list table inet {TABLE} > {l} 2>/dev/null || rm -f {l}\n\
-         rm -f {TIMER} {PREV}\n\
+         rm -f {TIMER} {PREV} {RESTORE}\n\
          logger -t provision 'firewall: the new rules were not confirmed, the previous ones are back' 2>/dev/null || true\n"
     )
 }
