@@ -295,6 +295,8 @@ pub fn audit_report(
                         );
                         if !f.pass {
                             out!("{:<12}        expected: {}\n{:<12}        actual:   {}\n{:<12}        why:      {}", "", f.expected, "", f.actual, "", f.reason);
+                        } else if !f.actual.is_empty() {
+                            out!("{:<12}        actual:   {}", "", f.actual);
                         }
                     }
                 }

@@ -416,6 +416,9 @@ impl PlayRun {
         for h in &outside {
             if let Some(Some(c)) = runs.get(h).map(|r| r.conn.clone()) {
                 if !extra.contains_key(h) {
+                    self.rep.warn(&format!(
+                        "reading {h} (outside --limit for this play): read-only, nothing is changed there"
+                    ));
                     let f = runs[h].facts.clone();
                     extra.insert(h.clone(), Some((c, f)));
                 }

@@ -83,7 +83,7 @@ pub fn render(w: &Wanted, host: &str) -> String {
         s += "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n";
         for r in &w.published {
             let m = format!(
-                "ct status dnat meta l4proto {} ct original proto-dst {}",
+                "ct state new ct status dnat meta l4proto {} ct original proto-dst {}",
                 r.proto.name(),
                 ports(r)
             );

@@ -149,8 +149,8 @@ fn published_ports_are_filtered_in_the_forward_chain() {
         + "  vars:\n    firewall_published: [{port: 8080, from: [10.0.0.0/8]}]\n";
     let a = render(&wanted(&text, "w1").unwrap(), "w1");
     assert!(a.contains("chain forward"), "{a}");
-    assert!(a.contains("ip saddr 10.0.0.0/8 ct status dnat meta l4proto tcp ct original proto-dst 8080 accept"), "{a}");
-    assert!(a.contains("ct status dnat meta l4proto tcp ct original proto-dst 8080 drop"), "{a}");
+    assert!(a.contains("ip saddr 10.0.0.0/8 ct state new ct status dnat meta l4proto tcp ct original proto-dst 8080 accept"), "{a}");
+    assert!(a.contains("ct state new ct status dnat meta l4proto tcp ct original proto-dst 8080 drop"), "{a}");
 }
 
 #[test]

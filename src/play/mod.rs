@@ -16,6 +16,9 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
     let mut s =
         String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, firewall, pki]\n");
+    if inv.groups.contains_key("etcd") {
+        s += "- name: etcd\n  hosts: etcd\n  roles: [etcd]\n";
+    }
     if inv.groups.contains_key("managers") {
         let hosts = if inv.groups.contains_key("workers") {
             "managers:workers"
