@@ -230,6 +230,14 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     let nodes = ssh("node1", "sudo docker node ls --format '{{.Hostname}} {{.Status}}'");
     assert!(nodes.contains("node6 Ready"), "{nodes}");
     assert_eq!(open_from("node6", "10.200.0.11", &managed), vec![22, 2377, 7946]);
+    // The whole inventory: only the others' /etc/hosts still lacked node6.
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    let changed: Vec<&str> = out.lines().filter(|l| l.contains("| changed ")).collect();
+    assert!(
+        !changed.is_empty() && changed.iter().all(|l| l.contains("/etc/hosts updated")),
+        "{out}"
+    );
     let (rc, out) = run(d, &[]);
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("no changes"), "{out}");
