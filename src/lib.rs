@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod engine;
 pub mod firewall;
 pub mod hardening;
+pub mod interrupt;
 pub mod inventory;
 pub mod lab;
 pub mod modules;

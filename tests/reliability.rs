@@ -300,3 +300,47 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
     }
     assert_eq!(std::fs::read(&kh).unwrap(), before, "known_hosts changed");
 }
+
+#[test]
+fn ctrl_c_mid_apt_stops_the_remote_commands_and_a_rerun_finishes() {
+    let _lab = LabGuard::fresh(1);
+    let d = tempfile::tempdir().unwrap();
+    let lab_inv = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
+    // node1 as a manager: the docker role installs docker.io, a long dpkg run.
+    let inv = lab_inv.replace("    lab:\n", "    managers:\n      hosts:\n        node1:\n    lab:\n");
+    assert_ne!(inv, lab_inv, "the lab inventory changed shape");
+    write(d.path(), "inventory.yml", &inv);
+    let run = std::process::Command::new(BIN)
+        .arg(d.path().join("inventory.yml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let (_, busy) = ssh_rc("node1", "pgrep -f 'apt-get install.*docker.io' >/dev/null && echo busy");
+        if busy.contains("busy") {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 180, "docker.io was never being installed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let t = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    let stopped = t.elapsed().as_secs_f64();
+    let o = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{o}");
+    assert!(o.contains("interrupted: starting nothing new"), "{o}");
+    assert!(o.contains("INTERRUPTED") && o.contains("RECAP"), "{o}");
+    assert!(o.contains("the command was stopped on node1"), "{o}");
+    assert!(stopped < 15.0, "took {stopped:.1} s to stop");
+    let (_, left) = ssh_rc("node1", "pgrep -a -x 'apt-get|dpkg' || true");
+    assert_eq!(left.trim(), "", "still running on the host");
+    eprintln!("stopped {stopped:.1} s after Ctrl-C");
+    // At once again: the dpkg lock is free and a half-done install is finished.
+    let o = provision(&[d.path().join("inventory.yml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(ssh("node1", "systemctl is-active docker"), "active");
+}

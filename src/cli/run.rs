@@ -124,6 +124,7 @@ pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     let check = opts.check;
+    rt.block_on(async { crate::interrupt::install(|m| eprintln!("\n{m}")) });
     let summary = rt.block_on(crate::engine::execute(
         prepared,
         opts,
@@ -132,6 +133,10 @@ pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
     ));
     let rows: Vec<(String, crate::output::Tally)> = summary.tallies.clone().into_iter().collect();
     rep.recap(&rows, check, summary.connections);
+    if crate::interrupt::requested() {
+        rep.warn("INTERRUPTED: the run was stopped before it finished (commands running on the hosts were stopped); run it again to finish");
+        return Ok(crate::interrupt::EXIT);
+    }
     let code = if rows.iter().any(|(_, t)| t.unreachable > 0) {
         exit::UNREACHABLE
     } else if rows.iter().any(|(_, t)| t.failed > 0) {

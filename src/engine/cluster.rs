@@ -84,6 +84,10 @@ pub async fn converge(
     let mut oc = Outcome::default();
     for round in 1..=MAX_ROUNDS {
         oc.rounds = round;
+        if crate::interrupt::requested() {
+            oc.fatal = Some("the run was interrupted".into());
+            return oc;
+        }
         let probes = step
             .probes(members)
             .into_iter()

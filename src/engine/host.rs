@@ -67,6 +67,18 @@ pub async fn run_segment(
         {
             panic!("test hook: panic in task `{}`", task.name);
         }
+        if crate::interrupt::requested() {
+            h.rep.task_done(
+                &h.host.name,
+                &h.play.roles[ri].name,
+                &task.name,
+                Status::Failed,
+                "not started: the run was interrupted",
+                None,
+            );
+            st.tally.failed += 1;
+            return false;
+        }
         if !run_task(h, &h.play.roles[ri], ri, &envs[ri], task, st).await {
             return false;
         }

@@ -136,8 +136,13 @@ impl Module for Package {
             } else {
                 ""
             };
+            // A run interrupted inside dpkg leaves packages half-configured: finish them.
+            let heal = format!(
+                "if [ -n \"$(ls -A /var/lib/dpkg/updates 2>/dev/null)\" ] || dpkg --audit 2>/dev/null | grep -q .; then \
+                 {env} dpkg --configure -a --force-confold >&2; fi; "
+            );
             format!(
-                "{update}{env} apt-get install -y -q {lock} -o Dpkg::Options::=--force-confold {}",
+                "{heal}{update}{env} apt-get install -y -q {lock} -o Dpkg::Options::=--force-confold {}",
                 list.join(" ")
             )
         } else {

@@ -70,6 +70,8 @@ pub enum TransportError {
     Protocol(String),
     #[error("connection to {host} lost ({reason})")]
     Lost { host: String, reason: String },
+    #[error("interrupted: the command was stopped on {host}")]
+    Interrupted { host: String },
 }
 
 impl TransportError {
@@ -306,7 +308,12 @@ impl Conn {
             (Some(p), Some(_)) if self.sudo_pass.load(Ordering::Relaxed) => Some(p.clone()),
             _ => None,
         };
-        let cmd = wrap(script, as_user, pass.is_some());
+        let marker = format!(
+            "provision-cmd-{}-{}",
+            std::process::id(),
+            CMD_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let cmd = wrap(script, as_user, pass.is_some(), &marker);
         let mut input;
         let stdin = match &pass {
             Some(p) => {
@@ -317,9 +324,34 @@ impl Conn {
             None => stdin,
         };
         let timeout = self.target.command_timeout;
-        tokio::time::timeout(timeout, self.exec(&cmd, stdin))
-            .await
-            .map_err(|_| TransportError::Timeout(timeout))?
+        if crate::interrupt::requested() {
+            return Err(TransportError::Interrupted {
+                host: self.target.name.clone(),
+            });
+        }
+        tokio::select! {
+            r = tokio::time::timeout(timeout, self.exec(&cmd, stdin)) => {
+                r.map_err(|_| TransportError::Timeout(timeout))?
+            }
+            _ = crate::interrupt::wait() => {
+                self.stop_remote(&marker).await;
+                Err(TransportError::Interrupted { host: self.target.name.clone() })
+            }
+        }
+    }
+
+    /// Stops a command started by `run` (its whole SSH session: the shell, sudo and what
+    /// they started) from a new channel: TERM, then KILL after 3 s.
+    async fn stop_remote(&self, marker: &str) {
+        let script = format!(
+            r#"S=; [ "$(id -u)" = 0 ] || {{ sudo -n true 2>/dev/null && S="sudo -n"; }}
+sids=; for p in $(pgrep -f -- ' {marker}$'); do sids="$sids $(ps -o sid= -p "$p")"; done
+[ -n "$sids" ] || exit 0
+for s in $sids; do $S pkill -TERM -s "$s"; done
+for i in 1 2 3 4 5 6; do sleep 0.5; left=; for s in $sids; do pgrep -s "$s" >/dev/null && left=1; done; [ -n "$left" ] || exit 0; done
+for s in $sids; do $S pkill -KILL -s "$s"; done; true"#
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.exec(&script, None)).await;
     }
 
     async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
@@ -374,7 +406,7 @@ impl Conn {
         self.commands.fetch_add(1, Ordering::Relaxed);
         let proto = |e: russh::Error| TransportError::Protocol(e.to_string());
         let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
-        ch.exec(false, wrap(script, None, false))
+        ch.exec(false, wrap(script, None, false, "provision-lock"))
             .await
             .map_err(proto)?;
         let (mut out, mut err, mut rc) = (Vec::new(), Vec::new(), None);
@@ -445,16 +477,20 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn wrap(script: &str, as_user: Option<&str>, password: bool) -> String {
+/// Numbers the commands of this run, so an interrupted one can be found on its host.
+static CMD_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The remote command line; `marker` (the shell's $0) lets an interrupt find it.
+fn wrap(script: &str, as_user: Option<&str>, password: bool, marker: &str) -> String {
     let user = match as_user {
         Some(u) if u != "root" => format!("-u {} ", quote(u)),
         _ => String::new(),
     };
     match (as_user, password) {
         // -k: always read the password, so it never reaches the command's stdin.
-        (Some(_), true) => format!("sudo -k -S -p '' -H {user}-- sh -c {}", quote(script)),
-        (Some(_), false) => format!("sudo -n -H {user}-- sh -c {}", quote(script)),
-        (None, _) => format!("sh -c {}", quote(script)),
+        (Some(_), true) => format!("sudo -k -S -p '' -H {user}-- sh -c {} {marker}", quote(script)),
+        (Some(_), false) => format!("sudo -n -H {user}-- sh -c {} {marker}", quote(script)),
+        (None, _) => format!("sh -c {} {marker}", quote(script)),
     }
 }
 
