@@ -118,9 +118,10 @@ def ansible_env():
 def command(tool, workload, n):
     inv = WORK / "inventory.yml"
     if tool == "provision":
+        site = PEERS / "provision" / "site.yml"
         if workload == "audit":
-            return [BIN, "audit", inv, "--output", "json"], None
-        return [BIN, inv, "--output", "json"], None
+            return [BIN, "audit", inv, "-p", site, "--output", "json"], None
+        return [BIN, inv, "-p", site, "--output", "json"], None
     if tool == "ansible":
         cmd = [VENV / "bin" / "ansible-playbook", "-i", inv, PEERS / "ansible" / "site.yml"]
         return cmd + (["--check"] if workload == "audit" else []), ansible_env()

@@ -25,3 +25,6 @@ pub mod sys;
 pub mod template;
 pub mod transport;
 pub mod yaml;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -115,6 +115,9 @@ pub enum OutputMode {
 pub struct AuditArgs {
     /// The inventory (the local lab's when omitted)
     pub inventory: Option<PathBuf>,
+    /// Audit the roles of this playbook instead of the built-in one's
+    #[arg(long, short = 'p')]
+    pub playbook: Option<PathBuf>,
     /// A folder of roles that overrides the built-in ones (its hardening/rules.yml too)
     #[arg(long)]
     pub roles: Option<PathBuf>,
@@ -260,7 +263,7 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
     use std::time::Duration;
     let opts = crate::engine::Options {
         inventory: lab_or(a.inventory)?,
-        playbook: None,
+        playbook: a.playbook,
         roles_dir: a.roles,
         limit: a.limit,
         tags: Vec::new(),

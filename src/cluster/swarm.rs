@@ -484,8 +484,10 @@ impl Step for Swarm {
         // Nodes in the swarm that the inventory does not know: reported, never removed.
         let known: Vec<&str> = obs.values().map(|o| o.info.node_id.as_str()).collect();
         for n in nodes {
+            // A host of the inventory left out of this step (failed, unreachable) is not news.
             if !known.contains(&n.id.as_str())
                 && !members.iter().any(|m| m.name == n.description.hostname)
+                && !cx.inventory.hosts.contains_key(&n.description.hostname)
             {
                 self.notes.push(format!(
                     "node {} ({}, {}, {}) is in the swarm but not in the inventory: left alone",

@@ -323,8 +323,11 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
         nodes.extend(members(inv, &workers_g)?);
         nodes.sort();
         nodes.dedup();
+        // On every node, not only managers: a node whose role changes in the inventory
+        // must stay reachable until the swarm has promoted or demoted it (nothing listens
+        // on 2377 on a worker).
+        input.push(rule("swarm management", Proto::Tcp, &[(2377, 2377)], &nodes));
         if is_manager {
-            input.push(rule("swarm management", Proto::Tcp, &[(2377, 2377)], &nodes));
             let api = sources(
                 inv,
                 "firewall_docker_api_sources",

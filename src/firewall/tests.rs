@@ -58,7 +58,12 @@ fn managers_open_swarm_management_to_the_nodes_only() {
     assert!(opening(&m, 2376, Proto::Tcp).is_none(), "docker API closed by default");
     assert!(m.input.iter().all(|r| r.proto != Proto::Esp));
     let w = wanted(CLUSTER, "w1").unwrap();
-    assert!(opening(&w, 2377, Proto::Tcp).is_none(), "workers do not serve 2377");
+    assert_eq!(
+        opening(&w, 2377, Proto::Tcp).unwrap().from,
+        nodes,
+        "open on workers too, so a role change in the inventory never cuts a manager off"
+    );
+    assert!(opening(&w, 2376, Proto::Tcp).is_none());
     assert_eq!(opening(&w, 7946, Proto::Tcp).unwrap().from, nodes);
 }
 
