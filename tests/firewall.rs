@@ -134,9 +134,11 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
 
     // Published container ports pass through Docker's chains; a restricted one answers
     // only its sources.
-    ssh("node4", "set -e; rm -rf /tmp/bb; mkdir -p /tmp/bb/bin /tmp/bb/www; cp /bin/busybox /tmp/bb/bin/; echo hello > /tmp/bb/www/index.html; \
-         for a in sh httpd; do ln -s busybox /tmp/bb/bin/$a; done; sudo sh -c 'tar -C /tmp/bb -c . | docker import - busybox:lab >/dev/null'; \
-         sudo docker run -d -p 8081:80 busybox:lab httpd -f -h /www >/dev/null; sudo docker run -d -p 8082:80 busybox:lab httpd -f -h /www >/dev/null; sleep 1");
+    for n in ["node4", "node5"] {
+        ssh(n, "set -e; rm -rf /tmp/bb; mkdir -p /tmp/bb/bin /tmp/bb/www; cp /bin/busybox /tmp/bb/bin/; echo hello > /tmp/bb/www/index.html; \
+             for a in sh httpd sleep; do ln -s busybox /tmp/bb/bin/$a; done; sudo sh -c 'tar -C /tmp/bb -c . | docker import - busybox:lab >/dev/null'");
+    }
+    ssh("node4", "sudo docker run -d -p 8081:80 busybox:lab httpd -f -h /www >/dev/null; sudo docker run -d -p 8082:80 busybox:lab httpd -f -h /www >/dev/null; sleep 1");
     let get = |from: Option<&str>, port: u16| -> String {
         let url = format!("http://10.200.0.14:{port}/");
         match from {
@@ -156,6 +158,24 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     assert_eq!(get(None, 8081), "hello", "the allowed source");
     assert_eq!(get(Some("node6"), 8081), "", "restricted to 10.200.0.1");
     assert_eq!(get(Some("node6"), 8082), "hello", "published ports work");
+
+    // A stack on the two workers: its tasks talk over the overlay (VXLAN through the
+    // firewall).
+    let compose = "version: \"3.8\"\nservices:\n  web:\n    image: busybox:lab\n    command: httpd -f -h /www\n    networks: [net]\n    deploy:\n      replicas: 2\n      endpoint_mode: dnsrr\n      placement: {constraints: [node.role == worker], max_replicas_per_node: 1}\nnetworks:\n  net: {driver: overlay}\n";
+    ssh("node1", &format!("printf '%s' '{compose}' | sudo docker stack deploy --resolve-image never -c - fw >/dev/null"));
+    let mut ready = String::new();
+    for _ in 0..60 {
+        ready = ssh("node1", "sudo docker service ls --format '{{.Name}} {{.Replicas}}'");
+        if ready.contains("fw_web 2/2") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(ready.contains("fw_web 2/2"), "{ready}");
+    let ip5 = ssh("node5", "sudo docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' $(sudo docker ps -q -f name=fw_web) | awk '{print $1}'");
+    // (busybox-static's wget crashes in a container; its nc does not)
+    let got = ssh("node4", &format!("sudo docker exec $(sudo docker ps -q -f name=fw_web) sh -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 {ip5} 80'"));
+    assert!(got.ends_with("hello"), "overlay traffic from node4 to node5 ({ip5}): {got}");
 
     // Again: nothing changes.
     let (rc, out) = run(d, &[]);

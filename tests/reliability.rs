@@ -344,3 +344,108 @@ fn ctrl_c_mid_apt_stops_the_remote_commands_and_a_rerun_finishes() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(ssh("node1", "systemctl is-active docker"), "active");
 }
+
+#[test]
+fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
+    let _lab = LabGuard::up(1);
+    let d = tempfile::tempdir().unwrap();
+    let lab_inv = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
+    write(d.path(), "inventory.yml", &lab_inv);
+    let sshd = |v: &str| {
+        write(
+            d.path(),
+            "roles/s/tasks/main.yml",
+            &format!("- name: sshd drop-in\n  sshd_config: {{ path: /etc/ssh/sshd_config.d/60-test.conf, content: \"MaxSessions {v}\\n\" }}\n"),
+        );
+        write(d.path(), "s.yml", "- hosts: all\n  roles: [s]\n");
+        let o = provision(&[
+            d.path().join("inventory.yml").to_str().unwrap(),
+            "-p",
+            d.path().join("s.yml").to_str().unwrap(),
+            "--roles",
+            d.path().join("roles").to_str().unwrap(),
+        ]);
+        (o.status.code(), text(&o))
+    };
+    let (rc, out) = sshd("8");
+    assert_eq!(rc, Some(0), "{out}");
+    // /var/backups full: the change is refused before anything is touched, and no empty
+    // backup is left to be "restored" later.
+    ssh("node1", "sudo mount -t tmpfs -o size=16k tmpfs /var/backups; sudo dd if=/dev/zero of=/var/backups/fill bs=4k count=100 2>/dev/null; true");
+    let (rc, out) = sshd("9");
+    ssh("node1", "sudo umount /var/backups");
+    assert_eq!(rc, Some(2), "{out}");
+    assert!(out.contains("disk full?): nothing was changed"), "{out}");
+    assert_eq!(ssh("node1", "sudo cat /etc/ssh/sshd_config.d/60-test.conf"), "MaxSessions 8");
+    assert_eq!(ssh("node1", "sudo sshd -T | grep -i '^maxsessions'"), "maxsessions 8");
+    let (rc, out) = sshd("9");
+    assert_eq!(rc, Some(0), "{out}");
+    ssh("node1", "sudo rm -f /etc/ssh/sshd_config.d/60-test.conf");
+
+    // The link cut silently (packets dropped, no reset) while a command runs: the host is
+    // given up as lost by the keepalives, well before the 900 s command timeout.
+    write(d.path(), "roles/slow/tasks/main.yml", "- name: slow\n  command: sleep 300\n");
+    write(d.path(), "slow.yml", "- hosts: all\n  roles: [slow]\n");
+    let t = Instant::now();
+    let slow = std::process::Command::new(BIN)
+        .arg(d.path().join("inventory.yml"))
+        .arg("-p")
+        .arg(d.path().join("slow.yml"))
+        .arg("--roles")
+        .arg(d.path().join("roles"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let cut = std::process::Command::new("ip")
+        .args(["link", "set", "pl-node1", "down"])
+        .status()
+        .unwrap();
+    assert!(cut.success());
+    let o = slow.wait_with_output().unwrap();
+    let took = t.elapsed().as_secs();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "set", "pl-node1", "up"])
+        .status();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("connection to node1 lost"), "{out}");
+    assert_eq!(recap(&out, "node1", "unreachable"), 1, "{out}");
+    assert!(took < 120, "took {took} s to give up a dead link");
+    eprintln!("a silently cut link given up after {took} s");
+
+    // A host that never answers does not hold the others back: node1 is done long before
+    // the ghost's connect timeout.
+    let ghost = lab_inv.replacen(
+        "  children:\n",
+        "  hosts:\n    ghost:\n      ansible_host: 10.200.0.99\n  children:\n",
+        1,
+    );
+    assert_ne!(ghost, lab_inv);
+    write(d.path(), "ghost.yml", &ghost);
+    write(d.path(), "roles/q/tasks/main.yml", "- name: quick\n  copy: { dest: /tmp/quick, content: \"{{ inventory_hostname }}\\n\" }\n");
+    write(d.path(), "q.yml", "- hosts: all\n  roles: [q]\n");
+    let t = Instant::now();
+    let o = provision(&[
+        d.path().join("ghost.yml").to_str().unwrap(),
+        "-p",
+        d.path().join("q.yml").to_str().unwrap(),
+        "--roles",
+        d.path().join("roles").to_str().unwrap(),
+        "--connect-timeout",
+        "8",
+    ]);
+    let total = t.elapsed().as_secs_f64();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert_eq!(recap(&out, "ghost", "unreachable"), 1, "{out}");
+    assert_eq!(ssh("node1", "cat /tmp/quick"), "node1");
+    let own: f64 = out
+        .lines()
+        .find(|l| l.starts_with("node1 "))
+        .and_then(|l| l.split("time=").nth(1))
+        .and_then(|t| t.trim_end_matches('s').trim().parse().ok())
+        .unwrap_or_else(|| panic!("no time for node1: {out}"));
+    assert!(total >= 8.0 && own < 4.0, "node1 took {own} s of the run's {total:.1} s");
+}

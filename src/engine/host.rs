@@ -38,6 +38,8 @@ pub struct HostState {
     /// Notified handler names, per role.
     pub notified: Vec<HashSet<String>>,
     pub probes: ProbeCache,
+    /// When the host's last piece of work in the play ended (its own time in the recap).
+    pub done_at: Option<std::time::Instant>,
 }
 
 pub fn selected(task: &Task, o: &Options) -> bool {

@@ -231,6 +231,67 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
     })
 }
 
+/// Records a host's connection (or why there is none) in its run.
+fn connected(
+    rep: &Reporter,
+    h: &str,
+    run: &mut HostRun,
+    c: Result<(Arc<Conn>, Map<String, Value>), ConnectError>,
+) {
+    match c {
+        Ok((c, f)) => {
+            run.conn = Some(c);
+            run.facts = f;
+        }
+        Err(ConnectError::Unreachable(e)) => {
+            run.tally.unreachable = 1;
+            run.failed = true;
+            rep.task_done(h, "connect", "connect", Status::Unreachable, &e, None);
+        }
+        Err(ConnectError::Failed(e)) => {
+            run.tally.failed = 1;
+            run.failed = true;
+            rep.task_done(h, "connect", "connect", Status::Failed, &e, None);
+        }
+    }
+    run.finished = Some(Instant::now());
+}
+
+fn text_reads_facts(v: &Value, facts: &[&str]) -> bool {
+    match v {
+        Value::String(s) => target::reads_facts_via_hostvars(s, facts),
+        Value::Array(a) => a.iter().any(|x| text_reads_facts(x, facts)),
+        Value::Object(m) => m.values().any(|x| text_reads_facts(x, facts)),
+        _ => false,
+    }
+}
+
+/// Could any task, handler, template or variable of the play read another host's facts?
+fn play_reads_facts(p: &Play) -> bool {
+    let facts = target::fact_names();
+    let task = |t: &play::Task| {
+        text_reads_facts(&t.args.to_json(), &facts)
+            || [&t.when, &t.changed_when]
+                .iter()
+                .any(|w| w.as_ref().is_some_and(|w| target::reads_facts_via_hostvars(w, &facts)))
+            || t.items.as_ref().is_some_and(|i| text_reads_facts(&i.to_json(), &facts))
+            || text_reads_facts(&Value::Object(t.vars.clone()), &facts)
+    };
+    text_reads_facts(&Value::Object(p.vars.clone()), &facts)
+        || p.roles.iter().any(|r| {
+            r.tasks.iter().chain(&r.handlers).any(task)
+                || r.templates.iter().any(|(_, t)| target::reads_facts_via_hostvars(t, &facts))
+                || text_reads_facts(&Value::Object(r.defaults.clone()), &facts)
+        })
+}
+
+fn inv_reads_facts(inv: &Inventory) -> bool {
+    let facts = target::fact_names();
+    inv.hosts
+        .values()
+        .any(|h| h.vars.values().any(|v| text_reads_facts(v, &facts)))
+}
+
 /// The firewall `h` should have, when one of its plays has the firewall role: the
 /// rendered rules, the rules file and whether fail2ban guards SSH.
 fn firewall_of(p: &Prepared, h: &str) -> Option<Result<(String, String, bool), String>> {
@@ -450,7 +511,11 @@ pub async fn execute(
             connect_host(t, wants_root, lock, wait).await
         }));
     }
+    // A host starts as soon as its own facts are in, unless some template could read
+    // another host's facts through `hostvars` (then every host's are gathered first).
+    let early = !p.plays.iter().any(|(pl, _, _)| play_reads_facts(pl)) && !inv_reads_facts(&inv);
     let mut runs: IndexMap<String, HostRun> = IndexMap::new();
+    let mut connecting = IndexMap::new();
     for (h, j) in p.hosts.iter().zip(joins) {
         let mut run = HostRun {
             conn: None,
@@ -460,29 +525,17 @@ pub async fn execute(
             registered: Map::new(),
             finished: None,
         };
-        match j
-            .await
-            .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))))
-        {
-            Ok((c, f)) => {
-                run.conn = Some(c);
-                run.facts = f;
-            }
-            Err(ConnectError::Unreachable(e)) => {
-                run.tally.unreachable = 1;
-                run.failed = true;
-                rep.task_done(h, "connect", "connect", Status::Unreachable, &e, None);
-            }
-            Err(ConnectError::Failed(e)) => {
-                run.tally.failed = 1;
-                run.failed = true;
-                rep.task_done(h, "connect", "connect", Status::Failed, &e, None);
-            }
+        if early {
+            connecting.insert(h.clone(), j);
+        } else {
+            let c = j
+                .await
+                .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))));
+            connected(&rep, h, &mut run, c);
         }
-        run.finished = Some(Instant::now());
         runs.insert(h.clone(), run);
     }
-    // hostvars: inventory vars and facts of every host.
+    // hostvars: inventory vars and facts of every host (facts only when gathered first).
     let mut hostvars = Map::new();
     for (name, host) in &inv.hosts {
         let mut v = host.vars.clone();
@@ -531,6 +584,7 @@ pub async fn execute(
             rep: rep.clone(),
             state: state.clone(),
             outside: outside.clone(),
+            connecting: std::sync::Mutex::new(std::mem::take(&mut connecting)),
         };
         let settled = pr
             .run(&hosts, &every, &mut runs, &mut extra, &mut published)
@@ -545,6 +599,15 @@ pub async fn execute(
                 pr.play.name
             ));
             break;
+        }
+    }
+    // Hosts no play reached (a play failed first): their connections still end here.
+    for (h, j) in connecting {
+        let c = j
+            .await
+            .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))));
+        if let Some(r) = runs.get_mut(&h) {
+            connected(&rep, &h, r, c);
         }
     }
     let mut tallies = IndexMap::new();

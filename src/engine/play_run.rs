@@ -4,7 +4,7 @@
 
 use super::cluster::converge;
 use super::host::{self, HostCtx, HostState};
-use super::{connect_host, HostRun, Options, Shared};
+use super::{connect_host, ConnectError, HostRun, Options, Shared};
 use crate::cluster::{Ctx, Member};
 use crate::inventory::Inventory;
 use crate::modules::{self, Build};
@@ -84,6 +84,9 @@ pub struct PlayRun {
     pub state: Arc<State>,
     /// How to reach the play's hosts outside `--limit` (read-only).
     pub outside: Arc<IndexMap<String, Result<crate::transport::Target, String>>>,
+    /// Connections still being made (first play only): a host starts its first local
+    /// segment as soon as its own is in; cluster steps wait for all.
+    pub connecting: std::sync::Mutex<IndexMap<String, Connecting>>,
 }
 
 /// Builds the play's template environments once, for all its hosts.
@@ -152,6 +155,8 @@ impl PlayRun {
             match seg {
                 Segment::Local(refs) => self.local(refs, runs, &mut states, published).await,
                 Segment::Cluster(tr) => {
+                    // A cluster step sees every host: the connections still being made first.
+                    self.settle_connects(runs).await;
                     // Hosts meet a cluster step in their final local state: handlers first.
                     self.flush_handlers(runs, &mut states, published).await;
                     if !self
@@ -176,10 +181,31 @@ impl PlayRun {
                 r.tally.skipped += st.tally.skipped;
                 r.tally.unreachable += st.tally.unreachable;
                 r.registered = st.registered;
-                r.finished = Some(std::time::Instant::now());
+                r.finished = Some(st.done_at.unwrap_or_else(std::time::Instant::now));
             }
         }
+        // Connections still being made (hosts this play never reached): recorded last, so
+        // the others' times are their own.
+        self.settle_connects(runs).await;
         ok
+    }
+
+    fn take_connecting(&self, h: &str) -> Option<Connecting> {
+        self.connecting.lock().ok()?.shift_remove(h)
+    }
+
+    /// Waits for the connections still being made and records them.
+    async fn settle_connects(&self, runs: &mut IndexMap<String, HostRun>) {
+        let left: Vec<(String, Connecting)> = match self.connecting.lock() {
+            Ok(mut m) => m.drain(..).collect(),
+            Err(_) => return,
+        };
+        for (h, p) in left {
+            let c = joined(p).await;
+            if let Some(r) = runs.get_mut(&h) {
+                super::connected(&self.rep, &h, r, c);
+            }
+        }
     }
 
     fn pending_file(h: &str) -> String {
@@ -295,13 +321,18 @@ impl PlayRun {
         let sem = Arc::new(tokio::sync::Semaphore::new(self.o.forks.max(1)));
         let mut joins = Vec::new();
         for (h, st) in std::mem::take(states) {
-            let Some(conn) = runs
+            let pending = self.take_connecting(&h);
+            let ready = runs
                 .get(&h)
                 .filter(|r| !r.failed)
-                .and_then(|r| r.conn.clone())
-            else {
-                states.insert(h, st);
-                continue;
+                .and_then(|r| r.conn.clone().map(|c| (c, r.facts.clone())));
+            let start = match (ready, pending) {
+                (Some(c), _) => Start::Ready(c),
+                (None, Some(p)) => Start::Pending(p),
+                (None, None) => {
+                    states.insert(h, st);
+                    continue;
+                }
             };
             let (play, envs, inv, shared, o, rep, refs, published, sem) = (
                 self.play.clone(),
@@ -317,14 +348,21 @@ impl PlayRun {
             let before = st.tally.clone();
             let name = h.clone();
             let join = tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await;
                 let mut st = st;
+                let (conn, facts, connected) = match start {
+                    Start::Ready((c, f)) => (c, f, None),
+                    Start::Pending(p) => match joined(p).await {
+                        Ok((c, f)) => (c.clone(), f.clone(), Some(Ok((c, f)))),
+                        Err(e) => return (st, false, Some(Err(e))),
+                    },
+                };
+                let _permit = sem.acquire_owned().await;
                 let ctx = HostCtx {
                     play: &play,
                     host: &inv.hosts[&name],
                     conn: &conn,
                     hostvars: &shared.hostvars,
-                    facts: None,
+                    facts: Some(&facts),
                     published: &published,
                     shared_vars: &shared.vars,
                     o: &o,
@@ -333,13 +371,19 @@ impl PlayRun {
                 let steps: Vec<(usize, &Task)> =
                     refs.iter().map(|r| (r.role, r.task(&play))).collect();
                 let ok = host::run_segment(&ctx, &envs, &steps, &mut st).await;
-                (st, ok)
+                st.done_at = Some(std::time::Instant::now());
+                (st, ok, connected)
             });
             joins.push((h, before, join));
         }
         for (h, before, j) in joins {
             match j.await {
-                Ok((st, ok)) => {
+                Ok((st, ok, connected)) => {
+                    if let Some(c) = connected {
+                        if let Some(r) = runs.get_mut(&h) {
+                            super::connected(&self.rep, &h, r, c);
+                        }
+                    }
                     if !ok {
                         if let Some(r) = runs.get_mut(&h) {
                             r.failed = true;
@@ -460,8 +504,8 @@ impl PlayRun {
             .chain(outside.iter().map(|h| (h, false)))
         {
             let (conn, facts) = if is_writable {
-                match runs.get(h).and_then(|r| r.conn.clone()) {
-                    Some(c) => (c, None),
+                match runs.get(h).and_then(|r| r.conn.clone().map(|c| (c, r.facts.clone()))) {
+                    Some((c, f)) => (c, Some(f)),
                     None => continue,
                 }
             } else {
@@ -539,10 +583,12 @@ impl PlayRun {
             published.insert(r.clone(), value);
         }
         let fatal = oc.fatal.take();
+        let done = std::time::Instant::now();
         for h in &writable {
             let Some(st) = states.get_mut(h) else {
                 continue;
             };
+            st.done_at = Some(done);
             let in_step = members.iter().any(|m| &m.name == h);
             // The step failed for everyone (fatal), or this host's change failed.
             let failure = fatal
@@ -593,4 +639,18 @@ impl PlayRun {
         }
         fatal.is_none()
     }
+}
+
+/// A host's connection being made: the connection and its facts, or why not.
+pub type Connecting =
+    tokio::task::JoinHandle<Result<(Arc<Conn>, Map<String, Value>), ConnectError>>;
+
+enum Start {
+    Ready((Arc<Conn>, Map<String, Value>)),
+    Pending(Connecting),
+}
+
+async fn joined(p: Connecting) -> Result<(Arc<Conn>, Map<String, Value>), ConnectError> {
+    p.await
+        .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))))
 }

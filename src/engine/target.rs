@@ -189,3 +189,90 @@ impl Prepared {
         Ok(())
     }
 }
+
+/// The names the facts script sets.
+pub fn fact_names() -> Vec<&'static str> {
+    FACTS
+        .split("echo \"")
+        .skip(1)
+        .chain(FACTS.split("&& echo ").skip(1))
+        .chain(FACTS.split("|| echo ").skip(1))
+        .filter_map(|s| s.split('=').next())
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
+/// Could this template text read a host's facts through `hostvars`? True for
+/// `hostvars[h].ansible_kernel`, `hostvars[h]['ansible_fqdn']`, and for any use that
+/// is not a plain key lookup (`hostvars | dict2items`, `hostvars[h]` handed on).
+pub fn reads_facts_via_hostvars(text: &str, facts: &[&str]) -> bool {
+    let b = text.as_bytes();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("hostvars") {
+        let mut j = from + i + "hostvars".len();
+        from = j;
+        let skip_ws = |j: &mut usize| {
+            while *j < b.len() && b[*j] == b' ' {
+                *j += 1;
+            }
+        };
+        skip_ws(&mut j);
+        if j >= b.len() || b[j] != b'[' {
+            return true; // hostvars used whole
+        }
+        // the host subscript, brackets balanced
+        let mut depth = 0;
+        while j < b.len() {
+            match b[j] {
+                b'[' => depth += 1,
+                b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        j += 1;
+        skip_ws(&mut j);
+        let key: String = if j < b.len() && b[j] == b'.' {
+            text[j + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        } else if text[j.min(b.len())..].starts_with("['") || text[j.min(b.len())..].starts_with("[\"") {
+            text[j + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        } else {
+            String::new()
+        };
+        if key.is_empty() || facts.contains(&key.as_str()) {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_read_through_hostvars_are_found() {
+        let f = fact_names();
+        assert!(f.contains(&"ansible_default_ipv4_address") && f.contains(&"provision_ssh_client"));
+        assert!(f.contains(&"ansible_sudo") && f.contains(&"ansible_kernel"), "{f:?}");
+        let reads = |t: &str| reads_facts_via_hostvars(t, &f);
+        assert!(!reads("{% for h in groups['all'] %}{{ hostvars[h].ansible_host | default(h) }}{% endfor %}"));
+        assert!(!reads("{{ hostvars[groups['m'][0]]['private_address'] }} and no other"));
+        assert!(reads("{{ hostvars[h].ansible_default_ipv4_address }}"));
+        assert!(reads("{{ hostvars[h]['ansible_fqdn'] }}"));
+        assert!(reads("{{ hostvars | dict2items }}"));
+        assert!(reads("{{ hostvars[h] | to_json }}"));
+        assert!(!reads("no such thing"));
+    }
+}

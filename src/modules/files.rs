@@ -11,6 +11,25 @@ pub struct Remote {
     owner: String,
     group: String,
     pub content: String,
+    /// For a large file, only its sha256 is read (see `probe_file_sized`).
+    sha: Option<String>,
+}
+
+/// Above this size a file is compared by its hash, not read back (and shown in no diff).
+const BIG: usize = 64 * 1024;
+
+/// Like `probe_file`, but a file meant to hold more than 64 KiB is hashed on the host.
+pub fn probe_file_sized(path: &str, wanted_len: usize) -> String {
+    if wanted_len <= BIG {
+        return probe_file(path);
+    }
+    let p = q(path);
+    format!("if [ -f {p} ]; then stat -c 'E %a %U %G' {p} && printf 'H:' && sha256sum {p} | cut -c1-64; else echo N; fi")
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
 }
 
 pub fn probe_file(path: &str) -> String {
@@ -28,10 +47,22 @@ pub fn parse_file(out: &str) -> Remote {
             owner: String::new(),
             group: String::new(),
             content: String::new(),
+            sha: None,
+        };
+    }
+    let second = lines.next().unwrap_or("").trim();
+    if let Some(h) = second.strip_prefix("H:") {
+        return Remote {
+            exists: true,
+            mode: head[1].to_owned(),
+            owner: head[2].to_owned(),
+            group: head[3].to_owned(),
+            content: String::new(),
+            sha: Some(h.to_owned()),
         };
     }
     let raw = base64::engine::general_purpose::STANDARD
-        .decode(lines.next().unwrap_or("").trim())
+        .decode(second)
         .unwrap_or_default();
     Remote {
         exists: true,
@@ -39,6 +70,7 @@ pub fn parse_file(out: &str) -> Remote {
         owner: head[2].to_owned(),
         group: head[3].to_owned(),
         content: String::from_utf8_lossy(&raw).into_owned(),
+        sha: None,
     }
 }
 
@@ -55,15 +87,19 @@ pub(super) fn plan_content(
     let mode_ok = mode.is_none_or(|m| m == cur.mode);
     let owner_ok = owner.is_none_or(|o| o == cur.owner);
     let group_ok = group.is_none_or(|g| g == cur.group);
-    if cur.exists && cur.content == content && mode_ok && owner_ok && group_ok {
+    let same = match &cur.sha {
+        Some(h) => *h == sha256_hex(content.as_bytes()),
+        None => cur.content == content,
+    };
+    if cur.exists && same && mode_ok && owner_ok && group_ok {
         return Plan::Ok(format!("{path} is up to date"));
     }
-    let diff = Some(Diff {
+    let diff = (cur.sha.is_none() && content.len() <= BIG).then(|| Diff {
         path: path.to_owned(),
         before: cur.content.clone(),
         after: content.to_owned(),
     });
-    if cur.exists && cur.content == content {
+    if cur.exists && same {
         let mut s = String::from("set -e; ");
         if let Some(m) = mode.filter(|_| !mode_ok) {
             s += &format!("chmod {m} {}; ", q(path));
@@ -141,7 +177,7 @@ impl Copy {
 
 impl Module for Copy {
     fn probe(&self) -> Option<String> {
-        Some(probe_file(&self.dest))
+        Some(probe_file_sized(&self.dest, self.content.len()))
     }
     fn plan(&self, p: &Output) -> Plan {
         let cur = parse_file(&p.stdout);

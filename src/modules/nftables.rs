@@ -152,7 +152,7 @@ impl Module for Nftables {
         let script = format!(
             "set -e\n\
              mkdir -p /var/backups\n\
-             if [ -f {f} ]; then cp -p {f} {BACKUP}; else rm -f {BACKUP}; fi\n\
+             if [ -f {f} ]; then cp -p {f} {BACKUP}.tmp 2>/dev/null && mv -f {BACKUP}.tmp {BACKUP} || {{ rm -f {BACKUP}.tmp; echo 'cannot keep a copy of the rules in /var/backups (disk full?): nothing was changed' >&2; exit 1; }}; else rm -f {BACKUP}; fi\n\
              nft list table inet {TABLE} > {PREV} 2>/dev/null || : > {PREV}\n\
              cat > {RESTORE} <<'PROVISION-EOF'\n{restore}PROVISION-EOF\n\
              ( {put} )\n\

@@ -70,7 +70,8 @@ impl Module for SshdConfig {
         }
         let (f, b) = (q(&self.path), q(BACKUP));
         let script = format!(
-            "set -e; mkdir -p /var/backups; if [ -f {f} ]; then cp -p {f} {b}; else rm -f {b}; fi\n\
+            "set -e; mkdir -p /var/backups\n\
+             if [ -f {f} ]; then cp -p {f} {b}.tmp 2>/dev/null && mv -f {b}.tmp {b} || {{ rm -f {b}.tmp; echo \"cannot keep a copy of {f} in /var/backups (disk full?): nothing was changed\" >&2; exit 1; }}; else rm -f {b}; fi\n\
              ( {} )\n\
              if ! out=$(sshd -t 2>&1); then {}; echo \"sshd -t refused the new settings (the previous ones are back in place): $out\" >&2; exit 1; fi\n\
              {}",

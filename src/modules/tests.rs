@@ -40,6 +40,13 @@ fn kind(p: &Plan) -> String {
     }
 }
 
+const BIG: &str = concat!(include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"));
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
 const NFT: &str = "table inet provision {}\ndelete table inet provision\ntable inet provision {\n}\n";
 const LIVE: &str = "table inet provision {\n\tchain input {\n\t}\n}\n";
 
@@ -69,6 +76,18 @@ fn every_module_plans_from_captured_probes() {
             json!({"dest": "/etc/a", "content": "x\n", "mode": "0644"}),
             out(0, &file("644", "x\n")),
             Want::Ok,
+        ),
+        (
+            "copy",
+            json!({"dest": "/big", "content": BIG, "mode": "0644"}),
+            out(0, &format!("E 644 root root\nH:{}\n", sha(BIG))),
+            Want::Ok,
+        ),
+        (
+            "copy",
+            json!({"dest": "/big", "content": BIG, "mode": "0644"}),
+            out(0, &format!("E 644 root root\nH:{}\n", sha("other"))),
+            Want::Change("sha256sum"),
         ),
         (
             "copy",
