@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod labels;
 pub mod networks;
 pub mod share;
+pub mod stacks;
 pub mod swarm;
 pub mod tls;
 

@@ -102,6 +102,9 @@ pub async fn converge(
                 .into_iter()
                 .filter(|a| !oc.failed.contains_key(&a.host))
                 .collect(),
+            // After a failed change its host is no longer probed, so the step may not see
+            // enough to plan: that failure is the news, not this.
+            Err(_) if !oc.failed.is_empty() => return oc,
             Err(e) => {
                 oc.fatal = Some(e);
                 return oc;

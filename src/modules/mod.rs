@@ -238,6 +238,12 @@ pub const TABLE: &[Def] = &[
         build: Build::Cluster(crate::cluster::networks::new),
     },
     Def {
+        name: "swarm_stacks",
+        required: &[],
+        optional: &["stacks", "prune", "resolve_image"],
+        build: Build::Cluster(crate::cluster::stacks::new),
+    },
+    Def {
         name: "etcd_cluster",
         required: &["address", "cert", "key", "ca", "data_dir"],
         optional: &["config", "allow_even_members"],

@@ -11,6 +11,14 @@ use std::path::{Path, PathBuf};
 static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
+/// A file of the built-in templates/ folder (the built-in stacks' compose templates).
+pub fn builtin_file(rel: &str) -> Option<String> {
+    TEMPLATES
+        .get_file(rel)
+        .and_then(|f| f.contents_utf8())
+        .map(str::to_owned)
+}
+
 /// The built-in cluster playbook: groups mapped to roles, in order. The etcd play is
 /// there when the inventory has an `etcd` group, the swarm play with a `managers` group.
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
@@ -25,7 +33,7 @@ pub fn builtin(inv: &crate::inventory::Inventory) -> String {
         } else {
             "managers"
         };
-        s += &format!("- name: docker swarm\n  hosts: {hosts}\n  roles: [docker, swarm]\n");
+        s += &format!("- name: docker swarm\n  hosts: {hosts}\n  roles: [docker, swarm, stacks]\n");
     }
     s
 }

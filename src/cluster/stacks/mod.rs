@@ -1,0 +1,299 @@
+//! `swarm_stacks`: the inventory's stacks, rendered on the controller, deployed through a
+//! manager (compose, configs and secrets on stdin) and waited for until every service runs
+//! its new spec. An unchanged stack is recognised by the spec hash on its services and
+//! left alone; a stack provision deployed that left the inventory is reported (removed
+//! only with `prune`).
+
+pub mod render;
+
+use super::swarm::{parse, probe_info, source, Seen1};
+use super::{sections, Action, Ctx, Member, Seen, Step};
+use crate::modules::Args;
+use crate::transport::quote;
+use indexmap::IndexMap;
+use render::{Stack, Swarm, SPEC_LABEL};
+
+pub fn new() -> Box<dyn Step> {
+    Box::<Stacks>::default()
+}
+
+#[derive(Default)]
+struct Stacks {
+    want: Vec<Stack>,
+    prune: bool,
+    resolve: String,
+    notes: Vec<String>,
+    secrets: Vec<String>,
+}
+
+fn script() -> String {
+    probe_info(true)
+        + &format!(
+            "echo '==PROVISION services'; ids=$(docker service ls -q 2>/dev/null) && [ -n \"$ids\" ] && \
+             docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels \"com.docker.stack.namespace\"}}}}|{{{{index .Spec.Labels \"{SPEC_LABEL}\"}}}}' $ids 2>/dev/null\n\
+             echo '==PROVISION replicas'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null\n\
+             echo '==PROVISION networks'; docker network ls --format '{{{{.Name}}}}' 2>/dev/null; true\n"
+        )
+}
+
+impl Step for Stacks {
+    fn prepare(&mut self, members: &[Member], cx: &Ctx) -> Result<(), String> {
+        let Some(m) = members.first() else {
+            return Ok(());
+        };
+        let a = Args(&m.args);
+        self.prune = a.bool("prune", false)?;
+        self.resolve = a.choice("resolve_image", "always", &["always", "changed", "never"])?;
+        let base = cx
+            .inventory
+            .path
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let list = match m.args.get("stacks") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            Some(v) => return Err(format!("`stacks` must be a list, found {v}")),
+        };
+        let builtin = |name: &str| crate::play::builtin_file(&format!("stacks/{name}.yml.j2"));
+        for e in &list {
+            let s = render::stack(e, &base, &builtin)?;
+            if self.want.iter().any(|w| w.name == s.name) {
+                return Err(format!("stack `{}` is listed twice", s.name));
+            }
+            self.secrets.extend(
+                s.objects
+                    .iter()
+                    .filter(|o| o.secret)
+                    .map(|o| String::from_utf8_lossy(&o.data).into_owned())
+                    .filter(|v| v.len() >= 4),
+            );
+            self.want.push(s);
+        }
+        Ok(())
+    }
+
+    fn reads_outside_limit(&self) -> bool {
+        true
+    }
+
+    fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
+        if self.want.is_empty() && !self.prune {
+            return Vec::new();
+        }
+        members.iter().map(|m| (m.name.clone(), script())).collect()
+    }
+
+    fn plan(&mut self, members: &[Member], seen: &Seen, _cx: &Ctx) -> Result<Vec<Action>, String> {
+        self.notes.clear();
+        if self.want.is_empty() && !self.prune {
+            return Ok(Vec::new());
+        }
+        let obs: IndexMap<String, Seen1> = seen
+            .iter()
+            .filter_map(|(h, r)| r.as_ref().ok().map(|o| (h.clone(), parse(&o.stdout))))
+            .collect();
+        let Some((src, nodes, _)) = source(members, &obs)? else {
+            return Err("no manager of the swarm answers: stacks cannot be read or deployed".into());
+        };
+        let secs = seen
+            .get(&src)
+            .and_then(|r| r.as_ref().ok())
+            .map(|o| sections(&o.stdout))
+            .unwrap_or_default();
+        // stack -> (service, spec label)
+        let mut deployed: IndexMap<String, Vec<(String, String)>> = IndexMap::new();
+        for l in secs.get("services").map(String::as_str).unwrap_or("").lines() {
+            let f: Vec<&str> = l.split('|').collect();
+            if let [svc, ns, spec] = f[..] {
+                if !ns.is_empty() && ns != "<no value>" {
+                    deployed
+                        .entry(ns.to_owned())
+                        .or_default()
+                        .push((svc.to_owned(), spec.replace("<no value>", "")));
+                }
+            }
+        }
+        let networks: Vec<String> = secs
+            .get("networks")
+            .map(String::as_str)
+            .unwrap_or("")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let labels: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.description.hostname.clone(), n.spec.labels.clone()))
+            .collect();
+        let sw = Swarm {
+            nodes: &labels,
+            networks: &networks,
+        };
+        let owner = members
+            .iter()
+            .find(|m| m.name == src && m.writable)
+            .or_else(|| {
+                members
+                    .iter()
+                    .find(|m| m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available))
+            })
+            .map(|m| m.name.clone());
+        let replicas: IndexMap<String, String> = secs
+            .get("replicas")
+            .map(String::as_str)
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, r)| (n.to_owned(), r.trim().to_owned()))
+            .collect();
+        let mut todo = Vec::new();
+        let mut waits = Vec::new();
+        let mut problems = Vec::new();
+        for s in &self.want {
+            let have = deployed.get(&s.name);
+            if !s.present {
+                if have.is_some() {
+                    todo.push((s, false));
+                }
+                continue;
+            }
+            let current = have.is_some_and(|h| {
+                h.len() == s.services.len()
+                    && s.services.iter().all(|svc| {
+                        let full = format!("{}_{svc}", s.name);
+                        h.iter().any(|(n, spec)| *n == full && *spec == s.spec)
+                    })
+            });
+            if current {
+                let all_running = s.services.iter().all(|svc| {
+                    replicas
+                        .get(&format!("{}_{svc}", s.name))
+                        .is_some_and(|r| converged(r))
+                });
+                if !all_running {
+                    waits.push(s);
+                }
+                continue;
+            }
+            problems.extend(lint(s, &sw).into_iter().map(|p| format!("stack `{}`: {p}", s.name)));
+            todo.push((s, true));
+        }
+        if !problems.is_empty() {
+            return Err(format!(
+                "nothing was deployed: {}",
+                problems.join("; ")
+            ));
+        }
+        let mut actions = Vec::new();
+        let Some(owner) = owner else {
+            for (s, _) in &todo {
+                self.notes.push(format!(
+                    "stack {} differs from the inventory: deployed on the next run that includes a manager",
+                    s.name
+                ));
+            }
+            return Ok(actions);
+        };
+        for s in waits {
+            actions.push(Action {
+                host: owner.clone(),
+                run_on: Some(src.clone()),
+                msg: format!("wait until every service of stack {} runs (deployed, not running yet)", s.name),
+                script: render::wait_script(&s.name, &s.spec, s.wait),
+                stdin: None,
+                serial: false,
+            });
+        }
+        for (s, deploy) in todo {
+            if deploy {
+                let (script, stdin) = render::deploy_script(s, &self.resolve);
+                let objs: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
+                actions.push(Action {
+                    host: owner.clone(),
+                    run_on: Some(src.clone()),
+                    msg: format!(
+                        "deploy stack {} ({}{}) and wait until every service runs it",
+                        s.name,
+                        s.services.join(", "),
+                        if objs.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", objs.join(", "))
+                        }
+                    ),
+                    script,
+                    stdin: Some(stdin),
+                    serial: false,
+                });
+            } else {
+                actions.push(remove(&owner, &src, &s.name));
+            }
+        }
+        // Stacks provision deployed that the inventory no longer lists.
+        for (ns, svcs) in &deployed {
+            let ours = svcs.iter().any(|(_, spec)| !spec.is_empty());
+            if ours && !self.want.iter().any(|w| &w.name == ns) {
+                if self.prune {
+                    actions.push(remove(&owner, &src, ns));
+                } else {
+                    self.notes.push(format!(
+                        "stack {ns} is deployed but no longer in the inventory: left running (list it with `state: absent`, or set stacks_prune: true, to remove it)"
+                    ));
+                }
+            }
+        }
+        Ok(actions)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.secrets.clone()
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn replica_counts_that_are_converged() {
+    for (r, want) in [
+        ("2/2", true),
+        ("0/0", true),
+        ("1/2", false),
+        ("2/2 (max 1 per node)", true),
+        ("0/1 (1/1 completed)", true),
+        ("0/1 (0/1 completed)", false),
+    ] {
+        assert_eq!(converged(r), want, "{r}");
+    }
+}
+
+/// `2/2`, `0/0`, or a job's `0/1 (1/1 completed)`.
+fn converged(r: &str) -> bool {
+    if let Some(done) = r.split('(').nth(1).filter(|_| r.contains("completed")) {
+        let d = done.trim_end_matches(')').trim_end_matches(" completed");
+        return d.split_once('/').is_some_and(|(a, b)| a == b);
+    }
+    let r = r.split_whitespace().next().unwrap_or("");
+    r.split_once('/').is_some_and(|(a, b)| a == b)
+}
+
+fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
+    render::lint(s, sw)
+}
+
+fn remove(owner: &str, src: &str, name: &str) -> Action {
+    let st = quote(name);
+    Action {
+        host: owner.to_owned(),
+        run_on: Some(src.to_owned()),
+        msg: format!("remove stack {name}"),
+        script: format!(
+            "docker stack rm {st} >/dev/null; for i in $(seq 60); do [ -z \"$(docker stack services -q {st} 2>/dev/null)\" ] && break; sleep 1; done; \
+             for kind in config secret; do for o in $(docker \"$kind\" ls --filter label=provision.stack={st} --format '{{{{.Name}}}}'); do docker \"$kind\" rm \"$o\" >/dev/null 2>&1 || true; done; done"
+        ),
+        stdin: None,
+        serial: false,
+    }
+}

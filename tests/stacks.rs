@@ -1,0 +1,120 @@
+//! Stacks on a real 1-manager + 2-worker swarm: checks before deploying, a stack with a
+//! config and a secret deployed and waited for, an unchanged re-run that touches nothing,
+//! a config change rolled out under a new name (the old one removed), a bad image failing
+//! fast with Docker's reason, and a stack removed.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn inventory(d: &Path, stacks: &str) {
+    let lab = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
+    let vars = format!(
+        "  vars:\n    extra_packages: [busybox-static]\n    stacks_resolve_image: never\n    stacks:{}\n",
+        if stacks.is_empty() { " []".to_owned() } else { format!("\n{stacks}") }
+    );
+    let inv = lab.replacen("  vars:\n", &vars, 1);
+    assert_ne!(inv, lab);
+    write(d, "inventory.yml", &inv);
+}
+
+fn run(d: &Path) -> (i32, String) {
+    let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+const WEB: &str = "      - name: web
+        builtin: app
+        vars: { image: \"busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr }
+        configs: { site: { content: \"hello CONTENT\\n\" } }
+        secrets: { token: { value: s3cr3t-value-42 } }
+";
+
+fn web(content: &str) -> String {
+    WEB.replace("CONTENT", content)
+}
+
+fn in_task(cmd: &str) -> String {
+    for n in ["node2", "node3", "node1"] {
+        let (_, id) = ssh_rc(n, "sudo docker ps -q -f name=web_web | head -1");
+        if !id.trim().is_empty() {
+            return ssh(n, &format!("sudo docker exec {} {cmd}", id.trim()));
+        }
+    }
+    panic!("no task of web_web runs");
+}
+
+#[test]
+fn stacks_deploy_converge_roll_out_and_fail_fast() {
+    let _lab = LabGuard::up(3);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    inventory(d, "");
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    for n in ["node1", "node2", "node3"] {
+        ssh(n, "set -e; rm -rf /tmp/bb; mkdir -p /tmp/bb/bin /tmp/bb/www; cp /bin/busybox /tmp/bb/bin/; \
+                for a in sh httpd cat; do ln -s busybox /tmp/bb/bin/$a; done; sudo sh -c 'tar -C /tmp/bb -c . | docker import - busybox:lab >/dev/null'");
+    }
+
+    // Checked before anything is deployed: a constraint no node satisfies.
+    write(d, "bad.yml.j2", "version: \"3.8\"\nservices:\n  a:\n    image: busybox:lab\n    deploy: { placement: { constraints: [\"node.labels.zone == nowhere\"] } }\n");
+    inventory(d, &(web("v1") + "      - { name: bad, compose: bad.yml.j2 }\n"));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 2, "{out}");
+    assert!(
+        out.contains("nothing was deployed: stack `bad`: service `a`: no node satisfies `node.labels.zone == nowhere`"),
+        "{out}"
+    );
+    assert_eq!(ssh("node1", "sudo docker stack ls --format '{{.Name}}'"), "");
+
+    // Deployed and waited for; the secret never shows.
+    inventory(d, &web("v1"));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("deploy stack web (web; web_site_"), "{out}");
+    assert!(!out.contains("s3cr3t-value-42"), "{out}");
+    assert!(ssh("node1", "sudo docker service ls --format '{{.Name}} {{.Replicas}}'").contains("web_web 2/2"));
+    assert_eq!(in_task("cat /www/index.html"), "hello v1");
+    assert_eq!(in_task("cat /run/secrets/token"), "s3cr3t-value-42");
+    for n in ["node1", "node2", "node3"] {
+        let (_, found) = ssh_rc(n, "sudo grep -rl s3cr3t-value-42 /etc /tmp /root /home /var/tmp /var/lib/provision-managed 2>/dev/null | head -3");
+        assert_eq!(found.trim(), "", "the secret is on {n}'s disk");
+    }
+    let version = || ssh("node1", "sudo docker service inspect --format '{{.Version.Index}}' web_web");
+    let v1 = version();
+
+    // Again: nothing changes, the service is not touched.
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(version(), v1);
+
+    // New content: a new config object, a rolling update, the old object removed.
+    inventory(d, &web("v2"));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(in_task("cat /www/index.html"), "hello v2");
+    let configs = ssh("node1", "sudo docker config ls --format '{{.Name}}'");
+    assert_eq!(configs.lines().filter(|l| l.starts_with("web_site_")).count(), 1, "{configs}");
+    assert_ne!(version(), v1);
+
+    // A missing image fails fast, with Docker's reason.
+    inventory(d, &(web("v2") + "      - { name: broken, builtin: app, vars: { image: \"nosuch:image\", replicas: 1 } }\n"));
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d);
+    assert_eq!(rc, 2, "{out}");
+    assert!(out.contains("No such image"), "{out}");
+    assert!(t.elapsed().as_secs() < 120, "took {:?}", t.elapsed());
+
+    // Dropped from the inventory: reported, left running; `state: absent` removes it.
+    inventory(d, &web("v2"));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("stack broken is deployed but no longer in the inventory"), "{out}");
+    inventory(d, &(web("v2") + "      - { name: broken, state: absent }\n"));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("remove stack broken"), "{out}");
+    assert_eq!(ssh("node1", "sudo docker stack ls --format '{{.Name}}'"), "web");
+}
