@@ -125,6 +125,20 @@ impl Step for Stacks {
             .iter()
             .map(|n| (n.description.hostname.clone(), n.spec.labels.clone()))
             .collect();
+        // Networks the stacks of this run make count as there (`proxy` of the proxy stack).
+        let mut networks = networks;
+        for w in self.want.iter().filter(|w| w.present) {
+            for (key, n) in w.doc.get("networks").and_then(|n| n.as_object()).into_iter().flatten() {
+                if n.get("external").and_then(|e| e.as_bool()) != Some(true) {
+                    networks.push(
+                        n.get("name")
+                            .and_then(|x| x.as_str())
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("{}_{key}", w.name)),
+                    );
+                }
+            }
+        }
         let sw = Swarm {
             nodes: &labels,
             networks: &networks,
@@ -204,30 +218,42 @@ impl Step for Stacks {
                 serial: false,
             });
         }
+        // The stacks to deploy, in inventory order, in one command (a stack may use the
+        // network an earlier one makes); each reads its own part of stdin.
+        let (mut script, mut stdin, mut msgs) = (String::from("set -e\n"), Vec::new(), Vec::new());
         for (s, deploy) in todo {
-            if deploy {
-                let (script, stdin) = render::deploy_script(s, &self.resolve);
-                let objs: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
-                actions.push(Action {
-                    host: owner.clone(),
-                    run_on: Some(src.clone()),
-                    msg: format!(
-                        "deploy stack {} ({}{}) and wait until every service runs it",
-                        s.name,
-                        s.services.join(", "),
-                        if objs.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; {}", objs.join(", "))
-                        }
-                    ),
-                    script,
-                    stdin: Some(stdin),
-                    serial: false,
-                });
-            } else {
+            if !deploy {
                 actions.push(remove(&owner, &src, &s.name));
+                continue;
             }
+            let (sc, input) = render::deploy_script(s, &self.resolve);
+            script += &format!("(\n{sc}\n)\n");
+            stdin.extend(input);
+            let objs: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
+            msgs.push(format!(
+                "{} ({}{})",
+                s.name,
+                s.services.join(", "),
+                if objs.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", objs.join(", "))
+                }
+            ));
+        }
+        if !msgs.is_empty() {
+            actions.push(Action {
+                host: owner.clone(),
+                run_on: Some(src.clone()),
+                msg: format!(
+                    "deploy stack{} {} and wait until every service runs it",
+                    if msgs.len() > 1 { "s" } else { "" },
+                    msgs.join(", ")
+                ),
+                script,
+                stdin: Some(stdin),
+                serial: false,
+            });
         }
         // Stacks provision deployed that the inventory no longer lists.
         for (ns, svcs) in &deployed {

@@ -152,12 +152,26 @@ pub fn stack(
         }
     }
     let mut objects = Vec::new();
+    // A template's own configs (`x-provision-configs: {name: text}`): the compose format
+    // of docker 20.10 has no inline config content, and stdin has no folder for `file:`.
+    let own: Map<String, Value> = match d.remove("x-provision-configs") {
+        Some(Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (k, json!({"content": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())})))
+            .collect(),
+        _ => Map::new(),
+    };
     for (kind, inline, secret) in [("configs", "content", false), ("secrets", "value", true)] {
-        let list = match e.get(kind) {
+        let mut list = match e.get(kind) {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
             Some(v) => return Err(at(&format!("`{kind}` must map names to {{{inline} | file}}, found {v}"))),
         };
+        if !secret {
+            for (k, v) in &own {
+                list.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         let top = d.entry(kind).or_insert_with(|| json!({}));
         if !top.is_object() {
             *top = json!({});

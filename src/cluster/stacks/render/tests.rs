@@ -114,3 +114,53 @@ fn the_deploy_script_carries_secrets_on_stdin_only() {
     let ok = std::process::Command::new("sh").args(["-n", "-c", &script]).status().unwrap();
     assert!(ok.success(), "{script}");
 }
+
+#[test]
+fn the_built_in_stacks_render_and_pass_the_checks() {
+    let builtin = |n: &str| crate::play::builtin_file(&format!("stacks/{n}.yml.j2"));
+    let cases = [
+        (
+            "traefik",
+            json!({"acme_email": "ops@example.com", "acme_staging": true, "dashboard_domain": "tr.example.com",
+                   "dashboard_users": ["admin:$apr1$x$y"], "crowdsec": true}),
+            json!({"crowdsec_bouncer_key": {"value": "k3y-123"}}),
+            vec!["traefik", "crowdsec", "bouncer"],
+        ),
+        (
+            "monitoring",
+            json!({"grafana_domain": "g.example.com", "alert_webhook": "https://hooks.example.com/a"}),
+            json!({"grafana_admin": {"value": "pw-123456"}}),
+            vec!["prometheus", "node-exporter", "cadvisor", "alertmanager", "grafana"],
+        ),
+        ("portainer", json!({}), json!({}), vec!["agent", "server"]),
+        ("app", json!({"domain": "app.example.com"}), json!({}), vec!["web"]),
+    ];
+    let nodes = vec![("node1".to_owned(), BTreeMap::new())];
+    let nets = vec!["proxy".to_owned()];
+    let sw = Swarm { nodes: &nodes, networks: &nets };
+    let d = tempfile::tempdir().unwrap();
+    for (name, vars, secrets, services) in cases {
+        let e = json!({"name": name, "builtin": name, "vars": vars, "secrets": secrets});
+        let s = stack(&e, d.path(), &builtin).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut want: Vec<&str> = services.clone();
+        want.sort();
+        assert_eq!(s.services, want, "{name}");
+        assert_eq!(lint(&s, &sw), Vec::<String>::new(), "{name}: {}", s.compose);
+        match name {
+            "traefik" => {
+                assert!(s.compose.contains("acme-staging") && s.compose.contains("$$apr1"), "{}", s.compose);
+                assert!(s.compose.contains("crowdsec@swarm"));
+            }
+            "monitoring" => {
+                let prom = s.objects.iter().find(|o| o.key == "prometheus").expect("prometheus config");
+                assert!(String::from_utf8_lossy(&prom.data).contains("tasks.node-exporter"));
+                assert!(s.objects.iter().any(|o| o.key == "grafana_dashboard_nodes"));
+                assert!(!s.compose.contains("x-provision-configs"));
+            }
+            _ => {}
+        }
+    }
+    // A required variable left out is named.
+    let e = stack(&json!({"name": "t", "builtin": "traefik"}), d.path(), &builtin).unwrap_err();
+    assert!(e.contains("acme_email"), "{e}");
+}
