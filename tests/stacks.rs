@@ -106,6 +106,10 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert_eq!(rc, 2, "{out}");
     assert!(out.contains("No such image"), "{out}");
     assert!(t.elapsed().as_secs() < 120, "took {:?}", t.elapsed());
+    // The audit names the service short of tasks; the converged one passes.
+    let audit = text(&provision(&["audit", d.join("inventory.yml").to_str().unwrap(), "-v"]));
+    assert!(audit.contains("DRIFT  stack-service:broken_web"), "{audit}");
+    assert!(audit.contains("pass   stack-service:web_web"), "{audit}");
 
     // Dropped from the inventory: reported, left running; `state: absent` removes it.
     inventory(d, &web("v2"));

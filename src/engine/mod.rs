@@ -645,6 +645,13 @@ pub async fn audit(
 ) -> IndexMap<String, (AuditResult, u64)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     let mut joins = Vec::new();
+    // The stacks are read from one manager: the first one audited.
+    let first_mgr = p
+        .inventory
+        .groups
+        .get("managers")
+        .and_then(|g| g.iter().find(|m| p.targets.contains_key(*m)))
+        .cloned();
     for h in &p.hosts {
         let t = p.targets[h].clone();
         let (rules, file) = p.rules[h].clone();
@@ -693,6 +700,7 @@ pub async fn audit(
                 )
             });
         let wall = firewall_of(p, h);
+        let first_manager = first_mgr.as_deref() == Some(h.as_str());
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let wall = match wall {
@@ -710,8 +718,13 @@ pub async fn audit(
                 crate::pki::list_script(&pki_dir),
                 if swarm {
                     format!(
-                        "echo '@@swarm'\n{}",
-                        crate::cluster::swarm::probe_info(true)
+                        "echo '@@swarm'\n{}{}",
+                        crate::cluster::swarm::probe_info(true),
+                        if first_manager {
+                            crate::cluster::stacks::audit_script()
+                        } else {
+                            String::new()
+                        }
                     )
                 } else {
                     String::new()
@@ -805,6 +818,22 @@ pub async fn audit(
             if let Some((Ok(list), _)) = out.get_mut(&h) {
                 list.extend(f);
             }
+        }
+    }
+    // Stacks, from the first manager: services short of tasks, stacks missing or extra.
+    if let Some((h, sw)) = swarm_outs.iter().find(|(_, o)| o.contains("==PROVISION stacks")) {
+        let wanted: Vec<String> = p.inventory.hosts[h]
+            .vars
+            .get("stacks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.get("state").and_then(Value::as_str) != Some("absent"))
+            .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let f = crate::cluster::stacks::audit_findings(sw, &wanted);
+        if let Some((Ok(list), _)) = out.get_mut(h) {
+            list.extend(f);
         }
     }
     for (h, f) in crate::cluster::audit::etcd_findings(&etcd_outs) {

@@ -26,6 +26,57 @@ struct Stacks {
     secrets: Vec<String>,
 }
 
+/// For the audit (on a manager): provision's services, their stack and replicas.
+pub fn audit_script() -> String {
+    "echo '==PROVISION stacks'; ids=$(docker service ls -q --filter label=provision.spec 2>/dev/null) && [ -n \"$ids\" ] && \
+     for i in $ids; do printf '%s|%s\\n' \"$(docker service inspect --format '{{.Spec.Name}}|{{index .Spec.Labels \"com.docker.stack.namespace\"}}' $i)\" \"$(docker service ls --filter id=$i --format '{{.Replicas}}')\"; done; true\n"
+        .into()
+}
+
+/// Audit findings from `audit_script`'s output and the stacks the inventory lists.
+pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::hardening::audit::Finding> {
+    use crate::hardening::audit::Finding;
+    let listing = sections(out).get("stacks").cloned().unwrap_or_default();
+    let mut f = Vec::new();
+    let mut deployed: Vec<String> = Vec::new();
+    for l in listing.lines() {
+        let p: Vec<&str> = l.split('|').collect();
+        let [svc, ns, rep] = p[..] else { continue };
+        if !deployed.iter().any(|d| d == ns) {
+            deployed.push(ns.to_owned());
+        }
+        f.push(Finding {
+            id: format!("stack-service:{svc}"),
+            title: format!("service {svc} runs its wanted tasks"),
+            reason: "a service short of tasks is down or degraded".into(),
+            pass: converged(rep),
+            expected: "running = wanted".into(),
+            actual: format!("replicas {rep}"),
+        });
+    }
+    for w in wanted {
+        f.push(Finding {
+            id: format!("stack:{w}"),
+            title: format!("stack {w} is deployed"),
+            reason: "the inventory lists it".into(),
+            pass: deployed.contains(w),
+            expected: "deployed".into(),
+            actual: if deployed.contains(w) { "deployed".into() } else { "not deployed".into() },
+        });
+    }
+    for d in deployed.iter().filter(|d| !wanted.contains(d)) {
+        f.push(Finding {
+            id: format!("stack:{d}"),
+            title: format!("stack {d} is in the inventory"),
+            reason: "provision deployed it, but the inventory no longer lists it".into(),
+            pass: false,
+            expected: "listed in `stacks`, or removed".into(),
+            actual: "deployed, not in the inventory".into(),
+        });
+    }
+    f
+}
+
 fn script() -> String {
     probe_info(true)
         + &format!(
@@ -296,7 +347,7 @@ fn replica_counts_that_are_converged() {
 }
 
 /// `2/2`, `0/0`, or a job's `0/1 (1/1 completed)`.
-fn converged(r: &str) -> bool {
+pub fn converged(r: &str) -> bool {
     if let Some(done) = r.split('(').nth(1).filter(|_| r.contains("completed")) {
         let d = done.trim_end_matches(')').trim_end_matches(" completed");
         return d.split_once('/').is_some_and(|(a, b)| a == b);
