@@ -1,7 +1,8 @@
 //! Stacks on a real 1-manager + 2-worker swarm: checks before deploying, a stack with a
 //! config and a secret deployed and waited for, an unchanged re-run that touches nothing,
 //! a config change rolled out under a new name (the old one removed), a bad image failing
-//! fast with Docker's reason, and a stack removed.
+//! fast with Docker's reason, a stack removed, and the monitoring stack running on images
+//! pulled from the lab's registry (Prometheus finding every node-exporter).
 
 mod common;
 use common::*;
@@ -10,7 +11,7 @@ use std::path::Path;
 fn inventory(d: &Path, stacks: &str) {
     let lab = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
     let vars = format!(
-        "  vars:\n    extra_packages: [busybox-static]\n    stacks_resolve_image: never\n    stacks:{}\n",
+        "  vars:\n    extra_packages: [busybox-static]\n    stacks_resolve_image: always\n    stacks:{}\n",
         if stacks.is_empty() { " []".to_owned() } else { format!("\n{stacks}") }
     );
     let inv = lab.replacen("  vars:\n", &vars, 1);
@@ -25,7 +26,7 @@ fn run(d: &Path) -> (i32, String) {
 
 const WEB: &str = "      - name: web
         builtin: app
-        vars: { image: \"busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr }
+        vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr }
         configs: { site: { content: \"hello CONTENT\\n\" } }
         secrets: { token: { value: s3cr3t-value-42 } }
 ";
@@ -46,19 +47,15 @@ fn in_task(cmd: &str) -> String {
 
 #[test]
 fn stacks_deploy_converge_roll_out_and_fail_fast() {
-    let _lab = LabGuard::up(3);
+    let _lab = LabGuard::with_registry(3);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     inventory(d, "");
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");
-    for n in ["node1", "node2", "node3"] {
-        ssh(n, "set -e; rm -rf /tmp/bb; mkdir -p /tmp/bb/bin /tmp/bb/www; cp /bin/busybox /tmp/bb/bin/; \
-                for a in sh httpd cat; do ln -s busybox /tmp/bb/bin/$a; done; sudo sh -c 'tar -C /tmp/bb -c . | docker import - busybox:lab >/dev/null'");
-    }
 
     // Checked before anything is deployed: a constraint no node satisfies.
-    write(d, "bad.yml.j2", "version: \"3.8\"\nservices:\n  a:\n    image: busybox:lab\n    deploy: { placement: { constraints: [\"node.labels.zone == nowhere\"] } }\n");
+    write(d, "bad.yml.j2", "version: \"3.8\"\nservices:\n  a:\n    image: 10.200.0.1:5000/busybox:lab\n    deploy: { placement: { constraints: [\"node.labels.zone == nowhere\"] } }\n");
     inventory(d, &(web("v1") + "      - { name: bad, compose: bad.yml.j2 }\n"));
     let (rc, out) = run(d);
     assert_eq!(rc, 2, "{out}");
@@ -121,4 +118,40 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("remove stack broken"), "{out}");
     assert_eq!(ssh("node1", "sudo docker stack ls --format '{{.Name}}'"), "web");
+
+    // The monitoring stack on images built from Debian packages, pulled from the lab's
+    // registry: Prometheus finds the node-exporter of every node through swarm DNS.
+    let mon = "      - name: mon
+        builtin: monitoring
+        vars: { grafana: false, cadvisor: false, scrape_interval: 3s, prometheus_port: 9090,
+                prometheus_image: \"10.200.0.1:5000/prometheus:lab\", node_exporter_image: \"10.200.0.1:5000/node-exporter:lab\",
+                alertmanager_image: \"10.200.0.1:5000/alertmanager:lab\" }
+";
+    inventory(d, &(web("v2") + mon));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    let svcs = ssh("node1", "sudo docker service ls --format '{{.Name}} {{.Replicas}}'");
+    for s in ["mon_prometheus 1/1", "mon_node-exporter 3/3", "mon_alertmanager 1/1"] {
+        assert!(svcs.contains(s), "{svcs}");
+    }
+    let mut up = 0;
+    for _ in 0..40 {
+        let t = ssh("node1", "curl -s --max-time 3 http://10.200.0.11:9090/api/v1/targets || true");
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+        up = v["data"]["activeTargets"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["labels"]["job"] == "node" && x["health"] == "up")
+                    .count()
+            })
+            .unwrap_or(0);
+        if up >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(up >= 3, "Prometheus does not see 3 node-exporters up");
+    let (rc, out) = run(d);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
 }

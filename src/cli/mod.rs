@@ -179,6 +179,11 @@ pub enum LabCmd {
         /// package repository has them)
         #[arg(long)]
         fresh: bool,
+        /// Also serve a container registry on the bridge (TLS, a lab CA the hosts trust)
+        /// holding images built from Debian packages: busybox, prometheus, node-exporter,
+        /// alertmanager, as 10.200.0.1:5000/NAME:lab
+        #[arg(long)]
+        registry: bool,
     },
     /// Stop every host and remove what the lab made
     Down,
@@ -227,8 +232,13 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
     let lab = Lab::new(lab::default_dir(), lab::default_cache());
     let mut log = |m: &str| eprintln!("lab: {m}");
     match cmd {
-        LabCmd::Up { hosts, disk, fresh } => {
-            lab.up(hosts, disk.as_deref(), fresh, &mut log)?;
+        LabCmd::Up {
+            hosts,
+            disk,
+            fresh,
+            registry,
+        } => {
+            lab.up(hosts, disk.as_deref(), fresh, registry, &mut log)?;
             out!("inventory: {}", lab.inventory().display());
             out!("ssh:       ssh -F {} node1", lab.ssh_config().display());
         }
@@ -330,7 +340,7 @@ pub(crate) fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => {
             let lab = Lab::new(lab::default_dir(), lab::default_cache());
             if lab.state().is_none() {
-                lab.up(3, None, true, &mut |m: &str| eprintln!("lab: {m}"))?;
+                lab.up(3, None, true, false, &mut |m: &str| eprintln!("lab: {m}"))?;
             }
             eprintln!(
                 "no inventory given: using the local lab's {}",

@@ -4,6 +4,7 @@
 mod cgroup;
 pub mod image;
 mod net;
+pub mod registry;
 
 use crate::sys::{require_tool, run, run_quiet, write_atomic};
 use anyhow::{bail, Context, Result};
@@ -49,6 +50,9 @@ pub struct LabState {
     #[serde(default)]
     pub fresh: bool,
     pub repo_pid: i32,
+    /// The lab's container registry (`--registry`), 0 when there is none.
+    #[serde(default)]
+    pub registry_pid: i32,
     pub hosts: Vec<HostState>,
 }
 
@@ -96,16 +100,21 @@ impl Lab {
         size: usize,
         disk: Option<&str>,
         fresh: bool,
+        registry: bool,
         log: &mut dyn FnMut(&str),
     ) -> Result<LabState> {
-        preflight()?;
+        preflight(registry)?;
         if !(1..=200).contains(&size) {
             bail!("a lab has 1 to 200 hosts, not {size}");
         }
         let disk_bytes = disk.map(parse_size).transpose()?;
         if let Some(st) = self.state() {
             if st.hosts.iter().all(|h| alive(h.pid)) {
-                if st.size == size && st.disk.as_deref() == disk && st.fresh == fresh {
+                if st.size == size
+                    && st.disk.as_deref() == disk
+                    && st.fresh == fresh
+                    && (st.registry_pid > 0) == registry
+                {
                     log(&format!("lab already up with {size} hosts"));
                     return Ok(st);
                 }
@@ -140,6 +149,25 @@ impl Lab {
                 .arg(&image.repo),
             &self.dir.join("repo.log"),
         )?;
+        let mut registry_pid = 0;
+        if registry {
+            let rdir = self.dir.join("registry");
+            registry::certs(&rdir)?;
+            let data = self.cache.join("registry-data");
+            std::fs::create_dir_all(&data)?;
+            let cfg = registry::config(&rdir, &data)?;
+            registry_pid = spawn_detached(
+                Command::new("docker-registry").arg("serve").arg(&cfg),
+                &self.dir.join("registry.log"),
+            )?;
+            registry::wait_up(15)?;
+            registry::push_images(&self.cache, &rdir, log)?;
+            log(&format!(
+                "registry on {} (TLS, lab CA trusted by the hosts): {}",
+                registry::address(),
+                registry::image_names().join(" ")
+            ));
+        }
         let script = self.dir.join("host.sh");
         write_atomic(&script, HOST_SCRIPT.as_bytes(), 0o755)?;
         let mut state = LabState {
@@ -147,6 +175,7 @@ impl Lab {
             disk: disk.map(str::to_owned),
             fresh,
             repo_pid,
+            registry_pid,
             hosts: Vec::new(),
         };
         for i in 1..=size {
@@ -266,6 +295,15 @@ impl Lab {
             std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))?;
             Ok(())
         };
+        // The lab registry's CA, trusted by docker for that registry only.
+        if let Ok(ca) = std::fs::read(self.dir.join("registry/ca.crt")) {
+            put(
+                &format!("etc/docker/certs.d/{}/ca.crt", registry::address()),
+                &ca,
+                0o644,
+                (0, 0),
+            )?;
+        }
         put(
             "etc/hostname",
             format!("{name}\n").as_bytes(),
@@ -404,7 +442,12 @@ impl Lab {
         names.dedup();
         if let Some(st) = &state {
             kill(st.repo_pid, libc::SIGTERM);
+            kill(st.registry_pid, libc::SIGTERM);
         }
+        for pid in pids_with_cmdline("docker-registry serve") {
+            kill(pid, libc::SIGTERM);
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("registry"));
         for pid in pids_with_cmdline(&format!("--bind {} --directory", net::GATEWAY)) {
             kill(pid, libc::SIGTERM);
         }
@@ -494,7 +537,7 @@ impl Lab {
     }
 }
 
-fn preflight() -> Result<()> {
+fn preflight(registry: bool) -> Result<()> {
     if !cfg!(target_os = "linux") {
         bail!("the lab needs Linux (network namespaces, overlayfs, cgroups)");
     }
@@ -509,6 +552,12 @@ fn preflight() -> Result<()> {
         ("python3", "python3"),
         ("debootstrap", "debootstrap"),
     ];
+    let extra: &[(&str, &str)] = if registry {
+        &[("docker-registry", "docker-registry"), ("skopeo", "skopeo")]
+    } else {
+        &[]
+    };
+    let tools: Vec<(&str, &str)> = tools.iter().chain(extra).copied().collect();
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(t, _)| require_tool(t, "").is_err())
@@ -532,7 +581,7 @@ fn preflight() -> Result<()> {
             );
         }
     }
-    for (tool, pkg) in tools {
+    for (tool, pkg) in &tools {
         require_tool(tool, pkg)?;
     }
     Ok(())

@@ -184,6 +184,16 @@ impl Ca {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// A server certificate and its key, made here (for the lab's own registry).
+    pub fn server(&self, name: &str, sans: &[String], days: i64) -> Result<(String, String), String> {
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let p = leaf_params(name, sans, Profile::Docker, days)?;
+        let cert = p
+            .signed_by(&key, &self.issuer()?)
+            .map_err(|e| format!("cannot sign: {e}"))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// Reads a certificate and checks it against this CA.
     pub fn inspect(&self, pem: &str) -> Result<CertInfo, String> {
         inspect(pem, Some(&self.der))

@@ -54,6 +54,11 @@ impl LabGuard {
         Self::start(&["lab", "up", &n.to_string(), "--fresh"])
     }
 
+    /// With the lab's registry of images built from Debian packages.
+    pub fn with_registry(n: usize) -> LabGuard {
+        Self::start(&["lab", "up", &n.to_string(), "--registry"])
+    }
+
     fn start(args: &[&str]) -> LabGuard {
         let _ = provision(&["lab", "down"]);
         let o = provision(args);
