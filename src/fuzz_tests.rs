@@ -9,12 +9,62 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const TOKENS: &[&str] = &[
-    "&a ", "*a", "<<: *a\n", "{{ ", " }}", "{% ", " %}", "{% for x in y %}", "{% endfor %}", "- ",
-    ": ", "[", "]", "{", "}", "!!binary ", "!!str ", "!!map ", "\t", "\"", "'", "\n  ", "\n", "~",
-    "%YAML 1.2\n", "---\n", "...\n", "99999999999999999999999", "-1", "0x1F", "\u{0}", "\u{feff}",
-    "?", "|", ">", "#", "@", "`", "\\", "hosts:", "children:", "vars:", "roles:", "tasks:",
-    "all:", "{{ x | default(", "| to_json }}", "{{ range(999999999) }}", "loop: ", "when: ",
-    "ansible_host: ", "ansible_port: ", "node[1:99999]", "[a:b:c]", "é", "\r\n",
+    "&a ",
+    "*a",
+    "<<: *a\n",
+    "{{ ",
+    " }}",
+    "{% ",
+    " %}",
+    "{% for x in y %}",
+    "{% endfor %}",
+    "- ",
+    ": ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "!!binary ",
+    "!!str ",
+    "!!map ",
+    "\t",
+    "\"",
+    "'",
+    "\n  ",
+    "\n",
+    "~",
+    "%YAML 1.2\n",
+    "---\n",
+    "...\n",
+    "99999999999999999999999",
+    "-1",
+    "0x1F",
+    "\u{0}",
+    "\u{feff}",
+    "?",
+    "|",
+    ">",
+    "#",
+    "@",
+    "`",
+    "\\",
+    "hosts:",
+    "children:",
+    "vars:",
+    "roles:",
+    "tasks:",
+    "all:",
+    "{{ x | default(",
+    "| to_json }}",
+    "{{ range(999999999) }}",
+    "loop: ",
+    "when: ",
+    "ansible_host: ",
+    "ansible_port: ",
+    "node[1:99999]",
+    "[a:b:c]",
+    "é",
+    "\r\n",
 ];
 
 struct Rng(u64);
@@ -111,7 +161,10 @@ fn seeds(root: &Path) -> Vec<(&'static str, String)> {
         ("playbook", read("tests/fixtures/site.yml")),
         ("yaml", read("roles/hardening/rules.yml")),
         ("yaml", read("roles/bootstrap/tasks/main.yml")),
-        ("template", read("roles/docker/templates/docker-tls.conf.j2")),
+        (
+            "template",
+            read("roles/docker/templates/docker-tls.conf.j2"),
+        ),
         ("template", read("templates/bootstrap/provision-managed.j2")),
     ];
     v.push((
@@ -170,11 +223,20 @@ fn front_ends_survive_mutated_input() {
         if let Err(why) = check(kind, &input, dir.path()) {
             let keep = dir.path().join(format!("{kind}-found-{n}.yml"));
             std::fs::write(&keep, &input).unwrap();
-            failures.push(format!("{why} (input kept at {}; copy it to tests/fixtures/fuzz/)", keep.display()));
-            let _ = std::fs::copy(&keep, std::env::temp_dir().join(format!("provision-fuzz-{kind}-{n}.yml")));
+            failures.push(format!(
+                "{why} (input kept at {}; copy it to tests/fixtures/fuzz/)",
+                keep.display()
+            ));
+            let _ = std::fs::copy(
+                &keep,
+                std::env::temp_dir().join(format!("provision-fuzz-{kind}-{n}.yml")),
+            );
         }
     }
-    eprintln!("fuzz: {n} inputs in {:.1} s (seed {seed})", t.elapsed().as_secs_f64());
+    eprintln!(
+        "fuzz: {n} inputs in {:.1} s (seed {seed})",
+        t.elapsed().as_secs_f64()
+    );
     assert!(n > 100, "too few inputs tried: {n}");
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -59,9 +59,7 @@ fn run(d: &Path, extra: &[&str]) -> (i32, String) {
 fn open_from(from: &str, to: &str, ports: &[u16]) -> Vec<u16> {
     let script: String = ports
         .iter()
-        .map(|p| {
-            format!("timeout 2 bash -c 'echo > /dev/tcp/{to}/{p}' 2>/dev/null && echo {p}; ")
-        })
+        .map(|p| format!("timeout 2 bash -c 'echo > /dev/tcp/{to}/{p}' 2>/dev/null && echo {p}; "))
         .collect();
     ssh(from, &format!("{script}true"))
         .split_whitespace()
@@ -71,7 +69,12 @@ fn open_from(from: &str, to: &str, ports: &[u16]) -> Vec<u16> {
 
 fn audit_json(d: &Path) -> String {
     let inv = d.join("inventory.yml");
-    text(&provision(&["audit", inv.to_str().unwrap(), "--output", "json"]))
+    text(&provision(&[
+        "audit",
+        inv.to_str().unwrap(),
+        "--output",
+        "json",
+    ]))
 }
 
 #[test]
@@ -98,7 +101,10 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     assert_eq!(rc, 0, "{out}");
     let managed = [22, 2376, 2377, 2379, 2380, 7946];
     // From a worker: SSH, swarm management and gossip; not etcd nor the Docker API.
-    assert_eq!(open_from("node4", "10.200.0.11", &managed), vec![22, 2377, 7946]);
+    assert_eq!(
+        open_from("node4", "10.200.0.11", &managed),
+        vec![22, 2377, 7946]
+    );
     // From etcd's peer: etcd too.
     assert_eq!(
         open_from("node2", "10.200.0.11", &managed),
@@ -130,7 +136,10 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
         "sudo nft delete table inet provision; sudo systemctl restart provision-firewall",
     );
     assert!(ssh("node3", "sudo nft list table inet provision").contains("policy drop"));
-    assert_eq!(ssh("node3", "systemctl is-enabled provision-firewall"), "enabled");
+    assert_eq!(
+        ssh("node3", "systemctl is-enabled provision-firewall"),
+        "enabled"
+    );
 
     // Published container ports pass through Docker's chains; a restricted one answers
     // only its sources.
@@ -165,7 +174,10 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     ssh("node1", &format!("printf '%s' '{compose}' | sudo docker stack deploy --resolve-image never -c - fw >/dev/null"));
     let mut ready = String::new();
     for _ in 0..60 {
-        ready = ssh("node1", "sudo docker service ls --format '{{.Name}} {{.Replicas}}'");
+        ready = ssh(
+            "node1",
+            "sudo docker service ls --format '{{.Name}} {{.Replicas}}'",
+        );
         if ready.contains("fw_web 2/2") {
             break;
         }
@@ -175,7 +187,10 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     let ip5 = ssh("node5", "sudo docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' $(sudo docker ps -q -f name=fw_web) | awk '{print $1}'");
     // (busybox-static's wget crashes in a container; its nc does not)
     let got = ssh("node4", &format!("sudo docker exec $(sudo docker ps -q -f name=fw_web) sh -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 {ip5} 80'"));
-    assert!(got.ends_with("hello"), "overlay traffic from node4 to node5 ({ip5}): {got}");
+    assert!(
+        got.ends_with("hello"),
+        "overlay traffic from node4 to node5 ({ip5}): {got}"
+    );
 
     // Again: nothing changes.
     let (rc, out) = run(d, &[]);
@@ -193,7 +208,10 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("had been changed by hand"), "{out}");
     let rs = ssh("node2", "sudo nft list ruleset");
-    assert!(!rs.contains("dport 8080") && rs.contains("dport 9999"), "{rs}");
+    assert!(
+        !rs.contains("dport 8080") && rs.contains("dport 9999"),
+        "{rs}"
+    );
     assert!(!audit_json(d).contains("+ tcp dport 8080"));
 
     // fail2ban: repeated failed logins from node6 get it banned on node3, and the audit
@@ -210,7 +228,10 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     assert!(banned, "node6 was not banned");
     assert_eq!(open_from("node6", "10.200.0.13", &[22]), Vec::<u16>::new());
     assert!(audit_json(d).contains("banned: 10.200.0.16"));
-    ssh("node3", "sudo fail2ban-client set sshd unbanip 10.200.0.16 >/dev/null");
+    ssh(
+        "node3",
+        "sudo fail2ban-client set sshd unbanip 10.200.0.16 >/dev/null",
+    );
 
     // Rules that cut new SSH connections in a way validation cannot see: undone on the
     // old connection, the host stays reachable.
@@ -244,12 +265,20 @@ fn firewall_opens_only_the_cluster_ports_to_the_cluster() {
     let (rc, out) = run(d, &["--limit", "node6"]);
     assert_eq!(rc, 0, "{out}");
     assert!(
-        out.contains("node1, node2, node3, node4, node5 (outside --limit): role firewall runs there too"),
+        out.contains(
+            "node1, node2, node3, node4, node5 (outside --limit): role firewall runs there too"
+        ),
         "{out}"
     );
-    let nodes = ssh("node1", "sudo docker node ls --format '{{.Hostname}} {{.Status}}'");
+    let nodes = ssh(
+        "node1",
+        "sudo docker node ls --format '{{.Hostname}} {{.Status}}'",
+    );
     assert!(nodes.contains("node6 Ready"), "{nodes}");
-    assert_eq!(open_from("node6", "10.200.0.11", &managed), vec![22, 2377, 7946]);
+    assert_eq!(
+        open_from("node6", "10.200.0.11", &managed),
+        vec![22, 2377, 7946]
+    );
     // The whole inventory: only the others' /etc/hosts still lacked node6.
     let (rc, out) = run(d, &[]);
     assert_eq!(rc, 0, "{out}");

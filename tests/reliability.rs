@@ -307,7 +307,10 @@ fn ctrl_c_mid_apt_stops_the_remote_commands_and_a_rerun_finishes() {
     let d = tempfile::tempdir().unwrap();
     let lab_inv = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
     // node1 as a manager: the docker role installs docker.io, a long dpkg run.
-    let inv = lab_inv.replace("    lab:\n", "    managers:\n      hosts:\n        node1:\n    lab:\n");
+    let inv = lab_inv.replace(
+        "    lab:\n",
+        "    managers:\n      hosts:\n        node1:\n    lab:\n",
+    );
     assert_ne!(inv, lab_inv, "the lab inventory changed shape");
     write(d.path(), "inventory.yml", &inv);
     let run = std::process::Command::new(BIN)
@@ -318,11 +321,17 @@ fn ctrl_c_mid_apt_stops_the_remote_commands_and_a_rerun_finishes() {
         .unwrap();
     let t = Instant::now();
     loop {
-        let (_, busy) = ssh_rc("node1", "pgrep -f 'apt-get install.*docker.io' >/dev/null && echo busy");
+        let (_, busy) = ssh_rc(
+            "node1",
+            "pgrep -f 'apt-get install.*docker.io' >/dev/null && echo busy",
+        );
         if busy.contains("busy") {
             break;
         }
-        assert!(t.elapsed().as_secs() < 180, "docker.io was never being installed");
+        assert!(
+            t.elapsed().as_secs() < 180,
+            "docker.io was never being installed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -376,15 +385,25 @@ fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
     ssh("node1", "sudo umount /var/backups");
     assert_eq!(rc, Some(2), "{out}");
     assert!(out.contains("disk full?): nothing was changed"), "{out}");
-    assert_eq!(ssh("node1", "sudo cat /etc/ssh/sshd_config.d/60-test.conf"), "MaxSessions 8");
-    assert_eq!(ssh("node1", "sudo sshd -T | grep -i '^maxsessions'"), "maxsessions 8");
+    assert_eq!(
+        ssh("node1", "sudo cat /etc/ssh/sshd_config.d/60-test.conf"),
+        "MaxSessions 8"
+    );
+    assert_eq!(
+        ssh("node1", "sudo sshd -T | grep -i '^maxsessions'"),
+        "maxsessions 8"
+    );
     let (rc, out) = sshd("9");
     assert_eq!(rc, Some(0), "{out}");
     ssh("node1", "sudo rm -f /etc/ssh/sshd_config.d/60-test.conf");
 
     // The link cut silently (packets dropped, no reset) while a command runs: the host is
     // given up as lost by the keepalives, well before the 900 s command timeout.
-    write(d.path(), "roles/slow/tasks/main.yml", "- name: slow\n  command: sleep 300\n");
+    write(
+        d.path(),
+        "roles/slow/tasks/main.yml",
+        "- name: slow\n  command: sleep 300\n",
+    );
     write(d.path(), "slow.yml", "- hosts: all\n  roles: [slow]\n");
     let t = Instant::now();
     let slow = std::process::Command::new(BIN)
@@ -424,7 +443,11 @@ fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
     );
     assert_ne!(ghost, lab_inv);
     write(d.path(), "ghost.yml", &ghost);
-    write(d.path(), "roles/q/tasks/main.yml", "- name: quick\n  copy: { dest: /tmp/quick, content: \"{{ inventory_hostname }}\\n\" }\n");
+    write(
+        d.path(),
+        "roles/q/tasks/main.yml",
+        "- name: quick\n  copy: { dest: /tmp/quick, content: \"{{ inventory_hostname }}\\n\" }\n",
+    );
     write(d.path(), "q.yml", "- hosts: all\n  roles: [q]\n");
     let t = Instant::now();
     let o = provision(&[
@@ -447,5 +470,8 @@ fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
         .and_then(|l| l.split("time=").nth(1))
         .and_then(|t| t.trim_end_matches('s').trim().parse().ok())
         .unwrap_or_else(|| panic!("no time for node1: {out}"));
-    assert!(total >= 8.0 && own < 4.0, "node1 took {own} s of the run's {total:.1} s");
+    assert!(
+        total >= 8.0 && own < 4.0,
+        "node1 took {own} s of the run's {total:.1} s"
+    );
 }

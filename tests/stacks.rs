@@ -56,14 +56,20 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
 
     // Checked before anything is deployed: a constraint no node satisfies.
     write(d, "bad.yml.j2", "version: \"3.8\"\nservices:\n  a:\n    image: 10.200.0.1:5000/busybox:lab\n    deploy: { placement: { constraints: [\"node.labels.zone == nowhere\"] } }\n");
-    inventory(d, &(web("v1") + "      - { name: bad, compose: bad.yml.j2 }\n"));
+    inventory(
+        d,
+        &(web("v1") + "      - { name: bad, compose: bad.yml.j2 }\n"),
+    );
     let (rc, out) = run(d);
     assert_eq!(rc, 2, "{out}");
     assert!(
         out.contains("nothing was deployed: stack `bad`: service `a`: no node satisfies `node.labels.zone == nowhere`"),
         "{out}"
     );
-    assert_eq!(ssh("node1", "sudo docker stack ls --format '{{.Name}}'"), "");
+    assert_eq!(
+        ssh("node1", "sudo docker stack ls --format '{{.Name}}'"),
+        ""
+    );
 
     // Deployed and waited for; the secret never shows.
     inventory(d, &web("v1"));
@@ -71,14 +77,23 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("deploy stack web (web; web_site_"), "{out}");
     assert!(!out.contains("s3cr3t-value-42"), "{out}");
-    assert!(ssh("node1", "sudo docker service ls --format '{{.Name}} {{.Replicas}}'").contains("web_web 2/2"));
+    assert!(ssh(
+        "node1",
+        "sudo docker service ls --format '{{.Name}} {{.Replicas}}'"
+    )
+    .contains("web_web 2/2"));
     assert_eq!(in_task("cat /www/index.html"), "hello v1");
     assert_eq!(in_task("cat /run/secrets/token"), "s3cr3t-value-42");
     for n in ["node1", "node2", "node3"] {
         let (_, found) = ssh_rc(n, "sudo grep -rl s3cr3t-value-42 /etc /tmp /root /home /var/tmp /var/lib/provision-managed 2>/dev/null | head -3");
         assert_eq!(found.trim(), "", "the secret is on {n}'s disk");
     }
-    let version = || ssh("node1", "sudo docker service inspect --format '{{.Version.Index}}' web_web");
+    let version = || {
+        ssh(
+            "node1",
+            "sudo docker service inspect --format '{{.Version.Index}}' web_web",
+        )
+    };
     let v1 = version();
 
     // Again: nothing changes, the service is not touched.
@@ -93,7 +108,14 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert_eq!(rc, 0, "{out}");
     assert_eq!(in_task("cat /www/index.html"), "hello v2");
     let configs = ssh("node1", "sudo docker config ls --format '{{.Name}}'");
-    assert_eq!(configs.lines().filter(|l| l.starts_with("web_site_")).count(), 1, "{configs}");
+    assert_eq!(
+        configs
+            .lines()
+            .filter(|l| l.starts_with("web_site_"))
+            .count(),
+        1,
+        "{configs}"
+    );
     assert_ne!(version(), v1);
 
     // A missing image fails fast, with Docker's reason.
@@ -104,7 +126,11 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert!(out.contains("No such image"), "{out}");
     assert!(t.elapsed().as_secs() < 120, "took {:?}", t.elapsed());
     // The audit names the service short of tasks; the converged one passes.
-    let audit = text(&provision(&["audit", d.join("inventory.yml").to_str().unwrap(), "-v"]));
+    let audit = text(&provision(&[
+        "audit",
+        d.join("inventory.yml").to_str().unwrap(),
+        "-v",
+    ]));
     assert!(audit.contains("DRIFT  stack-service:broken_web"), "{audit}");
     assert!(audit.contains("pass   stack-service:web_web"), "{audit}");
 
@@ -112,12 +138,21 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     inventory(d, &web("v2"));
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");
-    assert!(out.contains("stack broken is deployed but no longer in the inventory"), "{out}");
-    inventory(d, &(web("v2") + "      - { name: broken, state: absent }\n"));
+    assert!(
+        out.contains("stack broken is deployed but no longer in the inventory"),
+        "{out}"
+    );
+    inventory(
+        d,
+        &(web("v2") + "      - { name: broken, state: absent }\n"),
+    );
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("remove stack broken"), "{out}");
-    assert_eq!(ssh("node1", "sudo docker stack ls --format '{{.Name}}'"), "web");
+    assert_eq!(
+        ssh("node1", "sudo docker stack ls --format '{{.Name}}'"),
+        "web"
+    );
 
     // The monitoring stack on images built from Debian packages, pulled from the lab's
     // registry: Prometheus finds the node-exporter of every node through swarm DNS.
@@ -130,13 +165,23 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     inventory(d, &(web("v2") + mon));
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");
-    let svcs = ssh("node1", "sudo docker service ls --format '{{.Name}} {{.Replicas}}'");
-    for s in ["mon_prometheus 1/1", "mon_node-exporter 3/3", "mon_alertmanager 1/1"] {
+    let svcs = ssh(
+        "node1",
+        "sudo docker service ls --format '{{.Name}} {{.Replicas}}'",
+    );
+    for s in [
+        "mon_prometheus 1/1",
+        "mon_node-exporter 3/3",
+        "mon_alertmanager 1/1",
+    ] {
         assert!(svcs.contains(s), "{svcs}");
     }
     let mut up = 0;
     for _ in 0..40 {
-        let t = ssh("node1", "curl -s --max-time 3 http://10.200.0.11:9090/api/v1/targets || true");
+        let t = ssh(
+            "node1",
+            "curl -s --max-time 3 http://10.200.0.11:9090/api/v1/targets || true",
+        );
         let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
         up = v["data"]["activeTargets"]
             .as_array()

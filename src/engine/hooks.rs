@@ -70,5 +70,8 @@ pub fn validate(role: &str, c: &HostCheck) -> Result<(), String> {
 }
 
 pub fn depends(role: &str) -> Option<Depends> {
-    HOOKS.iter().find(|h| h.role == role).and_then(|h| h.depends)
+    HOOKS
+        .iter()
+        .find(|h| h.role == role)
+        .and_then(|h| h.depends)
 }

@@ -271,16 +271,21 @@ fn play_reads_facts(p: &Play) -> bool {
     let facts = target::fact_names();
     let task = |t: &play::Task| {
         text_reads_facts(&t.args.to_json(), &facts)
-            || [&t.when, &t.changed_when]
-                .iter()
-                .any(|w| w.as_ref().is_some_and(|w| target::reads_facts_via_hostvars(w, &facts)))
-            || t.items.as_ref().is_some_and(|i| text_reads_facts(&i.to_json(), &facts))
+            || [&t.when, &t.changed_when].iter().any(|w| {
+                w.as_ref()
+                    .is_some_and(|w| target::reads_facts_via_hostvars(w, &facts))
+            })
+            || t.items
+                .as_ref()
+                .is_some_and(|i| text_reads_facts(&i.to_json(), &facts))
             || text_reads_facts(&Value::Object(t.vars.clone()), &facts)
     };
     text_reads_facts(&Value::Object(p.vars.clone()), &facts)
         || p.roles.iter().any(|r| {
             r.tasks.iter().chain(&r.handlers).any(task)
-                || r.templates.iter().any(|(_, t)| target::reads_facts_via_hostvars(t, &facts))
+                || r.templates
+                    .iter()
+                    .any(|(_, t)| target::reads_facts_via_hostvars(t, &facts))
                 || text_reads_facts(&Value::Object(r.defaults.clone()), &facts)
         })
 }
@@ -821,7 +826,10 @@ pub async fn audit(
         }
     }
     // Stacks, from the first manager: services short of tasks, stacks missing or extra.
-    if let Some((h, sw)) = swarm_outs.iter().find(|(_, o)| o.contains("==PROVISION stacks")) {
+    if let Some((h, sw)) = swarm_outs
+        .iter()
+        .find(|(_, o)| o.contains("==PROVISION stacks"))
+    {
         let wanted: Vec<String> = p.inventory.hosts[h]
             .vars
             .get("stacks")

@@ -504,7 +504,10 @@ impl PlayRun {
             .chain(outside.iter().map(|h| (h, false)))
         {
             let (conn, facts) = if is_writable {
-                match runs.get(h).and_then(|r| r.conn.clone().map(|c| (c, r.facts.clone()))) {
+                match runs
+                    .get(h)
+                    .and_then(|r| r.conn.clone().map(|c| (c, r.facts.clone())))
+                {
                     Some((c, f)) => (c, Some(f)),
                     None => continue,
                 }

@@ -242,7 +242,9 @@ pub fn reads_facts_via_hostvars(text: &str, facts: &[&str]) -> bool {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect()
-        } else if text[j.min(b.len())..].starts_with("['") || text[j.min(b.len())..].starts_with("[\"") {
+        } else if text[j.min(b.len())..].starts_with("['")
+            || text[j.min(b.len())..].starts_with("[\"")
+        {
             text[j + 2..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -265,10 +267,17 @@ mod tests {
     fn facts_read_through_hostvars_are_found() {
         let f = fact_names();
         assert!(f.contains(&"ansible_default_ipv4_address") && f.contains(&"provision_ssh_client"));
-        assert!(f.contains(&"ansible_sudo") && f.contains(&"ansible_kernel"), "{f:?}");
+        assert!(
+            f.contains(&"ansible_sudo") && f.contains(&"ansible_kernel"),
+            "{f:?}"
+        );
         let reads = |t: &str| reads_facts_via_hostvars(t, &f);
-        assert!(!reads("{% for h in groups['all'] %}{{ hostvars[h].ansible_host | default(h) }}{% endfor %}"));
-        assert!(!reads("{{ hostvars[groups['m'][0]]['private_address'] }} and no other"));
+        assert!(!reads(
+            "{% for h in groups['all'] %}{{ hostvars[h].ansible_host | default(h) }}{% endfor %}"
+        ));
+        assert!(!reads(
+            "{{ hostvars[groups['m'][0]]['private_address'] }} and no other"
+        ));
         assert!(reads("{{ hostvars[h].ansible_default_ipv4_address }}"));
         assert!(reads("{{ hostvars[h]['ansible_fqdn'] }}"));
         assert!(reads("{{ hostvars | dict2items }}"));

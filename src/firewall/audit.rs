@@ -37,7 +37,11 @@ fn changes(a: &str, b: &str, max: usize) -> String {
         .iter_all_changes()
         .filter(|c| c.tag() != similar::ChangeTag::Equal)
         .map(|c| {
-            let sign = if c.tag() == similar::ChangeTag::Insert { "+" } else { "-" };
+            let sign = if c.tag() == similar::ChangeTag::Insert {
+                "+"
+            } else {
+                "-"
+            };
             format!("{sign} {}", c.value().trim())
         })
         .filter(|l| l.len() > 2)
@@ -50,7 +54,14 @@ fn changes(a: &str, b: &str, max: usize) -> String {
     v.join("; ")
 }
 
-fn finding(id: &str, title: &str, reason: &str, pass: bool, expected: &str, actual: String) -> Finding {
+fn finding(
+    id: &str,
+    title: &str,
+    reason: &str,
+    pass: bool,
+    expected: &str,
+    actual: String,
+) -> Finding {
     Finding {
         id: id.into(),
         title: title.into(),
@@ -104,9 +115,19 @@ pub fn findings(wanted: &str, out: &str, fail2ban: bool) -> Vec<Finding> {
             running,
             "the sshd jail running",
             if running {
-                format!("banned: {}", if banned.is_empty() { "none".into() } else { banned.join(" ") })
+                format!(
+                    "banned: {}",
+                    if banned.is_empty() {
+                        "none".into()
+                    } else {
+                        banned.join(" ")
+                    }
+                )
             } else {
-                format!("the sshd jail is not running: {}", crate::sys::tail(s.trim(), 2))
+                format!(
+                    "the sshd jail is not running: {}",
+                    crate::sys::tail(s.trim(), 2)
+                )
             },
         ));
     }
@@ -129,7 +150,11 @@ mod tests {
         assert!(f[0].pass, "{:?}", f[0].actual);
         assert!(!f[1].pass);
         assert_eq!(f[1].actual, "+ tcp dport 8080 accept");
-        assert!(f[2].pass && f[2].actual == "banned: 10.0.0.7 10.0.0.8", "{}", f[2].actual);
+        assert!(
+            f[2].pass && f[2].actual == "banned: 10.0.0.7 10.0.0.8",
+            "{}",
+            f[2].actual
+        );
         assert!(f[2].title.contains("2 address"));
         let none = findings(wanted, "@@fw-file\n@@fw-loaded\n@@fw-live\n", false);
         assert!(!none[0].pass && !none[1].pass && none.len() == 2);

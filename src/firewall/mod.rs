@@ -129,7 +129,9 @@ impl Vars<'_> {
 }
 
 fn literal(k: &str, v: &Value) -> Result<(), String> {
-    if v.as_str().is_some_and(|s| s.contains("{{") || s.contains("{%")) {
+    if v.as_str()
+        .is_some_and(|s| s.contains("{{") || s.contains("{%"))
+    {
         return Err(format!(
             "`{k}` must be written out (the firewall is worked out before any host is contacted, \
              so templates are not rendered in it)"
@@ -248,8 +250,7 @@ fn extra_rules(inv: &Inventory, vars: &Vars, prefix: &str) -> Result<Vec<Rule>, 
                     ));
                 }
             }
-            let protos: Vec<Proto> = match m.get("proto").and_then(Value::as_str).unwrap_or("tcp")
-            {
+            let protos: Vec<Proto> = match m.get("proto").and_then(Value::as_str).unwrap_or("tcp") {
                 "tcp" => vec![Proto::Tcp],
                 "udp" => vec![Proto::Udp],
                 "tcp+udp" => vec![Proto::Tcp, Proto::Udp],
@@ -312,8 +313,17 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
         ));
     }
     let ssh_port = host.port;
-    let ssh_sources = sources(inv, "firewall_ssh_sources", &vars.list("firewall_ssh_sources")?)?;
-    let mut input = vec![rule("ssh", Proto::Tcp, &[(ssh_port, ssh_port)], &ssh_sources)];
+    let ssh_sources = sources(
+        inv,
+        "firewall_ssh_sources",
+        &vars.list("firewall_ssh_sources")?,
+    )?;
+    let mut input = vec![rule(
+        "ssh",
+        Proto::Tcp,
+        &[(ssh_port, ssh_port)],
+        &ssh_sources,
+    )];
 
     let managers_g = vars.str_or("swarm_managers_group", "managers");
     let workers_g = vars.str_or("swarm_workers_group", "workers");
@@ -326,7 +336,12 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
         // On every node, not only managers: a node whose role changes in the inventory
         // must stay reachable until the swarm has promoted or demoted it (nothing listens
         // on 2377 on a worker).
-        input.push(rule("swarm management", Proto::Tcp, &[(2377, 2377)], &nodes));
+        input.push(rule(
+            "swarm management",
+            Proto::Tcp,
+            &[(2377, 2377)],
+            &nodes,
+        ));
         if is_manager {
             let api = sources(
                 inv,
@@ -343,7 +358,12 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
         }
         input.push(rule("swarm gossip", Proto::Tcp, &[(7946, 7946)], &nodes));
         input.push(rule("swarm gossip", Proto::Udp, &[(7946, 7946)], &nodes));
-        input.push(rule("swarm overlay (VXLAN)", Proto::Udp, &[(4789, 4789)], &nodes));
+        input.push(rule(
+            "swarm overlay (VXLAN)",
+            Proto::Udp,
+            &[(4789, 4789)],
+            &nodes,
+        ));
         let encrypted = vars
             .list("swarm_networks")?
             .iter()
@@ -357,7 +377,10 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
     if in_group(inv, &etcd_g, h) {
         let peers = members(inv, &etcd_g)?;
         let mut clients = peers.clone();
-        clients.extend(members(inv, &vars.str_or("firewall_etcd_clients_group", "etcd_clients"))?);
+        clients.extend(members(
+            inv,
+            &vars.str_or("firewall_etcd_clients_group", "etcd_clients"),
+        )?);
         clients.extend(sources(
             inv,
             "firewall_etcd_client_sources",
@@ -378,13 +401,23 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
         peers.sort();
         peers.dedup();
         if in_group(inv, "ceph_mons", h) {
-            input.push(rule("ceph monitors", Proto::Tcp, &[(3300, 3300), (6789, 6789)], &peers));
+            input.push(rule(
+                "ceph monitors",
+                Proto::Tcp,
+                &[(3300, 3300), (6789, 6789)],
+                &peers,
+            ));
         }
         input.push(rule("ceph daemons", Proto::Tcp, &[(6800, 7300)], &peers));
     }
 
     if in_group(inv, &vars.str_or("firewall_edge_group", "edge"), h) {
-        input.push(rule("edge (HTTP, HTTPS)", Proto::Tcp, &[(80, 80), (443, 443)], &[]));
+        input.push(rule(
+            "edge (HTTP, HTTPS)",
+            Proto::Tcp,
+            &[(80, 80), (443, 443)],
+            &[],
+        ));
     }
     input.extend(extra_rules(inv, &vars, "firewall_rules")?);
     let published = extra_rules(inv, &vars, "firewall_published")?;
@@ -423,7 +456,11 @@ pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wante
 pub fn controller_address(host: &str, port: u16) -> Option<IpAddr> {
     use std::net::{ToSocketAddrs, UdpSocket};
     let dest = (host, port).to_socket_addrs().ok()?.next()?;
-    let bind = if dest.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if dest.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let s = UdpSocket::bind(bind).ok()?;
     s.connect(dest).ok()?;
     Some(s.local_addr().ok()?.ip())

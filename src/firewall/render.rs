@@ -15,7 +15,10 @@ fn ports(r: &Rule) -> String {
     };
     match r.ports.as_slice() {
         [p] => one(p),
-        ps => format!("{{ {} }}", ps.iter().map(one).collect::<Vec<_>>().join(", ")),
+        ps => format!(
+            "{{ {} }}",
+            ps.iter().map(one).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -24,7 +27,10 @@ fn set(nets: &[&IpNet]) -> String {
         [n] => n.to_string(),
         ns => format!(
             "{{ {} }}",
-            ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            ns.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -44,8 +50,16 @@ fn lines(out: &mut String, r: &Rule, what: &str, verdict: &str) {
         let _ = writeln!(out, "\t\t{what} {verdict} comment \"{comment}\"");
         return;
     }
-    let v4: Vec<&IpNet> = r.from.iter().filter(|n| matches!(n, IpNet::V4(_))).collect();
-    let v6: Vec<&IpNet> = r.from.iter().filter(|n| matches!(n, IpNet::V6(_))).collect();
+    let v4: Vec<&IpNet> = r
+        .from
+        .iter()
+        .filter(|n| matches!(n, IpNet::V4(_)))
+        .collect();
+    let v6: Vec<&IpNet> = r
+        .from
+        .iter()
+        .filter(|n| matches!(n, IpNet::V6(_)))
+        .collect();
     for (fam, nets) in [("ip", v4), ("ip6", v6)] {
         if !nets.is_empty() {
             let _ = writeln!(

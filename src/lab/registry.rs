@@ -26,12 +26,21 @@ struct Spec {
 }
 
 const IMAGES: &[Spec] = &[
-    Spec { name: "busybox", pkgs: &["busybox-static"], bin: "", args: &["sh"], keep: &[] },
+    Spec {
+        name: "busybox",
+        pkgs: &["busybox-static"],
+        bin: "",
+        args: &["sh"],
+        keep: &[],
+    },
     Spec {
         name: "prometheus",
         pkgs: &["prometheus"],
         bin: "/usr/bin/prometheus",
-        args: &["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"],
+        args: &[
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+        ],
         keep: &[],
     },
     Spec {
@@ -45,7 +54,10 @@ const IMAGES: &[Spec] = &[
         name: "alertmanager",
         pkgs: &["prometheus-alertmanager"],
         bin: "/usr/bin/prometheus-alertmanager",
-        args: &["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/data"],
+        args: &[
+            "--config.file=/etc/alertmanager/alertmanager.yml",
+            "--storage.path=/data",
+        ],
         keep: &["/usr/share/prometheus/alertmanager"],
     },
 ];
@@ -56,7 +68,10 @@ pub fn address() -> String {
 
 /// The names the lab's images are pulled by, e.g. `10.200.0.1:5000/prometheus:lab`.
 pub fn image_names() -> Vec<String> {
-    IMAGES.iter().map(|i| format!("{}/{}:lab", address(), i.name)).collect()
+    IMAGES
+        .iter()
+        .map(|i| format!("{}/{}:lab", address(), i.name))
+        .collect()
 }
 
 /// The CA and the registry's certificate, made fresh for each lab.
@@ -95,9 +110,35 @@ fn sha_file(p: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&b)))
 }
 
+/// `apt-get download`, refreshing the package lists once if this machine has none yet.
+fn download(dir: &Path, pkg: &str) -> Result<()> {
+    let get = || {
+        run(
+            Command::new("apt-get")
+                .args(["download", "-q", pkg])
+                .current_dir(dir),
+            &format!("apt-get download {pkg}"),
+        )
+    };
+    if get().is_ok() {
+        return Ok(());
+    }
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
+    get().map(|_| ())
+}
+
 /// Builds (or finds in the cache) one image as a docker-archive tarball.
 fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let Spec { name, pkgs, bin, args, keep } = *spec;
+    let Spec {
+        name,
+        pkgs,
+        bin,
+        args,
+        keep,
+    } = *spec;
     let debs = cache.join("debs");
     std::fs::create_dir_all(&debs)?;
     // The package versions name the image in the cache.
@@ -111,7 +152,7 @@ fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf
             Some(f) => have.push(f),
             None => {
                 log(&format!("lab registry: downloading {p}"));
-                run(Command::new("apt-get").args(["download", "-q", p]).current_dir(&debs), &format!("apt-get download {p}"))?;
+                download(&debs, p)?;
                 let f = std::fs::read_dir(&debs)?
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -122,16 +163,29 @@ fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf
         }
     }
     let key = hex::encode(
-        &Sha256::digest(format!("{RECIPE} {name} {bin} {args:?} {keep:?} {have:?}").as_bytes())[..6],
+        &Sha256::digest(format!("{RECIPE} {name} {bin} {args:?} {keep:?} {have:?}").as_bytes())
+            [..6],
     );
     let out = cache.join(format!("image-{name}-{key}.tar"));
     if out.exists() {
         return Ok(out);
     }
-    log(&format!("lab registry: building the {name} image from {}", have.join(", ")));
+    log(&format!(
+        "lab registry: building the {name} image from {}",
+        have.join(", ")
+    ));
     let work = tempfile::tempdir_in(cache)?;
     let (x, root) = (work.path().join("x"), work.path().join("root"));
-    for d in ["bin", "etc", "tmp", "data", "prometheus", "lib/x86_64-linux-gnu", "lib64", "www"] {
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "data",
+        "prometheus",
+        "lib/x86_64-linux-gnu",
+        "lib64",
+        "www",
+    ] {
         std::fs::create_dir_all(root.join(d))?;
     }
     let bb = "busybox-static";
@@ -144,7 +198,7 @@ fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf
         match f {
             Some(f) => all.push(f),
             None => {
-                run(Command::new("apt-get").args(["download", "-q", bb]).current_dir(&debs), "apt-get download busybox-static")?;
+                download(&debs, bb)?;
                 let f = std::fs::read_dir(&debs)?
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -155,19 +209,30 @@ fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf
         }
     }
     for f in &all {
-        run(Command::new("dpkg").arg("-x").arg(debs.join(f)).arg(&x), &format!("dpkg -x {f}"))?;
+        run(
+            Command::new("dpkg").arg("-x").arg(debs.join(f)).arg(&x),
+            &format!("dpkg -x {f}"),
+        )?;
     }
     std::fs::copy(x.join("bin/busybox"), root.join("bin/busybox"))?;
     for a in ["sh", "nc", "cat", "ls", "sleep", "httpd", "echo"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
     }
     if !bin.is_empty() {
-        let target = root.join("bin").join(Path::new(bin).file_name().unwrap_or_default());
+        let target = root
+            .join("bin")
+            .join(Path::new(bin).file_name().unwrap_or_default());
         std::fs::copy(x.join(bin.trim_start_matches('/')), &target)?;
         // Its shared libraries, as this (Debian) machine resolves them.
         let ldd = Command::new("ldd").arg(&target).output()?;
         for l in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let path = l.split("=>").nth(1).unwrap_or(l).split_whitespace().next().unwrap_or("");
+            let path = l
+                .split("=>")
+                .nth(1)
+                .unwrap_or(l)
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
             if path.starts_with('/') {
                 let dest = root.join(path.trim_start_matches('/'));
                 std::fs::create_dir_all(dest.parent().unwrap_or(&root))?;
@@ -179,23 +244,40 @@ fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf
         let dest = root.join(k.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().unwrap_or(&root))?;
         run(
-            Command::new("cp").arg("-a").arg(x.join(k.trim_start_matches('/'))).arg(&dest),
+            Command::new("cp")
+                .arg("-a")
+                .arg(x.join(k.trim_start_matches('/')))
+                .arg(&dest),
             &format!("copying {k} into the {name} image"),
         )?;
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n")?;
     let layer = work.path().join("layer.tar");
     run(
-        Command::new("tar").args(["--owner=0", "--group=0", "--numeric-owner", "-C"]).arg(&root).arg("-cf").arg(&layer).arg("."),
+        Command::new("tar")
+            .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+            .arg(&root)
+            .arg("-cf")
+            .arg(&layer)
+            .arg("."),
         "tar of the image layer",
     )?;
     let diff = sha_file(&layer)?;
     let entry: Vec<String> = if bin.is_empty() {
         Vec::new()
     } else {
-        vec![format!("/bin/{}", Path::new(bin).file_name().unwrap_or_default().to_string_lossy())]
+        vec![format!(
+            "/bin/{}",
+            Path::new(bin)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        )]
     };
     let cfg = serde_json::json!({
         "architecture": "amd64",
@@ -217,10 +299,18 @@ fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf
         "RepoTags": [format!("{}/{name}:lab", address())],
         "Layers": ["layer.tar"],
     }]);
-    std::fs::write(work.path().join("manifest.json"), serde_json::to_vec(&manifest)?)?;
+    std::fs::write(
+        work.path().join("manifest.json"),
+        serde_json::to_vec(&manifest)?,
+    )?;
     let tmp = out.with_extension("tmp");
     run(
-        Command::new("tar").arg("-C").arg(work.path()).arg("-cf").arg(&tmp).args(["manifest.json", &cfg_name, "layer.tar"]),
+        Command::new("tar")
+            .arg("-C")
+            .arg(work.path())
+            .arg("-cf")
+            .arg(&tmp)
+            .args(["manifest.json", &cfg_name, "layer.tar"]),
         "tar of the image",
     )?;
     std::fs::rename(&tmp, &out)?;
@@ -257,10 +347,15 @@ pub fn wait_up(secs: u64) -> Result<()> {
     let t = std::time::Instant::now();
     let addr: std::net::SocketAddr = address().parse()?;
     while t.elapsed().as_secs() < secs {
-        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_ok() {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            .is_ok()
+        {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    bail!("the lab registry did not answer on {} within {secs} s (see its log in the lab folder)", address())
+    bail!(
+        "the lab registry did not answer on {} within {secs} s (see its log in the lab folder)",
+        address()
+    )
 }

@@ -113,7 +113,14 @@ pub const TABLE: &[Def] = &[
     host(
         "nftables",
         &["path"],
-        &["content", "state", "ssh_port", "ssh_sources", "client", "confirm_timeout"],
+        &[
+            "content",
+            "state",
+            "ssh_port",
+            "ssh_sources",
+            "client",
+            "confirm_timeout",
+        ],
         |a| boxed(nftables::Nftables::new(a)),
     ),
     host("command", &["cmd"], &["chdir", "creates", "removes"], |a| {

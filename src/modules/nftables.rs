@@ -145,9 +145,15 @@ impl Module for Nftables {
             return Plan::Ok(format!("table inet {TABLE} is loaded as {}", self.path));
         }
         let msg = if in_place && !same_live && !live.trim().is_empty() {
-            format!("table inet {TABLE} had been changed by hand: reloaded from {}", self.path)
+            format!(
+                "table inet {TABLE} had been changed by hand: reloaded from {}",
+                self.path
+            )
         } else {
-            format!("table inet {TABLE} loaded from {}, confirmed by a new SSH connection", self.path)
+            format!(
+                "table inet {TABLE} loaded from {}, confirmed by a new SSH connection",
+                self.path
+            )
         };
         let script = format!(
             "set -e\n\

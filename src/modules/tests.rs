@@ -40,14 +40,24 @@ fn kind(p: &Plan) -> String {
     }
 }
 
-const BIG: &str = concat!(include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"), include_str!("../../roles/hardening/rules.yml"));
+const BIG: &str = concat!(
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml"),
+    include_str!("../../roles/hardening/rules.yml")
+);
 
 fn sha(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-const NFT: &str = "table inet provision {}\ndelete table inet provision\ntable inet provision {\n}\n";
+const NFT: &str =
+    "table inet provision {}\ndelete table inet provision\ntable inet provision {\n}\n";
 const LIVE: &str = "table inet provision {\n\tchain input {\n\t}\n}\n";
 
 #[test]
@@ -353,19 +363,37 @@ fn every_module_plans_from_captured_probes() {
         (
             "nftables",
             json!({"path": "/etc/p.nft", "content": NFT, "ssh_sources": ["10.0.0.0/8"], "client": "10.1.1.1"}),
-            out(0, &format!("{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\n", file("600", NFT))),
+            out(
+                0,
+                &format!(
+                    "{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\n",
+                    file("600", NFT)
+                ),
+            ),
             Want::Ok,
         ),
         (
             "nftables",
             json!({"path": "/etc/p.nft", "content": NFT}),
-            out(0, &format!("{}@@loaded\n{LIVE}@@live\n{LIVE}\ttcp dport 8080 accept\n@@pending\n", file("600", NFT))),
+            out(
+                0,
+                &format!(
+                    "{}@@loaded\n{LIVE}@@live\n{LIVE}\ttcp dport 8080 accept\n@@pending\n",
+                    file("600", NFT)
+                ),
+            ),
             Want::Change("nft -c -f"),
         ),
         (
             "nftables",
             json!({"path": "/etc/p.nft", "content": NFT}),
-            out(0, &format!("{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\nPENDING\n", file("600", NFT))),
+            out(
+                0,
+                &format!(
+                    "{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\nPENDING\n",
+                    file("600", NFT)
+                ),
+            ),
             Want::Change("kill \"$(cat /run/provision-firewall.timer)\""),
         ),
         (

@@ -185,7 +185,12 @@ impl Ca {
     }
 
     /// A server certificate and its key, made here (for the lab's own registry).
-    pub fn server(&self, name: &str, sans: &[String], days: i64) -> Result<(String, String), String> {
+    pub fn server(
+        &self,
+        name: &str,
+        sans: &[String],
+        days: i64,
+    ) -> Result<(String, String), String> {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let p = leaf_params(name, sans, Profile::Docker, days)?;
         let cert = p

@@ -22,8 +22,9 @@ pub fn builtin_file(rel: &str) -> Option<String> {
 /// The built-in cluster playbook: groups mapped to roles, in order. The etcd play is
 /// there when the inventory has an `etcd` group, the swarm play with a `managers` group.
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
-    let mut s =
-        String::from("- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, firewall, pki]\n");
+    let mut s = String::from(
+        "- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, firewall, pki]\n",
+    );
     if inv.groups.contains_key("etcd") {
         s += "- name: etcd\n  hosts: etcd\n  roles: [etcd]\n";
     }

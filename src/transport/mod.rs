@@ -488,7 +488,10 @@ fn wrap(script: &str, as_user: Option<&str>, password: bool, marker: &str) -> St
     };
     match (as_user, password) {
         // -k: always read the password, so it never reaches the command's stdin.
-        (Some(_), true) => format!("sudo -k -S -p '' -H {user}-- sh -c {} {marker}", quote(script)),
+        (Some(_), true) => format!(
+            "sudo -k -S -p '' -H {user}-- sh -c {} {marker}",
+            quote(script)
+        ),
         (Some(_), false) => format!("sudo -n -H {user}-- sh -c {} {marker}", quote(script)),
         (None, _) => format!("sh -c {} {marker}", quote(script)),
     }

@@ -61,7 +61,11 @@ pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::hardening::aud
             reason: "the inventory lists it".into(),
             pass: deployed.contains(w),
             expected: "deployed".into(),
-            actual: if deployed.contains(w) { "deployed".into() } else { "not deployed".into() },
+            actual: if deployed.contains(w) {
+                "deployed".into()
+            } else {
+                "not deployed".into()
+            },
         });
     }
     for d in deployed.iter().filter(|d| !wanted.contains(d)) {
@@ -145,7 +149,9 @@ impl Step for Stacks {
             .filter_map(|(h, r)| r.as_ref().ok().map(|o| (h.clone(), parse(&o.stdout))))
             .collect();
         let Some((src, nodes, _)) = source(members, &obs)? else {
-            return Err("no manager of the swarm answers: stacks cannot be read or deployed".into());
+            return Err(
+                "no manager of the swarm answers: stacks cannot be read or deployed".into(),
+            );
         };
         let secs = seen
             .get(&src)
@@ -154,7 +160,12 @@ impl Step for Stacks {
             .unwrap_or_default();
         // stack -> (service, spec label)
         let mut deployed: IndexMap<String, Vec<(String, String)>> = IndexMap::new();
-        for l in secs.get("services").map(String::as_str).unwrap_or("").lines() {
+        for l in secs
+            .get("services")
+            .map(String::as_str)
+            .unwrap_or("")
+            .lines()
+        {
             let f: Vec<&str> = l.split('|').collect();
             if let [svc, ns, spec] = f[..] {
                 if !ns.is_empty() && ns != "<no value>" {
@@ -179,7 +190,13 @@ impl Step for Stacks {
         // Networks the stacks of this run make count as there (`proxy` of the proxy stack).
         let mut networks = networks;
         for w in self.want.iter().filter(|w| w.present) {
-            for (key, n) in w.doc.get("networks").and_then(|n| n.as_object()).into_iter().flatten() {
+            for (key, n) in w
+                .doc
+                .get("networks")
+                .and_then(|n| n.as_object())
+                .into_iter()
+                .flatten()
+            {
                 if n.get("external").and_then(|e| e.as_bool()) != Some(true) {
                     networks.push(
                         n.get("name")
@@ -198,9 +215,9 @@ impl Step for Stacks {
             .iter()
             .find(|m| m.name == src && m.writable)
             .or_else(|| {
-                members
-                    .iter()
-                    .find(|m| m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available))
+                members.iter().find(|m| {
+                    m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available)
+                })
             })
             .map(|m| m.name.clone());
         let replicas: IndexMap<String, String> = secs
@@ -240,14 +257,15 @@ impl Step for Stacks {
                 }
                 continue;
             }
-            problems.extend(lint(s, &sw).into_iter().map(|p| format!("stack `{}`: {p}", s.name)));
+            problems.extend(
+                lint(s, &sw)
+                    .into_iter()
+                    .map(|p| format!("stack `{}`: {p}", s.name)),
+            );
             todo.push((s, true));
         }
         if !problems.is_empty() {
-            return Err(format!(
-                "nothing was deployed: {}",
-                problems.join("; ")
-            ));
+            return Err(format!("nothing was deployed: {}", problems.join("; ")));
         }
         let mut actions = Vec::new();
         let Some(owner) = owner else {
@@ -263,7 +281,10 @@ impl Step for Stacks {
             actions.push(Action {
                 host: owner.clone(),
                 run_on: Some(src.clone()),
-                msg: format!("wait until every service of stack {} runs (deployed, not running yet)", s.name),
+                msg: format!(
+                    "wait until every service of stack {} runs (deployed, not running yet)",
+                    s.name
+                ),
                 script: render::wait_script(&s.name, &s.spec, s.wait),
                 stdin: None,
                 serial: false,

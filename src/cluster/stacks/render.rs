@@ -40,7 +40,8 @@ fn short(b: &[u8]) -> String {
 fn name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
@@ -63,16 +64,26 @@ pub fn stack(
     template: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Stack, String> {
     let Value::Object(e) = entry else {
-        return Err(format!("each stack is a mapping with a `name`, found {entry}"));
+        return Err(format!(
+            "each stack is a mapping with a `name`, found {entry}"
+        ));
     };
     for k in e.keys() {
-        if !["name", "builtin", "compose", "vars", "configs", "secrets", "state", "wait"].contains(&k.as_str()) {
+        if ![
+            "name", "builtin", "compose", "vars", "configs", "secrets", "state", "wait",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(format!(
                 "unknown key `{k}` (known: name, builtin, compose, vars, configs, secrets, state, wait)"
             ));
         }
     }
-    let name = e.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = e
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if !name_ok(&name) {
         return Err(format!(
             "stack name `{name}`: use lowercase letters, digits, - and _ (at most 40)"
@@ -112,10 +123,15 @@ pub fn stack(
             let p = base.join(c);
             (
                 p.display().to_string(),
-                std::fs::read_to_string(&p).map_err(|err| at(&format!("cannot read {}: {err}", p.display())))?,
+                std::fs::read_to_string(&p)
+                    .map_err(|err| at(&format!("cannot read {}: {err}", p.display())))?,
             )
         }
-        _ => return Err(at("give either `builtin` (a stack of provision's) or `compose` (a file of yours)")),
+        _ => {
+            return Err(at(
+                "give either `builtin` (a stack of provision's) or `compose` (a file of yours)",
+            ))
+        }
     };
     let mut vars = match e.get("vars") {
         None | Some(Value::Null) => Map::new(),
@@ -136,12 +152,19 @@ pub fn stack(
     let rendered = env
         .render_str(&text, minijinja::Value::from_serialize(&vars))
         .map_err(|err| at(&format!("{src}: {}", crate::template::describe(&err))))?;
-    let node = crate::yaml::parse(&rendered, Path::new(&src)).map_err(|err| at(&err.to_string()))?;
+    let node =
+        crate::yaml::parse(&rendered, Path::new(&src)).map_err(|err| at(&err.to_string()))?;
     let mut doc = node.to_json();
     let Value::Object(d) = &mut doc else {
-        return Err(at(&format!("{src} is not a compose file (a mapping with `services`)")));
+        return Err(at(&format!(
+            "{src} is not a compose file (a mapping with `services`)"
+        )));
     };
-    let version = d.get("version").and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_f64().map(|f| f.to_string())));
+    let version = d.get("version").and_then(|v| {
+        v.as_str()
+            .map(str::to_owned)
+            .or_else(|| v.as_f64().map(|f| f.to_string()))
+    });
     match version.as_deref() {
         Some(v) if v.starts_with("3") && v.split('.').nth(1).is_none_or(|m| m.parse::<u32>().is_ok_and(|m| m <= 9)) => {}
         other => {
@@ -165,7 +188,11 @@ pub fn stack(
         let mut list = match e.get(kind) {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
-            Some(v) => return Err(at(&format!("`{kind}` must map names to {{{inline} | file}}, found {v}"))),
+            Some(v) => {
+                return Err(at(&format!(
+                    "`{kind}` must map names to {{{inline} | file}}, found {v}"
+                )))
+            }
         };
         if !secret {
             for (k, v) in &own {
@@ -178,10 +205,14 @@ pub fn stack(
         }
         for (key, spec) in list {
             if !name_ok(&key) {
-                return Err(at(&format!("{kind} name `{key}`: use lowercase letters, digits, - and _")));
+                return Err(at(&format!(
+                    "{kind} name `{key}`: use lowercase letters, digits, - and _"
+                )));
             }
             let Value::Object(m) = spec else {
-                return Err(at(&format!("{kind}.{key} must be a mapping with `{inline}` or `file`")));
+                return Err(at(&format!(
+                    "{kind}.{key} must be a mapping with `{inline}` or `file`"
+                )));
             };
             let data = bytes(&at(&format!("{kind}.{key}")), &m, base, inline)?;
             let obj_name = format!("{name}_{key}_{}", short(&data));
@@ -202,7 +233,9 @@ pub fn stack(
         _ => return Err(at(&format!("{src} has no `services`"))),
     };
     // The spec hash covers everything deployed, the objects' names included.
-    let spec = hex::encode(&Sha256::digest(serde_json::to_string(&doc).unwrap_or_default().as_bytes())[..8]);
+    let spec = hex::encode(
+        &Sha256::digest(serde_json::to_string(&doc).unwrap_or_default().as_bytes())[..8],
+    );
     if let Some(Value::Object(svcs)) = doc.get_mut("services") {
         for (_, s) in svcs.iter_mut() {
             let Value::Object(s) = s else { continue };
@@ -244,7 +277,10 @@ pub struct Swarm<'a> {
 
 fn strs(v: Option<&Value>) -> Vec<String> {
     match v {
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
         Some(Value::Object(m)) => m.keys().cloned().collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),
@@ -264,7 +300,9 @@ pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
         if n.get("external").and_then(Value::as_bool) == Some(true) {
             let real = n.get("name").and_then(Value::as_str).unwrap_or(key);
             if !sw.networks.iter().any(|x| x == real) {
-                out.push(format!("network `{real}` is external but the swarm has no such network"));
+                out.push(format!(
+                    "network `{real}` is external but the swarm has no such network"
+                ));
             }
         }
     }
@@ -274,13 +312,22 @@ pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
     for (name, svc) in svcs {
         for n in strs(svc.get("networks")) {
             if n != "default" && !top_nets.contains_key(&n) {
-                out.push(format!("service `{name}`: network `{n}` is not declared under `networks`"));
+                out.push(format!(
+                    "service `{name}`: network `{n}` is not declared under `networks`"
+                ));
             }
         }
         for (kind, what) in [("configs", "config"), ("secrets", "secret")] {
             let declared = s.doc.get(kind).and_then(Value::as_object);
-            for r in svc.get(kind).and_then(Value::as_array).into_iter().flatten() {
-                let src = r.as_str().or_else(|| r.get("source").and_then(Value::as_str));
+            for r in svc
+                .get(kind)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let src = r
+                    .as_str()
+                    .or_else(|| r.get("source").and_then(Value::as_str));
                 if let Some(src) = src {
                     if !declared.is_some_and(|d| d.contains_key(src)) {
                         out.push(format!(
@@ -291,7 +338,11 @@ pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
             }
         }
         let deploy = svc.get("deploy");
-        let cons = strs(deploy.and_then(|d| d.get("placement")).and_then(|p| p.get("constraints")));
+        let cons = strs(
+            deploy
+                .and_then(|d| d.get("placement"))
+                .and_then(|p| p.get("constraints")),
+        );
         for c in cons {
             let (l, op, r) = match c.split_once("==") {
                 Some((l, r)) => (l.trim(), "==", r.trim()),
@@ -311,7 +362,9 @@ pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
                     ));
                 }
             } else if l == "node.hostname" && op == "==" && !sw.nodes.iter().any(|(h, _)| h == r) {
-                out.push(format!("service `{name}`: `{c}`: the swarm has no node `{r}`"));
+                out.push(format!(
+                    "service `{name}`: `{c}`: the swarm has no node `{r}`"
+                ));
             }
         }
         let start_first = deploy
@@ -322,7 +375,10 @@ pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
         let host_port = svc
             .get("ports")
             .and_then(Value::as_array)
-            .is_some_and(|ps| ps.iter().any(|p| p.get("mode").and_then(Value::as_str) == Some("host")));
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.get("mode").and_then(Value::as_str) == Some("host"))
+            });
         if start_first && host_port {
             out.push(format!(
                 "service `{name}`: a host-mode port with `order: start-first` never converges (the new task cannot bind the port the old one holds): use stop-first"
