@@ -11,7 +11,7 @@ use std::path::Path;
 fn inventory(d: &Path, stacks: &str) {
     let lab = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
     let vars = format!(
-        "  vars:\n    extra_packages: [busybox-static]\n    stacks_resolve_image: always\n    stacks:{}\n",
+        "  vars:\n    swarm_labels: {{ web: yes }}\n    stacks_resolve_image: always\n    stacks:{}\n",
         if stacks.is_empty() { " []".to_owned() } else { format!("\n{stacks}") }
     );
     let inv = lab.replacen("  vars:\n", &vars, 1);
@@ -26,7 +26,8 @@ fn run(d: &Path) -> (i32, String) {
 
 const WEB: &str = "      - name: web
         builtin: app
-        vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr }
+        vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr,
+                constraints: [\"node.labels.web == yes\"], max_per_node: 1, publish_port: 8080 }
         configs: { site: { content: \"hello CONTENT\\n\" } }
         secrets: { token: { value: s3cr3t-value-42 } }
 ";
@@ -83,6 +84,20 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     )
     .contains("web_web 2/2"));
     assert_eq!(in_task("cat /www/index.html"), "hello v1");
+    // It answers on every node it runs on (2 replicas, one per labelled node).
+    let on: Vec<String> = ssh("node1", "sudo docker service ps web_web --filter desired-state=running --format '{{.Node}}'")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(on.len(), 2, "{on:?}");
+    for n in &on {
+        let ip = format!("10.200.0.1{}", &n[4..]);
+        let o = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", &format!("http://{ip}:8080/")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello v1", "{n}");
+    }
     assert_eq!(in_task("cat /run/secrets/token"), "s3cr3t-value-42");
     for n in ["node1", "node2", "node3"] {
         let (_, found) = ssh_rc(n, "sudo grep -rl s3cr3t-value-42 /etc /tmp /root /home /var/tmp /var/lib/provision-managed 2>/dev/null | head -3");
@@ -134,6 +149,12 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert!(audit.contains("DRIFT  stack-service:broken_web"), "{audit}");
     assert!(audit.contains("pass   stack-service:web_web"), "{audit}");
 
+    // A command that fails: the run fails with the task's error.
+    inventory(d, &(web("v2") + "      - { name: crash, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [sh, -c, \"exit 3\"], replicas: 1 } }\n"));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 2, "{out}");
+    assert!(out.contains("non-zero exit (3)"), "{out}");
+
     // Dropped from the inventory: reported, left running; `state: absent` removes it.
     inventory(d, &web("v2"));
     let (rc, out) = run(d);
@@ -144,7 +165,7 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     );
     inventory(
         d,
-        &(web("v2") + "      - { name: broken, state: absent }\n"),
+        &(web("v2") + "      - { name: broken, state: absent }\n      - { name: crash, state: absent }\n"),
     );
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");
@@ -162,7 +183,8 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
                 prometheus_image: \"10.200.0.1:5000/prometheus:lab\", node_exporter_image: \"10.200.0.1:5000/node-exporter:lab\",
                 alertmanager_image: \"10.200.0.1:5000/alertmanager:lab\" }
 ";
-    inventory(d, &(web("v2") + mon));
+    let idle = "      - { name: idle, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", replicas: 0 } }\n";
+    inventory(d, &(web("v2") + mon + idle));
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");
     let svcs = ssh(
