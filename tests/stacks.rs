@@ -85,10 +85,13 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     .contains("web_web 2/2"));
     assert_eq!(in_task("cat /www/index.html"), "hello v1");
     // It answers on every node it runs on (2 replicas, one per labelled node).
-    let on: Vec<String> = ssh("node1", "sudo docker service ps web_web --filter desired-state=running --format '{{.Node}}'")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let on: Vec<String> = ssh(
+        "node1",
+        "sudo docker service ps web_web --filter desired-state=running --format '{{.Node}}'",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
     assert_eq!(on.len(), 2, "{on:?}");
     for n in &on {
         let ip = format!("10.200.0.1{}", &n[4..]);
@@ -165,7 +168,8 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     );
     inventory(
         d,
-        &(web("v2") + "      - { name: broken, state: absent }\n      - { name: crash, state: absent }\n"),
+        &(web("v2")
+            + "      - { name: broken, state: absent }\n      - { name: crash, state: absent }\n"),
     );
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");

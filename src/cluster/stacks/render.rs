@@ -309,7 +309,85 @@ pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
     let Some(Value::Object(svcs)) = s.doc.get("services") else {
         return out;
     };
+    let volumes = s.doc.get("volumes").and_then(Value::as_object);
+    // Traefik middlewares the stack defines in its labels (`traefik.http.middlewares.NAME.*`).
+    let labels_of = |svc: &Value| -> Vec<(String, String)> {
+        match svc.get("deploy").and_then(|d| d.get("labels")) {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| {
+                    x.as_str()?
+                        .split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut middlewares: Vec<String> = Vec::new();
+    for svc in svcs.values() {
+        for (k, _) in labels_of(svc) {
+            if let Some(rest) = k.strip_prefix("traefik.http.middlewares.") {
+                if let Some((m, _)) = rest.split_once('.') {
+                    middlewares.push(m.to_owned());
+                }
+            }
+        }
+    }
     for (name, svc) in svcs {
+        if svc
+            .get("image")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            out.push(format!("service `{name}` has no `image`"));
+        }
+        for v in strs(svc.get("volumes")) {
+            let src = v.split(':').next().unwrap_or("");
+            if !src.is_empty()
+                && !src.starts_with('/')
+                && !src.starts_with('.')
+                && !volumes.is_some_and(|m| m.contains_key(src))
+            {
+                out.push(format!(
+                    "service `{name}`: volume `{src}` is not declared under `volumes`"
+                ));
+            }
+        }
+        for (k, v) in labels_of(svc) {
+            if k.starts_with("traefik.http.routers.") && k.ends_with(".middlewares") {
+                for m in v.split(',').map(str::trim) {
+                    let (base, provider) = m.split_once('@').unwrap_or((m, "swarm"));
+                    if provider == "swarm" && !middlewares.iter().any(|x| x == base) {
+                        out.push(format!("service `{name}`: middleware `{m}` is defined by no label of the stack"));
+                    }
+                }
+            }
+        }
+        for m in strs(svc.get("command"))
+            .iter()
+            .filter_map(|c| c.strip_prefix("--entrypoints.websecure.http.middlewares="))
+        {
+            for m in m.split(',') {
+                let base = m.split('@').next().unwrap_or(m);
+                if !middlewares.iter().any(|x| x == base) {
+                    out.push(format!(
+                        "service `{name}`: middleware `{m}` is defined by no label of the stack"
+                    ));
+                }
+            }
+        }
         for n in strs(svc.get("networks")) {
             if n != "default" && !top_nets.contains_key(&n) {
                 out.push(format!(

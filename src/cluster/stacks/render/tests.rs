@@ -140,6 +140,24 @@ fn lint_finds_what_would_never_converge() {
         "{l:?}"
     );
     assert!(l.iter().any(|x| x.contains("never converges")), "{l:?}");
+    // Images, volumes and Traefik middlewares referenced must be defined.
+    std::fs::write(
+        d.path().join("r.yml"),
+        "version: \"3.8\"\nservices:\n  a:\n    volumes: [\"data:/d\", \"/etc:/e:ro\"]\n    deploy: {labels: {traefik.http.routers.a.middlewares: \"auth,gone@swarm,x@file\", traefik.http.middlewares.auth.basicauth.users: u}}\n",
+    )
+    .unwrap();
+    let r = stack(&json!({"name": "r", "compose": "r.yml"}), d.path(), &|_| {
+        None
+    })
+    .unwrap();
+    let l = lint(&r, &sw);
+    assert_eq!(l.len(), 3, "{l:?}");
+    assert!(
+        l[0].contains("has no `image`")
+            && l[1].contains("volume `data`")
+            && l[2].contains("middleware `gone@swarm`"),
+        "{l:?}"
+    );
     let nets = vec!["shared".to_owned()];
     assert_eq!(
         lint(
