@@ -6,6 +6,20 @@ mod common;
 use common::*;
 use std::time::Instant;
 
+/// Starts a run of the playbook `play` (in `d`, with its roles/) in the background.
+fn spawn_play(d: &std::path::Path, play: &str) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .arg(d.join("inventory.yml"))
+        .arg("-p")
+        .arg(d.join(play))
+        .arg("--roles")
+        .arg(d.join("roles"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn inventory_of(n: usize) -> String {
     let mut s = String::from("all:\n  hosts:\n");
     for i in 0..n {
@@ -207,16 +221,7 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
     );
     write(d.path(), "slow.yml", "- hosts: all\n  roles: [slow]\n");
     let t = Instant::now();
-    let slow = std::process::Command::new(BIN)
-        .arg(d.path().join("inventory.yml"))
-        .arg("-p")
-        .arg(d.path().join("slow.yml"))
-        .arg("--roles")
-        .arg(d.path().join("roles"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let slow = spawn_play(d.path(), "slow.yml");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let _ = ssh_rc("node1", "sudo pkill -9 -f 'sshd: admin'");
     let o = slow.wait_with_output().unwrap();
@@ -406,16 +411,7 @@ fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
     );
     write(d.path(), "slow.yml", "- hosts: all\n  roles: [slow]\n");
     let t = Instant::now();
-    let slow = std::process::Command::new(BIN)
-        .arg(d.path().join("inventory.yml"))
-        .arg("-p")
-        .arg(d.path().join("slow.yml"))
-        .arg("--roles")
-        .arg(d.path().join("roles"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let slow = spawn_play(d.path(), "slow.yml");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let cut = std::process::Command::new("ip")
         .args(["link", "set", "pl-node1", "down"])

@@ -189,8 +189,20 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
 ";
     let idle = "      - { name: idle, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", replicas: 0 } }\n";
     inventory(d, &(web("v2") + mon + idle));
-    let (rc, out) = run(d);
-    assert_eq!(rc, 0, "{out}");
+    let o = provision(&[
+        d.join("inventory.yml").to_str().unwrap(),
+        "--output",
+        "json",
+        "-v",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // While it converges, the host's progress shows the services' task counts.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("\"task_start\"") && l.contains("stacks: mon_")),
+        "no progress shown: {out}"
+    );
     let svcs = ssh(
         "node1",
         "sudo docker service ls --format '{{.Name}} {{.Replicas}}'",

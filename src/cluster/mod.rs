@@ -84,6 +84,11 @@ pub trait Step: Send + Sync {
     fn publish(&self) -> Value {
         Value::Null
     }
+    /// A read-only script to run every second while `action` runs; its output, one line,
+    /// is shown as the action's progress (tasks running / wanted while a stack converges).
+    fn watch(&self, _action: &Action) -> Option<String> {
+        None
+    }
 }
 
 /// A script line writing `content` to `path` atomically (in the script, not on stdin,

@@ -2,7 +2,7 @@
 //! left alone when they match; a network whose options differ is reported, not recreated
 //! (that would cut every service attached to it).
 
-use super::swarm::{parse, probe_info, source, Seen1};
+use super::swarm::{owner, parse, probe_info, source, Seen1};
 use super::{sections, Action, Ctx, Member, Seen, Step};
 use crate::modules::Args;
 use crate::transport::quote;
@@ -139,15 +139,7 @@ impl Step for Networks {
             .map(|i| (i.name.clone(), i))
             .collect();
         // A network belongs to the swarm, not a host: it is made through a manager inside --limit.
-        let owner = members
-            .iter()
-            .find(|m| m.name == src && m.writable)
-            .or_else(|| {
-                members.iter().find(|m| {
-                    m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available)
-                })
-            })
-            .map(|m| m.name.clone());
+        let owner = owner(members, &src, &obs);
         let mut actions = Vec::new();
         for n in &self.want {
             match have.get(&n.name) {

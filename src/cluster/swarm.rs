@@ -138,6 +138,20 @@ pub fn parse(out: &str) -> Seen1 {
 
 /// Finds the swarm the members are in: (source manager, its node list, cluster id).
 /// Err when they are in different swarms.
+/// The host a swarm-wide change is made for: the source manager if it is inside the run's
+/// limit, else another writable manager.
+pub fn owner(members: &[Member], src: &str, seen: &IndexMap<String, Seen1>) -> Option<String> {
+    members
+        .iter()
+        .find(|m| m.name == src && m.writable)
+        .or_else(|| {
+            members
+                .iter()
+                .find(|m| m.writable && seen.get(&m.name).is_some_and(|o| o.info.control_available))
+        })
+        .map(|m| m.name.clone())
+}
+
 pub fn source<'a>(
     members: &[Member],
     seen: &'a IndexMap<String, Seen1>,

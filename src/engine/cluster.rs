@@ -80,6 +80,7 @@ pub async fn converge(
     remotes: &IndexMap<String, Arc<dyn Remote>>,
     cx: &Ctx<'_>,
     hide: &(dyn Fn(Vec<String>) + Sync),
+    progress: &(dyn Fn(&str, &str) + Sync),
 ) -> Outcome {
     let mut oc = Outcome::default();
     for round in 1..=MAX_ROUNDS {
@@ -149,7 +150,37 @@ pub async fn converge(
                 (on, user, a.script.clone(), a.stdin.clone())
             })
             .collect();
-        let results = run_all(jobs, remotes).await;
+        let watches: Vec<(String, String, Option<String>, String)> = batch
+            .iter()
+            .filter_map(|a| {
+                let on = a.run_on.clone().unwrap_or_else(|| a.host.clone());
+                let user = user_of(members, &on);
+                step.watch(a).map(|w| (a.host.clone(), on, user, w))
+            })
+            .collect();
+        let results = if watches.is_empty() {
+            run_all(jobs, remotes).await
+        } else {
+            let tick = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    for (h, on, user, w) in &watches {
+                        if let Some(r) = remotes.get(on) {
+                            if let Ok(o) = r.run_script(w, None, user.as_deref()).await {
+                                let line = o.stdout.trim();
+                                if o.rc == 0 && !line.is_empty() {
+                                    progress(h, line);
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                r = run_all(jobs, remotes) => r,
+                _ = tick => unreachable!("the progress loop never ends"),
+            }
+        };
         for (a, (_, res)) in batch.iter().zip(results.iter()) {
             match failure(res) {
                 Some(e) => {
@@ -350,7 +381,9 @@ mod tests {
         r: &IndexMap<String, Arc<dyn Remote>>,
         check: bool,
     ) -> Outcome {
-        with_ctx(check, |cx| rt().block_on(converge(step, m, r, cx, &|_| {})))
+        with_ctx(check, |cx| {
+            rt().block_on(converge(step, m, r, cx, &|_| {}, &|_, _| {}))
+        })
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -377,6 +410,7 @@ mod tests {
                 &r,
                 cx,
                 &hide,
+                &|_, _| {},
             ))
         });
         assert!(oc.fatal.is_none(), "{oc:?}");
@@ -396,6 +430,7 @@ mod tests {
                 &r,
                 cx,
                 &hide,
+                &|_, _| {},
             ))
         });
         assert!(again.changed.is_empty() && again.rounds == 1);

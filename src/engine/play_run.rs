@@ -574,7 +574,13 @@ impl PlayRun {
                     fatal: Some(e),
                     ..Default::default()
                 },
-                Ok(()) => converge(step.as_mut(), &members, &remotes, &cx, &hide).await,
+                Ok(()) => {
+                    let progress = |h: &str, line: &str| {
+                        self.rep
+                            .task_start(h, &role, &format!("{}: {line}", task.name));
+                    };
+                    converge(step.as_mut(), &members, &remotes, &cx, &hide, &progress).await
+                }
             }
         };
         hide(step.secrets());

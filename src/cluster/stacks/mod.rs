@@ -6,7 +6,7 @@
 
 pub mod render;
 
-use super::swarm::{parse, probe_info, source, Seen1};
+use super::swarm::{owner, parse, probe_info, source, Seen1};
 use super::{sections, Action, Ctx, Member, Seen, Step};
 use crate::modules::Args;
 use crate::transport::quote;
@@ -24,6 +24,8 @@ struct Stacks {
     resolve: String,
     notes: Vec<String>,
     secrets: Vec<String>,
+    /// Action message -> the stacks it deploys or waits for (for its progress).
+    watching: IndexMap<String, Vec<String>>,
 }
 
 /// For the audit (on a manager): provision's services, their stack and replicas.
@@ -211,15 +213,7 @@ impl Step for Stacks {
             nodes: &labels,
             networks: &networks,
         };
-        let owner = members
-            .iter()
-            .find(|m| m.name == src && m.writable)
-            .or_else(|| {
-                members.iter().find(|m| {
-                    m.writable && obs.get(&m.name).is_some_and(|o| o.info.control_available)
-                })
-            })
-            .map(|m| m.name.clone());
+        let owner = owner(members, &src, &obs);
         let replicas: IndexMap<String, String> = secs
             .get("replicas")
             .map(String::as_str)
@@ -277,14 +271,17 @@ impl Step for Stacks {
             }
             return Ok(actions);
         };
+        self.watching.clear();
         for s in waits {
+            let msg = format!(
+                "wait until every service of stack {} runs (deployed, not running yet)",
+                s.name
+            );
+            self.watching.insert(msg.clone(), vec![s.name.clone()]);
             actions.push(Action {
                 host: owner.clone(),
                 run_on: Some(src.clone()),
-                msg: format!(
-                    "wait until every service of stack {} runs (deployed, not running yet)",
-                    s.name
-                ),
+                msg,
                 script: render::wait_script(&s.name, &s.spec, s.wait),
                 stdin: None,
                 serial: false,
@@ -293,6 +290,7 @@ impl Step for Stacks {
         // The stacks to deploy, in inventory order, in one command (a stack may use the
         // network an earlier one makes); each reads its own part of stdin.
         let (mut script, mut stdin, mut msgs) = (String::from("set -e\n"), Vec::new(), Vec::new());
+        let mut names = Vec::new();
         for (s, deploy) in todo {
             if !deploy {
                 actions.push(remove(&owner, &src, &s.name));
@@ -301,6 +299,7 @@ impl Step for Stacks {
             let (sc, input) = render::deploy_script(s, &self.resolve);
             script += &format!("(\n{sc}\n)\n");
             stdin.extend(input);
+            names.push(s.name.clone());
             let objs: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
             msgs.push(format!(
                 "{} ({}{})",
@@ -314,14 +313,16 @@ impl Step for Stacks {
             ));
         }
         if !msgs.is_empty() {
+            let msg = format!(
+                "deploy stack{} {} and wait until every service runs it",
+                if msgs.len() > 1 { "s" } else { "" },
+                msgs.join(", ")
+            );
+            self.watching.insert(msg.clone(), names);
             actions.push(Action {
                 host: owner.clone(),
                 run_on: Some(src.clone()),
-                msg: format!(
-                    "deploy stack{} {} and wait until every service runs it",
-                    if msgs.len() > 1 { "s" } else { "" },
-                    msgs.join(", ")
-                ),
+                msg,
                 script,
                 stdin: Some(stdin),
                 serial: false,
@@ -349,6 +350,22 @@ impl Step for Stacks {
 
     fn secrets(&self) -> Vec<String> {
         self.secrets.clone()
+    }
+
+    fn watch(&self, a: &Action) -> Option<String> {
+        let names = self.watching.get(&a.msg)?;
+        let list: String = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "docker stack services {} --format '{{{{.Name}}}} {{{{.Replicas}}}}'; ",
+                    quote(n)
+                )
+            })
+            .collect();
+        Some(format!(
+            "{{ {list}}} 2>/dev/null | sed 's/ (max [0-9]* per node)//' | tr '\\n' ' '; echo"
+        ))
     }
 }
 
