@@ -152,11 +152,15 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert!(audit.contains("DRIFT  stack-service:broken_web"), "{audit}");
     assert!(audit.contains("pass   stack-service:web_web"), "{audit}");
 
-    // A command that fails: the run fails with the task's error.
-    inventory(d, &(web("v2") + "      - { name: crash, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [sh, -c, \"exit 3\"], replicas: 1 } }\n"));
+    // The same stack with a command that fails: the run fails with the new task's error
+    // (not the old spec's "No such image").
+    inventory(d, &(web("v2") + "      - { name: broken, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [sh, -c, \"exit 3\"], replicas: 1 } }\n"));
     let (rc, out) = run(d);
     assert_eq!(rc, 2, "{out}");
-    assert!(out.contains("non-zero exit (3)"), "{out}");
+    assert!(
+        out.contains("non-zero exit (3)") && !out.contains("No such image"),
+        "{out}"
+    );
 
     // Dropped from the inventory: reported, left running; `state: absent` removes it.
     inventory(d, &web("v2"));
@@ -168,8 +172,7 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     );
     inventory(
         d,
-        &(web("v2")
-            + "      - { name: broken, state: absent }\n      - { name: crash, state: absent }\n"),
+        &(web("v2") + "      - { name: broken, state: absent }\n"),
     );
     let (rc, out) = run(d);
     assert_eq!(rc, 0, "{out}");

@@ -491,6 +491,7 @@ while read -r kind name key len; do
     *) echo "bad input" >&2; exit 1 ;;
   esac
 done
+t0=$(date -u '+%Y-%m-%d %H:%M:%S')
 dd bs=1 count="$len" 2>/dev/null | docker stack deploy --prune --resolve-image {resolve} -c - {st} >/dev/null
 {wait}
 for kind in config secret; do
@@ -510,13 +511,16 @@ done
 pub fn wait_script(stack: &str, spec: &str, secs: u64) -> String {
     let st = quote(stack);
     format!(
-        r#"end=$(( $(date +%s) + {secs} )); since=$(date +%s); stuck=0
+        r#"end=$(( $(date +%s) + {secs} )); since=$(date +%s); stuck=0; t0=${{t0:-$(date -u '+%Y-%m-%d %H:%M:%S')}}
 while :; do
   ok=1; report=
   for id in $(docker stack services -q {st}); do
     line=$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels "{SPEC_LABEL}"}}}}|{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}|{{{{.UpdateStatus.Message}}}}{{{{else}}}}|{{{{end}}}}' "$id")
     n=${{line%%|*}}; rest=${{line#*|}}; lab=${{rest%%|*}}; rest=${{rest#*|}}; ust=${{rest%%|*}}; umsg=${{rest#*|}}
-    case "$ust" in rollback_*|paused) echo "service $n: update $ust: $umsg" >&2; exit 1 ;; esac
+    # only tasks made since this deploy: an older spec's failures are history
+    err=$(for t in $(docker service ps -q "$id" 2>/dev/null | head -n 6); do docker inspect --format '{{{{.CreatedAt}}}}|{{{{.Status.State}}}}|{{{{.Status.Err}}}}' "$t" 2>/dev/null; done | \
+      awk -F'|' -v t0="$t0" '{{ c = substr($1, 1, 19); sub("T", " ", c) }} c >= t0 && ($2 == "rejected" || $2 == "failed") && $3 != "" {{ print $3; exit }}')
+    case "$ust" in rollback_*|paused) echo "service $n: update $ust: $umsg${{err:+ (a new task: $err)}}" >&2; exit 1 ;; esac
     [ "$lab" = "{spec}" ] || ok=0
     case "$ust" in updating) ok=0 ;; esac
     rep=$(docker service ls --filter id="$id" --format '{{{{.Replicas}}}}')
@@ -524,8 +528,7 @@ while :; do
     case "$rep" in *completed*) done_=$(echo "$rep" | sed -n 's/.*(\([0-9]*\)\/\([0-9]*\) completed).*/\1 \2/p'); set -- $done_; [ "${{1:-0}}" = "${{2:-x}}" ] || ok=0 ;;
       *) [ "$run" = "$want" ] || ok=0 ;; esac
     report="$report $n=$rep"
-    err=$(docker service ps "$id" --no-trunc --format '{{{{.CurrentState}}}}|{{{{.Error}}}}' 2>/dev/null | head -n 3 | grep -E '^(Rejected|Failed)[^|]*\|.+' | head -n 1 || true)
-    if [ -n "$err" ] && [ "$run" != "$want" ]; then echo "service $n: ${{err#*|}}" >&2; exit 1; fi
+    if [ -n "$err" ] && [ "$run" != "$want" ]; then echo "service $n: $err" >&2; exit 1; fi
     pend=$(docker service ps "$id" --no-trunc --filter desired-state=running --format '{{{{.CurrentState}}}}|{{{{.Error}}}}' 2>/dev/null | grep -E '^Pending[^|]*\|.+' | head -n 1 || true)
     if [ -n "$pend" ]; then stuck=$((stuck+1)); if [ "$stuck" -ge 8 ]; then echo "service $n: ${{pend#*|}}" >&2; exit 1; fi; fi
   done
