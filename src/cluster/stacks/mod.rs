@@ -354,17 +354,14 @@ impl Step for Stacks {
 
     fn watch(&self, a: &Action) -> Option<String> {
         let names = self.watching.get(&a.msg)?;
-        let list: String = names
-            .iter()
-            .map(|n| {
-                format!(
-                    "docker stack services {} --format '{{{{.Name}}}} {{{{.Replicas}}}}'; ",
-                    quote(n)
-                )
-            })
-            .collect();
+        let stacks: Vec<String> = names.iter().map(|n| quote(n)).collect();
+        // `web_web 1/2 updating; ...`: tasks running / wanted and the update state.
         Some(format!(
-            "{{ {list}}} 2>/dev/null | sed 's/ (max [0-9]* per node)//' | tr '\\n' ' '; echo"
+            "for s in {}; do for id in $(docker stack services -q \"$s\" 2>/dev/null); do \
+             n=$(docker service inspect --format '{{{{.Spec.Name}}}} {{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}{{{{end}}}}' \"$id\" 2>/dev/null); \
+             r=$(docker service ls --filter id=\"$id\" --format '{{{{.Replicas}}}}' 2>/dev/null); \
+             printf '%s %s %s; ' \"${{n%% *}}\" \"${{r%% (*}}\" \"${{n#* }}\"; done; done; echo",
+            stacks.join(" ")
         ))
     }
 }

@@ -218,7 +218,10 @@ fn the_built_in_stacks_render_and_pass_the_checks() {
             vec!["web"],
         ),
     ];
-    let nodes = vec![("node1".to_owned(), BTreeMap::new())];
+    // A 3-manager + 2-worker swarm.
+    let nodes: Vec<(String, BTreeMap<String, String>)> = (1..=5)
+        .map(|i| (format!("node{i}"), BTreeMap::new()))
+        .collect();
     let nets = vec!["proxy".to_owned()];
     let sw = Swarm {
         nodes: &nodes,
