@@ -17,14 +17,7 @@ fn inventory(d: &Path, node5_extra: &str, with_node6: bool) {
         d,
         "inventory.yml",
         &format!(
-            "all:
-  vars:
-    ansible_user: admin
-    ansible_become: true
-    ansible_ssh_private_key_file: {lab}/id_ed25519
-    known_hosts_file: {lab}/known_hosts
-    chrony_options: \"-x\"
-    extra_packages: [busybox-static]
+            "{head}    extra_packages: [busybox-static]
     firewall_docker_api_sources: [10.200.0.1]
   children:
     managers:
@@ -42,7 +35,7 @@ fn inventory(d: &Path, node5_extra: &str, with_node6: bool) {
           firewall_published: [{{ port: 8081, from: [10.200.0.1], comment: restricted web }}]
         node5: {{ ansible_host: 10.200.0.15{node5_extra} }}
 {node6}",
-            lab = lab_dir().display()
+            head = lab_vars()
         ),
     );
 }

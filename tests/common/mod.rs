@@ -41,6 +41,17 @@ pub fn ssh(node: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
+/// The top of an inventory for the lab's hosts: `all:` and the connection settings under
+/// `vars:` (more vars may follow, at four spaces).
+pub fn lab_vars() -> String {
+    format!(
+        "all:\n  vars:\n    ansible_user: admin\n    ansible_become: true\n    \
+         ansible_ssh_private_key_file: {lab}/id_ed25519\n    known_hosts_file: {lab}/known_hosts\n    \
+         chrony_options: \"-x\"\n",
+        lab = lab_dir().display()
+    )
+}
+
 /// Takes the lab down when dropped, also when a test fails.
 pub struct LabGuard;
 
