@@ -156,11 +156,18 @@ impl Lab {
             let data = self.cache.join("registry-data");
             std::fs::create_dir_all(&data)?;
             let cfg = registry::config(&rdir, &data)?;
+            registry::port_free()?;
             registry_pid = spawn_detached(
                 Command::new("docker-registry").arg("serve").arg(&cfg),
                 &self.dir.join("registry.log"),
             )?;
             registry::wait_up(15)?;
+            if !alive(registry_pid) {
+                bail!(
+                    "the lab registry stopped right after starting: see {}",
+                    self.dir.join("registry.log").display()
+                );
+            }
             registry::push_images(&self.cache, &rdir, log)?;
             log(&format!(
                 "registry on {} (TLS, lab CA trusted by the hosts): {}",

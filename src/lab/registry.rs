@@ -342,6 +342,19 @@ pub fn push_images(cache: &Path, certs: &Path, log: &mut dyn FnMut(&str)) -> Res
     Ok(())
 }
 
+/// Something else answering on the registry's port (Debian's docker-registry service
+/// listens on every address) would take the lab's pushes: refused with what to do.
+pub fn port_free() -> Result<()> {
+    let addr: std::net::SocketAddr = address().parse()?;
+    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).is_ok() {
+        bail!(
+            "port {PORT} on {GATEWAY} is taken (Debian's docker-registry service?): stop it with \
+             `systemctl disable --now docker-registry`, then run `provision lab up --registry` again"
+        );
+    }
+    Ok(())
+}
+
 /// Waits until the registry accepts connections.
 pub fn wait_up(secs: u64) -> Result<()> {
     let t = std::time::Instant::now();
