@@ -68,6 +68,8 @@ pub struct Prepared {
     /// The hardening rules of each host (also its `hardening` variable), and the
     /// file its hardening sysctls are persisted in.
     pub rules: IndexMap<String, (Vec<crate::hardening::Rule>, String)>,
+    /// The firewall of each host whose plays have the firewall role (or why it has none).
+    pub firewalls: IndexMap<String, Result<crate::firewall::HostWall, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,16 +175,20 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             host_roles.entry(h).or_default().extend(&p.roles);
         }
     }
-    let mut walls = std::collections::HashMap::new();
-    if o.lockout_check {
-        for h in &all {
-            let roles = host_roles.get(h.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            if let Some(role) = roles.iter().find(|r| r.name == "firewall") {
-                let w = crate::firewall::resolve(&inventory, &role.defaults, h).map_err(|e| {
-                    Invalid::Other(format!("{}: host `{h}`: {e}", inventory.hosts[h].loc))
-                })?;
-                walls.insert(h.clone(), w);
+    // Worked out for every run (the audit checks them too); a run refuses one that fails,
+    // listing hosts does not need them.
+    let mut firewalls = IndexMap::new();
+    for h in &all {
+        let roles = host_roles.get(h.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        if let Some(role) = roles.iter().find(|r| r.name == crate::firewall::ROLE) {
+            let w = crate::firewall::for_host(&inventory, &role.defaults, h);
+            if let (Err(e), true) = (&w, o.lockout_check) {
+                return Err(Invalid::Other(format!(
+                    "{}: host `{h}`: {e}",
+                    inventory.hosts[h].loc
+                )));
             }
+            firewalls.insert(h.clone(), w);
         }
     }
     let host_roles: std::collections::HashMap<String, Vec<String>> = host_roles
@@ -195,7 +201,10 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         let r = hardening
             .resolve(&host.vars)
             .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
-        let wall = walls.get(h);
+        let wall = firewalls
+            .get(h)
+            .and_then(|w| w.as_ref().ok())
+            .map(|w| &w.wanted);
         if o.lockout_check {
             let check = hooks::HostCheck {
                 rules: &r,
@@ -228,6 +237,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         targets,
         outside,
         rules,
+        firewalls,
     })
 }
 
@@ -295,35 +305,6 @@ fn inv_reads_facts(inv: &Inventory) -> bool {
     inv.hosts
         .values()
         .any(|h| h.vars.values().any(|v| text_reads_facts(v, &facts)))
-}
-
-/// The firewall `h` should have, when one of its plays has the firewall role: the
-/// rendered rules, the rules file and whether fail2ban guards SSH.
-fn firewall_of(p: &Prepared, h: &str) -> Option<Result<(String, String, bool), String>> {
-    let role = p
-        .plays
-        .iter()
-        .filter(|(_, hs, _)| hs.iter().any(|x| x == h))
-        .flat_map(|(pl, _, _)| &pl.roles)
-        .find(|r| r.name == "firewall")?;
-    let w = match crate::firewall::resolve(&p.inventory, &role.defaults, h) {
-        Ok(w) if w.enabled => w,
-        Ok(_) => return None,
-        Err(e) => return Some(Err(e)),
-    };
-    let var = |k: &str| {
-        p.inventory.hosts[h]
-            .vars
-            .get(k)
-            .or_else(|| role.defaults.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    Some(Ok((
-        crate::firewall::render(&w, h),
-        var("firewall_file").unwrap_or_else(|| "/etc/provision/firewall.nft".into()),
-        var("firewall_intrusion").as_deref() != Some("none"),
-    )))
 }
 
 /// Roles whose state on a host names other hosts (a firewall admits its peers) also run,
@@ -704,7 +685,16 @@ pub async fn audit(
                     &crt,
                 )
             });
-        let wall = firewall_of(p, h);
+        // The firewall the inventory gives it, when it has one and it is on.
+        let wall = match p.firewalls.get(h) {
+            Some(Ok(w)) if w.wanted.enabled => Some(Ok((
+                crate::firewall::render(&w.wanted, h),
+                w.file.clone(),
+                w.fail2ban,
+            ))),
+            Some(Err(e)) => Some(Err(e.clone())),
+            _ => None,
+        };
         let first_manager = first_mgr.as_deref() == Some(h.as_str());
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;

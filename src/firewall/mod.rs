@@ -18,6 +18,32 @@ pub use render::render;
 /// The one table provision owns; nothing else in the ruleset is touched.
 pub const TABLE: &str = "provision";
 
+/// The role whose hosts get a firewall.
+pub const ROLE: &str = "firewall";
+
+/// A host's firewall as the run and the audit need it: the rules, the file that holds
+/// them and whether fail2ban guards SSH.
+#[derive(Debug, Clone)]
+pub struct HostWall {
+    pub wanted: Wanted,
+    pub file: String,
+    pub fail2ban: bool,
+}
+
+/// `h`'s firewall, given the firewall role's defaults.
+pub fn for_host(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<HostWall, String> {
+    let wanted = resolve(inv, d, h)?;
+    let vars = Vars {
+        host: &inv.hosts[h].vars,
+        defaults: d,
+    };
+    Ok(HostWall {
+        file: vars.str_or("firewall_file", "/etc/provision/firewall.nft"),
+        fail2ban: vars.str_or("firewall_intrusion", "fail2ban") == "fail2ban",
+        wanted,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Tcp,
