@@ -189,6 +189,10 @@ pub enum LabCmd {
     Down,
     /// Show the hosts, their state and memory
     Status,
+    /// Power one host off, keeping its files and disk (a server shut down)
+    Stop { node: String },
+    /// Boot a stopped host again
+    Start { node: String },
     /// Open an SSH session to a host, or run a command there
     Ssh {
         node: String,
@@ -243,6 +247,8 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
             out!("ssh:       ssh -F {} node1", lab.ssh_config().display());
         }
         LabCmd::Down => lab.down(&mut log)?,
+        LabCmd::Stop { node } => lab.stop_host(&node, &mut log)?,
+        LabCmd::Start { node } => lab.start_host_again(&node, &mut log)?,
         LabCmd::Status => {
             let rows = lab.status();
             if rows.is_empty() {

@@ -4,6 +4,7 @@
 //! never changed: the engine refuses any action on them.
 
 pub mod audit;
+pub mod ceph;
 pub mod etcd;
 pub mod labels;
 pub mod networks;
@@ -71,6 +72,11 @@ pub trait Step: Send + Sync {
     /// such as a join token once it knows a node must join). Bounded by the loop's rounds.
     fn wants_reprobe(&self) -> bool {
         false
+    }
+    /// Rounds of probe, plan and apply before the step gives up; a step that waits for a
+    /// cluster to settle bounds its wait by time instead.
+    fn max_rounds(&self) -> usize {
+        crate::engine::cluster::MAX_ROUNDS
     }
     /// What the operator should know but nothing changes for (a node unknown to the inventory).
     fn notes(&self) -> Vec<String> {

@@ -83,7 +83,7 @@ pub async fn converge(
     progress: &(dyn Fn(&str, &str) + Sync),
 ) -> Outcome {
     let mut oc = Outcome::default();
-    for round in 1..=MAX_ROUNDS {
+    for round in 1..=step.max_rounds() {
         oc.rounds = round;
         if crate::interrupt::requested() {
             oc.fatal = Some("the run was interrupted".into());
@@ -209,7 +209,8 @@ pub async fn converge(
         }
     }
     oc.fatal = Some(format!(
-        "did not settle after {MAX_ROUNDS} rounds of probe and change: the hosts keep differing from the plan"
+        "did not settle after {} rounds of probe and change: the hosts keep differing from the plan",
+        step.max_rounds()
     ));
     oc
 }

@@ -685,6 +685,10 @@ pub async fn audit(
                     &crt,
                 )
             });
+        let ceph = ceph_want(&p.inventory, h).map(|w| {
+            let s = crate::cluster::ceph::audit::script(h, &w);
+            (w, s)
+        });
         // The firewall the inventory gives it, when it has one and it is on.
         let wall = match p.firewalls.get(h) {
             Some(Ok(w)) if w.wanted.enabled => Some(Ok((
@@ -699,13 +703,13 @@ pub async fn audit(
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let wall = match wall {
-                Some(Err(e)) => return (Err(format!("firewall: {e}")), 0, None, None),
+                Some(Err(e)) => return (Err(format!("firewall: {e}")), 0, None, None, None),
                 Some(Ok(w)) => Some(w),
                 None => None,
             };
             let conn = match Conn::connect(t).await {
                 Ok(c) => c,
-                Err(e) => return (Err(format!("unreachable: {e}")), 0, None, None),
+                Err(e) => return (Err(format!("unreachable: {e}")), 0, None, None, None),
             };
             let script = format!(
                 "{}echo '@@pki'\n{}{}",
@@ -728,12 +732,17 @@ pub async fn audit(
                 .as_ref()
                 .map(|e| format!("echo '@@etcd'\n{e}"))
                 .unwrap_or_default()
+                + &ceph
+                    .as_ref()
+                    .map(|(_, c)| format!("echo '@@ceph'\n{c}"))
+                    .unwrap_or_default()
                 + &wall
                     .as_ref()
                     .map(|(_, file, f2b)| crate::firewall::audit::script(file, *f2b))
                     .unwrap_or_default();
             let mut swarm_out = None;
             let mut etcd_out = None;
+            let mut ceph_out = None;
             let res = match conn.run(&script, None, Some("root")).await {
                 Ok(out) if out.stderr.contains("sudo:") => Err(format!(
                     "the audit needs root through sudo: {}",
@@ -744,6 +753,10 @@ pub async fn audit(
                         .stdout
                         .split_once("\n@@fw-file\n")
                         .unwrap_or((&out.stdout, ""));
+                    let (rest, ce) = rest.split_once("\n@@ceph\n").unwrap_or((rest, ""));
+                    if let Some((w, _)) = &ceph {
+                        ceph_out = Some((ce.to_owned(), w.clone()));
+                    }
                     let (rest, et) = rest.split_once("\n@@etcd\n").unwrap_or((rest, ""));
                     if etcd.is_some() {
                         etcd_out = Some(et.to_owned());
@@ -768,16 +781,20 @@ pub async fn audit(
             };
             let n = conn.commands();
             conn.close().await;
-            (res, n, swarm_out, etcd_out)
+            (res, n, swarm_out, etcd_out, ceph_out)
         }));
     }
     let mut out = IndexMap::new();
     let mut swarm_outs = IndexMap::new();
     let mut etcd_outs = IndexMap::new();
+    let mut ceph_outs = IndexMap::new();
     for (h, j) in p.hosts.iter().zip(joins) {
-        let (r, n, sw, et) = j
+        let (r, n, sw, et, ce) = j
             .await
-            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0, None, None));
+            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0, None, None, None));
+        if let Some(ce) = ce {
+            ceph_outs.insert(h.clone(), ce);
+        }
         if let Some(sw) = sw {
             swarm_outs.insert(h.clone(), sw);
         }
@@ -839,7 +856,40 @@ pub async fn audit(
             list.extend(f);
         }
     }
+    if let Some(first) = ceph_outs.keys().next() {
+        let allow = p.inventory.hosts[first]
+            .vars
+            .get("ceph_health_allow")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for (h, f) in crate::cluster::ceph::audit::findings(&ceph_outs, &allow) {
+            if let Some((Ok(list), _)) = out.get_mut(&h) {
+                list.extend(f);
+            }
+        }
+    }
     out
+}
+
+/// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
+fn ceph_want(inv: &crate::inventory::Inventory, h: &str) -> Option<crate::cluster::ceph::audit::Want> {
+    let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
+    let groups = ["ceph_mons", "ceph_mgrs", "ceph_mds", "ceph_osds", "ceph_clients"];
+    if !inv.groups.contains_key("ceph_osds") || !groups.iter().any(|g| inside(g)) {
+        return None;
+    }
+    let vars = &inv.hosts[h].vars;
+    let fs = vars.get("cephfs_name").and_then(Value::as_str).unwrap_or("cephfs");
+    let mount = vars.get("cephfs_mount").and_then(Value::as_str).unwrap_or("/mnt/cephfs");
+    Some(crate::cluster::ceph::audit::Want {
+        mon: inside("ceph_mons"),
+        mgr: inside("ceph_mgrs"),
+        mds: inside("ceph_mds") && !fs.is_empty(),
+        mount: (inside("ceph_clients") && !fs.is_empty()).then(|| mount.to_owned()),
+        devices: crate::cluster::ceph::audit::device_paths(vars.get("ceph_osd_devices")),
+        allow_loop: vars.get("ceph_allow_loop_devices").and_then(Value::as_bool).unwrap_or(false),
+    })
 }
 
 /// Runs one read-only script per host (as root), one connection each: for `pki status`.

@@ -323,13 +323,51 @@ fn resolve(
             (g.clone(), (own, children))
         })
         .collect();
-    Ok(Inventory {
+    let mut inv = Inventory {
         path: path.to_path_buf(),
         hosts,
         groups,
         tree,
         warnings: std::mem::take(warnings),
-    })
+    };
+    ceph_group_defaults(&mut inv);
+    Ok(inv)
+}
+
+/// With a `ceph_osds` group, the other Ceph groups default to the cluster's own:
+/// `ceph_mons` to the managers, `ceph_mgrs` and `ceph_mds` to the monitors, and
+/// `ceph_clients` (the hosts that mount CephFS) to the managers and workers.
+fn ceph_group_defaults(inv: &mut Inventory) {
+    if !inv.groups.contains_key("ceph_osds") {
+        return;
+    }
+    let defaults: [(&str, &[&str]); 4] = [
+        ("ceph_mons", &["managers"]),
+        ("ceph_mgrs", &["ceph_mons"]),
+        ("ceph_mds", &["ceph_mons"]),
+        ("ceph_clients", &["managers", "workers"]),
+    ];
+    for (g, from) in defaults {
+        if inv.groups.contains_key(g) {
+            continue;
+        }
+        let from: Vec<String> = from
+            .iter()
+            .filter(|f| inv.groups.contains_key(**f))
+            .map(|f| f.to_string())
+            .collect();
+        let members: IndexSet<String> = from
+            .iter()
+            .flat_map(|f| inv.groups[f].iter().cloned())
+            .collect();
+        for h in &members {
+            if let Some(host) = inv.hosts.get_mut(h) {
+                host.groups.push(g.to_owned());
+            }
+        }
+        inv.groups.insert(g.to_owned(), members);
+        inv.tree.insert(g.to_owned(), (Vec::new(), from));
+    }
 }
 
 fn collect_members(

@@ -47,6 +47,8 @@ pub const LAYER: &[&str] = &[
     "ceph-mgr",
     "ceph-osd",
     "ceph-common",
+    "ceph-mds",
+    "ceph-fuse",
     "udev",
 ];
 

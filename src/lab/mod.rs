@@ -413,10 +413,13 @@ impl Lab {
                 n = h.name, a = h.address, u = image::ADMIN_USER,
                 k = self.client_key().display(), kh = self.known_hosts().display()
             );
-            let line = format!(
+            let mut line = format!(
                 "            {}:\n              ansible_host: {}\n",
                 h.name, h.address
             );
+            if let Some(l) = &h.loopdev {
+                line += &format!("              lab_disk: {l}\n");
+            }
             if i < managers {
                 mgrs += &line;
             } else {
@@ -507,6 +510,87 @@ impl Lab {
             bail!("could not remove: {}", left.join(", "));
         }
         Ok(())
+    }
+
+    /// Powers one host off (systemd first, then SIGKILL) and keeps its disk, upper dir,
+    /// docker dir and loop device, as a server that was shut down.
+    pub fn stop_host(&self, node: &str, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let (st, _) = self.find_host(node)?;
+        for pid in cgroup::pids(node) {
+            if is_init(pid) {
+                kill(pid, libc::SIGRTMIN() + 4);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cgroup::pids(node).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..50 {
+            let pids = cgroup::pids(node);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                kill(pid, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !cgroup::pids(node).is_empty() {
+            bail!("lab host {node} did not stop");
+        }
+        cgroup::remove(node);
+        net::host_down(node);
+        let dir = self.host_dir(node);
+        let _ = Command::new("umount").arg("-l").arg(dir.join("root")).status();
+        let _ = st;
+        log(&format!("{node} stopped (disk and files kept)"));
+        Ok(())
+    }
+
+    /// Boots a stopped host again with what it had (its files, docker data, loop device).
+    pub fn start_host_again(&self, node: &str, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let (mut st, i) = self.find_host(node)?;
+        if alive(st.hosts[i].pid) {
+            bail!("lab host {node} is running; `provision lab stop {node}` first");
+        }
+        let image = image::ensure(&self.cache, log)?;
+        let root = if st.fresh { &image.fresh } else { &image.rootfs };
+        let h = st.hosts[i].clone();
+        let index = i + 1;
+        let procs = cgroup::create(node)?;
+        let list: Vec<String> = procs.iter().map(|p| p.display().to_string()).collect();
+        let dir = self.host_dir(node);
+        std::fs::write(dir.join("cgroups"), list.join("\n"))?;
+        let _ = std::fs::remove_dir_all(dir.join("work"));
+        std::fs::create_dir_all(dir.join("work"))?;
+        net::host_up(node, index)?;
+        let mut cmd = Command::new(self.dir.join("host.sh"));
+        cmd.arg("1").arg(node).arg(root).arg(&dir);
+        if let Some(l) = &h.loopdev {
+            cmd.arg(l);
+        }
+        st.hosts[i].pid = spawn_detached(&mut cmd, &dir.join("console.log"))?;
+        self.save(&st)?;
+        let one = LabState {
+            hosts: vec![st.hosts[i].clone()],
+            ..st.clone()
+        };
+        self.wait_ssh(&one, Duration::from_secs(90))?;
+        log(&format!("{node} started again and answers SSH"));
+        Ok(())
+    }
+
+    fn find_host(&self, node: &str) -> Result<(LabState, usize)> {
+        let Some(st) = self.state() else {
+            bail!("no lab is up: run `provision lab up` first")
+        };
+        match st.hosts.iter().position(|h| h.name == node) {
+            Some(i) => Ok((st, i)),
+            None => {
+                let names: Vec<&str> = st.hosts.iter().map(|h| h.name.as_str()).collect();
+                bail!("no lab host `{node}`; the lab has {}", names.join(", "))
+            }
+        }
     }
 
     pub fn status(&self) -> Vec<(HostState, bool, bool, Option<u64>)> {

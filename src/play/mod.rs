@@ -20,13 +20,18 @@ pub fn builtin_file(rel: &str) -> Option<String> {
 }
 
 /// The built-in cluster playbook: groups mapped to roles, in order. The etcd play is
-/// there when the inventory has an `etcd` group, the swarm play with a `managers` group.
+/// there when the inventory has an `etcd` group, the Ceph play with a `ceph_osds` group,
+/// the swarm play with a `managers` group.
 pub fn builtin(inv: &crate::inventory::Inventory) -> String {
     let mut s = String::from(
         "- name: cluster hosts\n  hosts: all\n  roles: [bootstrap, hardening, firewall, pki]\n",
     );
     if inv.groups.contains_key("etcd") {
         s += "- name: etcd\n  hosts: etcd\n  roles: [etcd]\n";
+    }
+    if inv.groups.contains_key("ceph_osds") {
+        // Before docker: CephFS is mounted on the swarm nodes before docker starts.
+        s += "- name: ceph\n  hosts: ceph_mons:ceph_mgrs:ceph_mds:ceph_osds:ceph_clients\n  roles: [ceph]\n";
     }
     if inv.groups.contains_key("managers") {
         let hosts = if inv.groups.contains_key("workers") {

@@ -70,7 +70,8 @@ impl LabGuard {
         Self::start(&["lab", "up", &n.to_string(), "--registry"])
     }
 
-    fn start(args: &[&str]) -> LabGuard {
+    /// Any `provision lab up` arguments (`["lab", "up", "4", "--disk", "8G"]`).
+    pub fn start(args: &[&str]) -> LabGuard {
         let _ = provision(&["lab", "down"]);
         let o = provision(args);
         assert!(o.status.success(), "lab up failed: {}", text(&o));

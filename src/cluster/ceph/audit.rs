@@ -1,0 +1,143 @@
+//! Ceph in `provision audit`: each Ceph host's daemons against the inventory, the CephFS
+//! mount on its clients, and the cluster's health from the first monitor that answers.
+
+use super::observe::{self, Obs};
+use crate::hardening::audit::Finding;
+use indexmap::IndexMap;
+use serde_json::Value;
+
+/// What the inventory wants of one Ceph host.
+#[derive(Clone, Debug, Default)]
+pub struct Want {
+    pub mon: bool,
+    pub mgr: bool,
+    pub mds: bool,
+    pub mount: Option<String>,
+    pub devices: Vec<String>,
+    pub allow_loop: bool,
+}
+
+/// The device paths of a `ceph_osd_devices` value (paths or `{path, wipe}`).
+pub fn device_paths(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().or_else(|| d["path"].as_str()).map(str::to_owned))
+        .collect()
+}
+
+/// The read-only script for one host (the step's own probe).
+pub fn script(host: &str, w: &Want) -> String {
+    observe::probe_script(&observe::ProbeOpts {
+        host,
+        files: &[],
+        mon: w.mon,
+        devices: &w.devices,
+        allow_loop: w.allow_loop,
+        sleep: 0,
+    })
+}
+
+fn finding(id: &str, title: &str, pass: bool, expected: String, actual: String, why: &str) -> Finding {
+    Finding {
+        id: id.into(),
+        title: title.into(),
+        reason: why.into(),
+        pass,
+        expected,
+        actual,
+    }
+}
+
+pub fn findings(
+    outputs: &IndexMap<String, (String, Want)>,
+    allow: &[String],
+) -> IndexMap<String, Vec<Finding>> {
+    let seen: IndexMap<String, (Obs, &Want)> = outputs
+        .iter()
+        .map(|(h, (o, w))| (h.clone(), (observe::parse(o, w.devices.len()), w)))
+        .collect();
+    let mut out: IndexMap<String, Vec<Finding>> = IndexMap::new();
+    for (h, (o, w)) in &seen {
+        let f = out.entry(h.clone()).or_default();
+        let mut want = Vec::new();
+        let mut have = Vec::new();
+        for (on, kind) in [(w.mon, "mon"), (w.mgr, "mgr"), (w.mds, "mds")] {
+            if on {
+                want.push(kind.to_string());
+                if o.active(&format!("ceph-{kind}@{h}")) {
+                    have.push(kind.to_string());
+                }
+            }
+        }
+        if !w.devices.is_empty() {
+            want.push(format!("{} OSD(s)", w.devices.len()));
+            let up = o.osds.values().filter(|a| **a).count();
+            have.push(format!("{up} OSD(s)"));
+        }
+        if !want.is_empty() {
+            f.push(finding(
+                "ceph-daemons",
+                "the Ceph daemons the inventory gives this host are running",
+                want == have,
+                want.join(", "),
+                if have.is_empty() { "none".into() } else { have.join(", ") },
+                "a stopped daemon leaves the cluster with less redundancy than planned",
+            ));
+        }
+        if let Some(m) = &w.mount {
+            f.push(finding(
+                "ceph-mount",
+                "CephFS is mounted",
+                o.mounted(m),
+                format!("mounted on {m}"),
+                if o.mounted(m) { format!("mounted on {m}") } else { "not mounted".into() },
+                "services that use the shared volume would write to the local disk",
+            ));
+        }
+    }
+    let mon_hosts: Vec<&String> = seen.iter().filter(|(_, (_, w))| w.mon).map(|(h, _)| h).collect();
+    let view = seen
+        .iter()
+        .find_map(|(h, (o, _))| o.cluster.as_ref().filter(|c| !c.quorum().is_empty()).map(|c| (h, c)));
+    match view {
+        Some((h, c)) => {
+            let checks: Vec<String> = c
+                .checks()
+                .into_iter()
+                .filter(|(k, _)| !allow.contains(k))
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect();
+            let unclean = c.unclean_pgs();
+            let q = c.quorum();
+            let mut bad = checks;
+            if !unclean.is_empty() {
+                bad.push(format!("PGs not active+clean: {}", unclean.join(", ")));
+            }
+            if q.len() < mon_hosts.len() {
+                bad.push(format!("quorum {} of {} monitors", q.join(","), mon_hosts.len()));
+            }
+            out.entry(h.clone()).or_default().push(finding(
+                "ceph-health",
+                "Ceph is healthy",
+                bad.is_empty(),
+                "HEALTH_OK, every monitor in quorum, PGs active+clean".into(),
+                if bad.is_empty() { c.health().to_owned() } else { format!("{}: {}", c.health(), bad.join("; ")) },
+                "a degraded cluster may lose data on the next failure",
+            ));
+        }
+        None => {
+            for h in mon_hosts {
+                out.entry(h.clone()).or_default().push(finding(
+                    "ceph-health",
+                    "Ceph is healthy",
+                    false,
+                    "a monitor in quorum answers".into(),
+                    "no monitor of a Ceph cluster answered".into(),
+                    "without a quorum Ceph serves no data",
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,155 @@
+//! The files provision writes for Ceph: ceph.conf (per host: its own public address),
+//! the unit that activates raw OSDs at boot, the CephFS mount unit and docker's ordering.
+
+use indexmap::IndexMap;
+
+/// A monitor's v2 + v1 address vector.
+pub fn addrvec(ip: &str) -> String {
+    format!("[v2:{ip}:3300,v1:{ip}:6789]")
+}
+
+/// Pool replicas for this many OSD hosts: 3 (min 2) from three hosts on, else one per host.
+pub fn pool_size(osd_hosts: usize) -> (u64, u64) {
+    match osd_hosts {
+        0 | 1 => (1, 1),
+        2 => (2, 1),
+        _ => (3, 2),
+    }
+}
+
+pub struct ConfIn<'a> {
+    pub fsid: &'a str,
+    pub mons: &'a [String],
+    pub addr: &'a str,
+    pub public_network: Option<&'a str>,
+    pub size: (u64, u64),
+    pub extra: &'a IndexMap<String, String>,
+}
+
+pub fn ceph_conf(c: &ConfIn) -> String {
+    let mut s = format!(
+        "# Managed by provision (ceph_cluster). Settings take effect when a daemon restarts.\n\
+         [global]\nfsid = {}\nmon_host = {}\npublic_addr = {}\n",
+        c.fsid,
+        c.mons.iter().map(|m| addrvec(m)).collect::<Vec<_>>().join(","),
+        c.addr
+    );
+    if let Some(n) = c.public_network {
+        s += &format!("public_network = {n}\n");
+    }
+    s += "auth_cluster_required = cephx\nauth_service_required = cephx\nauth_client_required = cephx\n\
+          auth_allow_insecure_global_id_reclaim = false\nms_bind_msgr2 = true\n";
+    s += &format!(
+        "osd_pool_default_size = {}\nosd_pool_default_min_size = {}\n",
+        c.size.0, c.size.1
+    );
+    if c.size.0 == 1 {
+        s += "mon_allow_pool_size_one = true\n";
+    }
+    for (k, v) in c.extra {
+        s += &format!("{k} = {v}\n");
+    }
+    s
+}
+
+pub const OSD_UNIT: &str = "/etc/systemd/system/provision-ceph-osds.service";
+pub const OSD_DROPIN: &str = "/etc/systemd/system/ceph-osd@.service.d/provision.conf";
+pub const DOCKER_DROPIN: &str = "/etc/systemd/system/docker.service.d/provision-cephfs.conf";
+
+/// Ceph 16's raw OSDs have no activation at boot: this unit activates the inventory's
+/// devices before the ceph-osd@ units start.
+pub fn osd_unit(devices: &[String], allow_loop: bool) -> String {
+    let mut s = String::from(
+        "# Managed by provision (ceph_cluster)\n[Unit]\nDescription=Activate the raw Ceph OSDs provision prepared\n\
+         After=local-fs.target\nBefore=ceph-osd.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n",
+    );
+    if allow_loop {
+        s += "Environment=CEPH_VOLUME_ALLOW_LOOP_DEVICES=true\n";
+    }
+    for d in devices {
+        // `-`: a device not yet prepared must not keep the others down.
+        s += &format!("ExecStart=-/usr/sbin/ceph-volume raw activate --device {d} --no-systemd\n");
+    }
+    s += "\n[Install]\nWantedBy=multi-user.target ceph-osd.target\n";
+    s
+}
+
+pub const OSD_DROPIN_TEXT: &str = "# Managed by provision (ceph_cluster)\n[Unit]\n\
+    After=provision-ceph-osds.service\nWants=provision-ceph-osds.service\n";
+
+/// The systemd name of a mount unit for `path` (`/mnt/cephfs` -> `mnt-cephfs.mount`).
+pub fn mount_unit_name(path: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in path.trim_matches('/').split('/').enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        for (j, b) in part.bytes().enumerate() {
+            let c = b as char;
+            if c.is_ascii_alphanumeric() || c == '_' || (c == '.' && j > 0) || c == ':' {
+                out.push(c);
+            } else {
+                out += &format!("\\x{b:02x}");
+            }
+        }
+    }
+    format!("{out}.mount")
+}
+
+pub fn mount_unit(path: &str, client: &str, fs: &str) -> String {
+    format!(
+        "# Managed by provision (ceph_cluster)\n[Unit]\nDescription=CephFS {fs} on {path} (ceph-fuse)\n\
+         After=network-online.target\nWants=network-online.target\nBefore=docker.service\n\n\
+         [Mount]\nWhat=none\nWhere={path}\nType=fuse.ceph\n\
+         Options=ceph.id={client},ceph.client_fs={fs},_netdev,defaults\n\n\
+         [Install]\nWantedBy=remote-fs.target multi-user.target\n"
+    )
+}
+
+pub fn docker_dropin(unit: &str) -> String {
+    format!("# Managed by provision (ceph_cluster): the shared volume is mounted before docker starts\n[Unit]\nAfter={unit}\nWants={unit}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_names_every_mon_and_this_host() {
+        let extra: IndexMap<String, String> =
+            [("mon_data_avail_warn".to_string(), "5".to_string())].into();
+        let c = ceph_conf(&ConfIn {
+            fsid: "f",
+            mons: &["10.0.0.1".into(), "10.0.0.2".into()],
+            addr: "10.0.0.9",
+            public_network: Some("10.0.0.0/24"),
+            size: pool_size(1),
+            extra: &extra,
+        });
+        assert!(c.contains("mon_host = [v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789]\n"), "{c}");
+        assert!(c.contains("public_addr = 10.0.0.9\n"));
+        assert!(c.contains("mon_allow_pool_size_one = true\n"));
+        assert!(c.ends_with("mon_data_avail_warn = 5\n"));
+    }
+
+    #[test]
+    fn pool_sizes_follow_osd_hosts() {
+        assert_eq!(pool_size(1), (1, 1));
+        assert_eq!(pool_size(2), (2, 1));
+        assert_eq!(pool_size(3), (3, 2));
+        assert_eq!(pool_size(7), (3, 2));
+    }
+
+    #[test]
+    fn mount_unit_names_are_escaped_like_systemd() {
+        assert_eq!(mount_unit_name("/mnt/cephfs"), "mnt-cephfs.mount");
+        assert_eq!(mount_unit_name("/srv/shared-data/"), "srv-shared\\x2ddata.mount");
+    }
+
+    #[test]
+    fn osd_unit_activates_each_device() {
+        let u = osd_unit(&["/dev/sdb".into(), "/dev/sdc".into()], false);
+        assert_eq!(u.matches("ExecStart=-/usr/sbin/ceph-volume raw activate").count(), 2);
+        assert!(!u.contains("LOOP"));
+    }
+}
