@@ -746,7 +746,7 @@ impl Step for Ceph {
                     host: h.name.clone(),
                     run_on: None,
                     msg: format!("refuse OSD device(s): {}", why.join("; ")),
-                    script: "exit 3".into(),
+                    script: "echo 'refused: nothing was done to the device' >&2; exit 3".into(),
                     stdin: None,
                     serial: false,
                 });
@@ -828,7 +828,13 @@ impl Step for Ceph {
         }
 
         // 7. The health gate.
-        let wanted_osds: usize = self.hosts.values().map(|h| h.devices.len()).sum();
+        // Hosts that failed (a refused device) or could not be read are not waited for.
+        let wanted_osds: usize = self
+            .hosts
+            .values()
+            .filter(|h| obs.contains_key(&h.name))
+            .map(|h| h.devices.len())
+            .sum();
         let (num, up, inn) = c.osd_counts();
         let bad_checks: Vec<String> = c
             .checks()
