@@ -163,7 +163,10 @@ fn ceph_cluster_on_fresh_hosts() {
 
     // A second run: no change, no restart, no new key, the same OSDs.
     let osds = ssh("node1", "sudo ceph osd ls");
-    let pids: Vec<String> = ["ceph-mon@node2", "ceph-mgr@node2", "ceph-osd@1"].iter().map(|u| pid("node2", u)).collect();
+    let osd2 = format!("ceph-osd@{}", ssh("node2", "sudo cat /var/lib/ceph/osd/ceph-*/whoami"));
+    let units = ["ceph-mon@node2", "ceph-mgr@node2", osd2.as_str()];
+    let pids: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    assert!(pids.iter().all(|p| p != "0"), "{pids:?}");
     let sum = std::fs::read(&state).unwrap();
     let t = Instant::now();
     let (rc, out2) = run(d.path(), &[]);
@@ -173,7 +176,7 @@ fn ceph_cluster_on_fresh_hosts() {
         assert_eq!(recap(&out2, n, "changed"), 0, "{out2}");
     }
     assert_eq!(ssh("node1", "sudo ceph osd ls"), osds);
-    let again: Vec<String> = ["ceph-mon@node2", "ceph-mgr@node2", "ceph-osd@1"].iter().map(|u| pid("node2", u)).collect();
+    let again: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
     assert_eq!(pids, again, "a daemon was restarted");
     assert_eq!(std::fs::read(&state).unwrap(), sum, "keys changed");
 
@@ -183,14 +186,15 @@ fn ceph_cluster_on_fresh_hosts() {
         (o.status.code(), text(&o))
     };
     assert_eq!(rc, Some(0), "{aout}");
-    ssh("node3", "sudo systemctl stop ceph-osd@2");
+    let osd3 = ssh("node3", "sudo cat /var/lib/ceph/osd/ceph-*/whoami");
+    ssh("node3", &format!("sudo systemctl stop ceph-osd@{osd3}"));
     let o = provision(&["audit", d.path().join("inventory.yml").to_str().unwrap()]);
     let aout = text(&o);
     assert_eq!(o.status.code(), Some(5), "{aout}");
     assert!(aout.contains("node3") && aout.contains("ceph-daemons"), "{aout}");
     let (rc, out3) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out3}");
-    assert!(out3.contains("start OSD 2"), "{out3}");
+    assert!(out3.contains(&format!("start OSD {osd3}")), "{out3}");
     assert!(healthy(&wait_for(60, |s| healthy(s, 3)), 3));
 
     // node4 joins with a disk that holds a filesystem: refused, left untouched.

@@ -206,7 +206,13 @@ impl Step for Etcd {
                 },
             );
         }
-        let n = self.want.len();
+        // The inventory's count: an unreachable member is still one of them.
+        let n = cx
+            .inventory
+            .groups
+            .get("etcd")
+            .map_or(0, |g| g.len())
+            .max(self.want.len());
         if n % 2 == 0 && n > 0 {
             let even_ok = members
                 .first()

@@ -229,7 +229,7 @@ fn is_ip(s: &str) -> bool {
 }
 
 impl Step for Swarm {
-    fn prepare(&mut self, members: &[Member], _cx: &Ctx) -> Result<(), String> {
+    fn prepare(&mut self, members: &[Member], cx: &Ctx) -> Result<(), String> {
         for m in members {
             let role = arg(m, "role")?.unwrap_or_default();
             let manager = match role.as_str() {
@@ -280,6 +280,20 @@ impl Step for Swarm {
             if managers == 0 {
                 return Err("no manager among the swarm's hosts still running: put at least one host in the managers group (a manager that failed or is unreachable is left out)".into());
             }
+            // The inventory's count: an unreachable manager is still one of them.
+            let group = cx
+                .inventory
+                .hosts
+                .get(&first.name)
+                .and_then(|h| h.vars.get("swarm_managers_group"))
+                .and_then(Value::as_str)
+                .unwrap_or("managers");
+            let managers = cx
+                .inventory
+                .groups
+                .get(group)
+                .map_or(0, |g| g.len())
+                .max(managers);
             if managers % 2 == 0 && !even_ok {
                 return Err(format!(
                     "{managers} managers: an even number adds no fault tolerance (quorum of {managers} is {}); \

@@ -515,7 +515,7 @@ impl Lab {
     /// Powers one host off (systemd first, then SIGKILL) and keeps its disk, upper dir,
     /// docker dir and loop device, as a server that was shut down.
     pub fn stop_host(&self, node: &str, log: &mut dyn FnMut(&str)) -> Result<()> {
-        let (st, _) = self.find_host(node)?;
+        self.find_host(node)?;
         for pid in cgroup::pids(node) {
             if is_init(pid) {
                 kill(pid, libc::SIGRTMIN() + 4);
@@ -540,9 +540,6 @@ impl Lab {
         }
         cgroup::remove(node);
         net::host_down(node);
-        let dir = self.host_dir(node);
-        let _ = Command::new("umount").arg("-l").arg(dir.join("root")).status();
-        let _ = st;
         log(&format!("{node} stopped (disk and files kept)"));
         Ok(())
     }
@@ -576,7 +573,25 @@ impl Lab {
             ..st.clone()
         };
         self.wait_ssh(&one, Duration::from_secs(90))?;
-        log(&format!("{node} started again and answers SSH"));
+        // sshd answers before boot ends; users may log in once systemd removes /run/nologin.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ok = Command::new("ssh")
+                .arg("-F")
+                .arg(self.ssh_config())
+                .args(["-o", "ConnectTimeout=3", node, "test ! -e /run/nologin"])
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("lab host {node} answers SSH but did not finish booting within 120 s (logins refused)");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        log(&format!("{node} started again and booted"));
         Ok(())
     }
 

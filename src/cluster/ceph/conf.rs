@@ -99,7 +99,11 @@ pub fn mount_unit_name(path: &str) -> String {
 pub fn mount_unit(path: &str, client: &str, fs: &str) -> String {
     format!(
         "# Managed by provision (ceph_cluster)\n[Unit]\nDescription=CephFS {fs} on {path} (ceph-fuse)\n\
-         After=network-online.target\nWants=network-online.target\nBefore=docker.service\n\n\
+         # Explicit ordering: once mounted, systemd sees a local fuse mount and would order it\n\
+         # before local-fs.target, a cycle with network-online.target.\n\
+         DefaultDependencies=no\nConflicts=umount.target\n\
+         After=network-online.target remote-fs-pre.target\nWants=network-online.target\n\
+         Before=remote-fs.target umount.target docker.service\n\n\
          [Mount]\nWhat=none\nWhere={path}\nType=fuse.ceph\n\
          Options=ceph.id={client},ceph.client_fs={fs},_netdev,defaults\n\n\
          [Install]\nWantedBy=remote-fs.target multi-user.target\n"

@@ -348,7 +348,7 @@ fn daemon_start(kind: &str, name: &str) -> String {
 }
 
 impl Step for Ceph {
-    fn prepare(&mut self, members: &[Member], _cx: &Ctx) -> Result<(), String> {
+    fn prepare(&mut self, members: &[Member], cx: &Ctx) -> Result<(), String> {
         for m in members {
             let a = crate::modules::Args(&m.args);
             let e = |e: String| format!("host `{}`: {e}", m.name);
@@ -373,7 +373,14 @@ impl Step for Ceph {
         if let Some(m) = members.first() {
             self.cfg = cfg_of(m)?;
         }
-        let n = self.mons().len();
+        // Counted from the inventory: an unreachable monitor is still one of them.
+        let n = cx
+            .inventory
+            .groups
+            .get("ceph_mons")
+            .map(|g| g.len())
+            .unwrap_or(0)
+            .max(self.mons().len());
         if n == 0 {
             return Err("Ceph needs monitors: put hosts in the `ceph_mons` group (default: the managers)".into());
         }
