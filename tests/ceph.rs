@@ -163,7 +163,7 @@ fn ceph_cluster_on_fresh_hosts() {
 
     // A second run: no change, no restart, no new key, the same OSDs.
     let osds = ssh("node1", "sudo ceph osd ls");
-    let osd2 = format!("ceph-osd@{}", ssh("node2", "sudo cat /var/lib/ceph/osd/ceph-*/whoami"));
+    let osd2 = format!("ceph-osd@{}", ssh("node2", "sudo sh -c 'cat /var/lib/ceph/osd/ceph-*/whoami'"));
     let units = ["ceph-mon@node2", "ceph-mgr@node2", osd2.as_str()];
     let pids: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
     assert!(pids.iter().all(|p| p != "0"), "{pids:?}");
@@ -186,7 +186,7 @@ fn ceph_cluster_on_fresh_hosts() {
         (o.status.code(), text(&o))
     };
     assert_eq!(rc, Some(0), "{aout}");
-    let osd3 = ssh("node3", "sudo cat /var/lib/ceph/osd/ceph-*/whoami");
+    let osd3 = ssh("node3", "sudo sh -c 'cat /var/lib/ceph/osd/ceph-*/whoami'");
     ssh("node3", &format!("sudo systemctl stop ceph-osd@{osd3}"));
     let o = provision(&["audit", d.path().join("inventory.yml").to_str().unwrap()]);
     let aout = text(&o);

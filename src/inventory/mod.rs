@@ -367,6 +367,9 @@ fn ceph_group_defaults(inv: &mut Inventory) {
         }
         inv.groups.insert(g.to_owned(), members);
         inv.tree.insert(g.to_owned(), (Vec::new(), from));
+        if let Some(all) = inv.tree.get_mut("all") {
+            all.1.push(g.to_owned());
+        }
     }
 }
 

@@ -400,7 +400,7 @@ impl Lab {
         let mut config = String::new();
         // A small swarm: one manager (three from five hosts), the rest workers.
         let managers = if state.hosts.len() >= 5 { 3 } else { 1 };
-        let (mut mgrs, mut workers) = (String::new(), String::new());
+        let (mut mgrs, mut workers, mut osds) = (String::new(), String::new(), String::new());
         for (i, h) in state.hosts.iter().enumerate() {
             let pubkey = std::fs::read_to_string(
                 self.host_dir(&h.name).join("keys/ssh_host_ed25519_key.pub"),
@@ -419,6 +419,7 @@ impl Lab {
             );
             if let Some(l) = &h.loopdev {
                 line += &format!("              lab_disk: {l}\n");
+                osds += &format!("        {}: {{ ceph_osd_devices: [{l}] }}\n", h.name);
             }
             if i < managers {
                 mgrs += &line;
@@ -435,6 +436,17 @@ impl Lab {
             state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), mgrs,
             if workers.is_empty() { String::new() } else { format!("        workers:\n          hosts:\n{workers}") }
         );
+        let mut inv = inv;
+        if !osds.is_empty() {
+            // With disks, a Ceph OSD on each (monitors, managers and MDSs on the managers).
+            inv = inv.replacen(
+                "  children:\n",
+                "    # Ceph on the lab's loop devices; this machine's disk is often under 30 % free\n    \
+                 ceph_allow_loop_devices: true\n    ceph_conf: { mon_data_avail_warn: 5, osd_memory_target: 939524096 }\n  children:\n",
+                1,
+            );
+            inv += &format!("    ceph_osds:\n      hosts:\n{osds}");
+        }
         write_atomic(&self.inventory(), inv.as_bytes(), 0o644)?;
         Ok(())
     }

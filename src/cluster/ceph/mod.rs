@@ -786,6 +786,10 @@ impl Step for Ceph {
                  ceph osd pool set {md} size {size} --yes-i-really-mean-it >/dev/null 2>&1\nceph osd pool set {data} size {size} --yes-i-really-mean-it >/dev/null 2>&1\n\
                  ceph fs new {fs} {md} {data} >/dev/null\n"
             );
+            if self.hosts.values().filter(|h| h.mds).count() < 2 {
+                // One MDS: no standby to want (else HEALTH_WARN for ever).
+                script += &format!("ceph fs set {fs} standby_count_wanted 0 >/dev/null\n");
+            }
             msgs.push(format!("create CephFS {fs} (pools {md}, {data})"));
         }
         for p in &c.pools {
