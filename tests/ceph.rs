@@ -26,7 +26,9 @@ fn disks() -> Vec<String> {
         .collect()
 }
 
-fn inventory(d: &Path, node4: &str) {
+/// node1-3 are managers, monitors and OSD hosts; `node4` is node4's OSD device (none when
+/// empty); with `five_mons`, node4 and node5 are monitors too.
+fn inventory(d: &Path, node4: &str, five_mons: bool) {
     let disks = disks();
     let host = |i: usize| {
         format!(
@@ -45,8 +47,14 @@ fn inventory(d: &Path, node4: &str) {
         &format!(
             "{}    ceph_allow_loop_devices: true\n    ceph_conf: {{ mon_data_avail_warn: 5, osd_memory_target: 939524096 }}\n  \
              children:\n    managers:\n      hosts:\n        node1: {{ ansible_host: 10.200.0.11 }}\n        node2: {{ ansible_host: 10.200.0.12 }}\n        node3: {{ ansible_host: 10.200.0.13 }}\n    \
-             ceph_osds:\n      hosts:\n{osds}{extra}",
-            lab_vars()
+             ceph_osds:\n      hosts:\n{osds}{extra}{mons}",
+            lab_vars(),
+            mons = if five_mons {
+                "    ceph_mons:\n      hosts: { node1: {}, node2: {}, node3: {}, node4: {}, node5: { ansible_host: 10.200.0.15 } }\n    \
+                 ceph_mgrs:\n      hosts: { node1: {}, node2: {}, node3: {} }\n    ceph_mds:\n      hosts: { node1: {}, node2: {}, node3: {} }\n"
+            } else {
+                ""
+            }
         ),
     );
 }
@@ -113,12 +121,12 @@ fn pid(node: &str, unit: &str) -> String {
 
 #[test]
 fn ceph_cluster_on_fresh_hosts() {
-    let _lab = LabGuard::start(&["lab", "up", "4", "--disk", "8G", "--fresh", "--registry"]);
+    let _lab = LabGuard::start(&["lab", "up", "5", "--disk", "8G", "--fresh", "--registry"]);
     let d = tempfile::tempdir().unwrap();
     let disks = disks();
     // node4's disk holds a filesystem: it must be refused and left alone.
     ssh("node4", &format!("sudo mkfs.ext4 -q -F {}", disks[3]));
-    inventory(d.path(), "");
+    inventory(d.path(), "", false);
 
     let t = Instant::now();
     let (rc, out) = run(d.path(), &[]);
@@ -198,13 +206,16 @@ fn ceph_cluster_on_fresh_hosts() {
     assert!(healthy(&wait_for(60, |s| healthy(s, 3)), 3));
 
     // node4 joins with a disk that holds a filesystem: refused, left untouched.
-    inventory(d.path(), &disks[3]);
+    inventory(d.path(), &disks[3], false);
     let (rc, out4) = run(d.path(), &["--limit", "node4"]);
     assert_eq!(rc, Some(2), "{out4}");
-    assert!(out4.contains("holds data (TYPE=ext4") && out4.contains("wipe: true"), "{out4}");
+    assert!(
+        out4.contains("holds data (") && out4.contains("TYPE=ext4") && out4.contains("wipe: true"),
+        "{out4}"
+    );
     assert_eq!(ssh("node4", &format!("sudo blkid -o value -s TYPE {}", disks[3])), "ext4");
     // With wipe: true it is erased and becomes an OSD; nothing changes elsewhere.
-    inventory(d.path(), &format!("{{ path: {}, wipe: true }}", disks[3]));
+    inventory(d.path(), &format!("{{ path: {}, wipe: true }}", disks[3]), false);
     let (rc, out5) = run(d.path(), &["--limit", "node4"]);
     assert_eq!(rc, Some(0), "{out5}");
     assert!(out5.contains("wipe ") && out5.contains("create an OSD"), "{out5}");
@@ -213,9 +224,12 @@ fn ceph_cluster_on_fresh_hosts() {
     assert_eq!(crush_hosts().len(), 4);
     let (rc, out6) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out6}");
-    for n in ["node1", "node2", "node3", "node4"] {
-        assert_eq!(recap(&out6, n, "changed"), 0, "{out6}");
-    }
+    // Only the peers' /etc/hosts (not updated under --limit) is left to a full run.
+    assert_eq!(recap(&out6, "node4", "changed"), 0, "{out6}");
+    assert!(
+        !out6.lines().any(|l| l.contains("| changed") && !l.contains("/etc/hosts")),
+        "{out6}"
+    );
 
     // node2 restarted: its monitor rejoins the quorum, its OSD comes back, CephFS is
     // mounted again before docker.
@@ -229,6 +243,20 @@ fn ceph_cluster_on_fresh_hosts() {
     assert!(healthy(&s, 4), "after the restart: {s}");
     assert_eq!(ssh("node2", "findmnt -n -o FSTYPE /mnt/cephfs"), "fuse.ceph-fuse");
     assert_eq!(ssh("node2", "cat /mnt/cephfs/shared.txt"), "written-on-node1");
+
+    // Two monitors added to a running cluster, one at a time, each waited for in quorum.
+    inventory(d.path(), &format!("{{ path: {}, wipe: true }}", disks[3]), true);
+    let (rc, out8) = run(d.path(), &[]);
+    assert_eq!(rc, Some(0), "{out8}");
+    assert!(out8.contains("add monitor node4") && out8.contains("add monitor node5"), "{out8}");
+    let s = status();
+    assert_eq!(s["quorum_names"].as_array().unwrap().len(), 5, "{s}");
+    assert_eq!(s["health"]["status"], "HEALTH_OK", "{s}");
+    let dump = ssh("node1", "sudo ceph mon dump 2>/dev/null");
+    assert!(dump.contains("[v2:10.200.0.15:3300/0,v1:10.200.0.15:6789/0] mon.node5"), "{dump}");
+    let (rc, out9) = run(d.path(), &[]);
+    assert_eq!(rc, Some(0), "{out9}");
+    assert_eq!(recap(&out9, "node5", "changed"), 0, "{out9}");
 
     // Lost keys are never remade for a running cluster.
     std::fs::rename(&state, d.path().join("ceph.json.bak")).unwrap();

@@ -487,16 +487,7 @@ impl Lab {
         }
         let mut left = Vec::new();
         for name in &names {
-            for _ in 0..50 {
-                let pids = cgroup::pids(name);
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    kill(pid, libc::SIGKILL);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            kill_left(name);
             if !cgroup::remove(name) {
                 left.push(format!("cgroup of {name}"));
             }
@@ -537,16 +528,7 @@ impl Lab {
         while !cgroup::pids(node).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        for _ in 0..50 {
-            let pids = cgroup::pids(node);
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                kill(pid, libc::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        kill_left(node);
         if !cgroup::pids(node).is_empty() {
             bail!("lab host {node} did not stop");
         }
@@ -757,6 +739,20 @@ fn spawn_detached(cmd: &mut Command, log: &Path) -> Result<i32> {
         .spawn()
         .with_context(|| format!("starting {}", crate::sys::describe(cmd)))?;
     Ok(child.id() as i32)
+}
+
+/// SIGKILL to what is left of a host, for up to 5 s.
+fn kill_left(name: &str) {
+    for _ in 0..50 {
+        let pids = cgroup::pids(name);
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            kill(pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn alive(pid: i32) -> bool {

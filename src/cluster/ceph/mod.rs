@@ -616,20 +616,18 @@ impl Step for Ceph {
             if !o.mon_data {
                 let s = self.secrets();
                 let keyring = keys::keyring(s, &["mon."], &self.cfg.fs, true);
-                let add = format!(
-                    "ceph mon getmap -o \"$t/monmap\" 2>/dev/null",
-                );
+                let add = "ceph mon getmap -o \"$t/monmap\"";
+                // A bare address gets both the v2 (3300) and v1 (6789) ports.
                 let after = format!(
-                    "ceph mon add {} {} >/dev/null 2>&1 || ceph mon dump 2>/dev/null | grep -q 'mon.{}$'\n",
-                    quote(&m.name),
-                    quote(&conf::addrvec(&m.addr)),
-                    m.name
+                    "ceph mon dump 2>/dev/null | grep -q ' mon.{n}$' || ceph mon add {n} {} >/dev/null\n",
+                    quote(&m.addr),
+                    n = m.name
                 );
                 return Ok(vec![Action {
                     host: m.name.clone(),
                     run_on: None,
                     msg: format!("add monitor {} to the cluster (one at a time, then wait for quorum)", m.name),
-                    script: format!("set -e\n{}", mkfs_script(&m.name, &add, &after)),
+                    script: format!("set -e\n{}", mkfs_script(&m.name, add, &after)),
                     stdin: Some(keyring.into_bytes()),
                     serial: true,
                 }]);
