@@ -35,10 +35,86 @@ pub struct Tally {
     pub commands: u64,
 }
 
+/// Above this many hosts, progress is one overall bar and only changed and failed hosts
+/// are listed (one line per host does not fit a terminal).
+pub const CROWD: usize = 40;
+
+/// How progress is shown: a line per host, or a summary for many hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Auto,
+    Hosts,
+    Summary,
+}
+
+/// One host's progress in summary mode.
+#[derive(Default)]
+struct HostProgress {
+    done: u64,
+    total: u64,
+    task: String,
+    since: Option<std::time::Instant>,
+    failed: bool,
+    unreachable: bool,
+}
+
+/// Summary mode: an overall bar (on a terminal), per-host state, failures for grouping.
+struct Crowd {
+    bar: Option<ProgressBar>,
+    hosts: HashMap<String, HostProgress>,
+    drawn: Option<std::time::Instant>,
+    /// (host, role : task, message) of every failure, for the recap's groups.
+    failures: Vec<(String, String, String)>,
+}
+
+impl Crowd {
+
+    /// The three hosts longest on their current task.
+    fn slowest(&self) -> String {
+        let mut v: Vec<(&String, &HostProgress)> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.since.is_some() && h.done < h.total && !h.failed && !h.unreachable)
+            .collect();
+        v.sort_by_key(|(_, h)| h.since);
+        v.iter()
+            .take(3)
+            .map(|(n, h)| {
+                format!(
+                    "{n} ({}, {:.0}s)",
+                    h.task,
+                    h.since.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn draw(&mut self, force: bool) {
+        let Some(bar) = &self.bar else { return };
+        if !force && self.drawn.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+            return;
+        }
+        self.drawn = Some(std::time::Instant::now());
+        let count = |f: &dyn Fn(&HostProgress) -> bool| self.hosts.values().filter(|h| f(h)).count();
+        let (failed, unreachable) = (count(&|h| h.failed), count(&|h| h.unreachable));
+        let busy = count(&|h| h.done < h.total && !h.failed && !h.unreachable);
+        bar.set_length(self.hosts.values().map(|h| h.total).sum());
+        bar.set_position(self.hosts.values().map(|h| h.done.min(h.total)).sum());
+        let slow = self.slowest();
+        bar.set_message(format!(
+            "tasks · {busy} of {} hosts busy · failed {failed} · unreachable {unreachable}{}",
+            self.hosts.len(),
+            if slow.is_empty() { String::new() } else { format!(" · slowest: {slow}") }
+        ));
+    }
+}
+
 pub struct Reporter {
     mode: Mode,
     verbose: u8,
     bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+    crowd: Option<Mutex<Crowd>>,
     lock: Mutex<()>,
     /// Values never printed: replaced by `********` in messages and diffs.
     secrets: std::sync::RwLock<Vec<String>>,
@@ -63,8 +139,36 @@ pub fn is_secret_name(name: &str) -> bool {
 
 impl Reporter {
     pub fn new(mode: Mode, verbose: u8, hosts: &[String]) -> Reporter {
+        Self::with_progress(mode, verbose, hosts, Progress::Auto)
+    }
+
+    pub fn with_progress(mode: Mode, verbose: u8, hosts: &[String], p: Progress) -> Reporter {
         use std::io::IsTerminal;
-        let bars = (mode == Mode::Text && std::io::stderr().is_terminal()).then(|| {
+        let summary = match p {
+            Progress::Auto => hosts.len() > CROWD,
+            Progress::Hosts => false,
+            Progress::Summary => true,
+        };
+        let tty = mode == Mode::Text && std::io::stderr().is_terminal();
+        let crowd = summary.then(|| {
+            let bar = tty.then(|| {
+                let pb = ProgressBar::new(0).with_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {pos}/{len} {bar:30} {elapsed:>4} {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                pb.enable_steady_tick(Duration::from_millis(120));
+                pb
+            });
+            Mutex::new(Crowd {
+                bar,
+                hosts: hosts.iter().map(|h| (h.clone(), HostProgress::default())).collect(),
+                drawn: None,
+                failures: Vec::new(),
+            })
+        });
+        let bars = (tty && !summary).then(|| {
             let mp = MultiProgress::new();
             let style = ProgressStyle::with_template(
                 "{prefix:>12.bold} {spinner} [{pos}/{len}] {elapsed:>4} {wide_msg}",
@@ -88,6 +192,7 @@ impl Reporter {
             mode,
             verbose,
             bars,
+            crowd,
             lock: Mutex::new(()),
             secrets: Default::default(),
         }
@@ -95,6 +200,10 @@ impl Reporter {
 
     fn line(&self, text: &str) {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = self.crowd_bar() {
+            bar.println(text);
+            return;
+        }
         match &self.bars {
             Some((mp, _)) => {
                 let _ = mp.println(text);
@@ -103,6 +212,21 @@ impl Reporter {
                 let _ = writeln!(std::io::stdout(), "{text}");
             }
         }
+    }
+
+    fn crowd_bar(&self) -> Option<ProgressBar> {
+        self.crowd
+            .as_ref()
+            .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).bar.clone())
+    }
+
+    /// Summary mode: updates a host's progress and the bar.
+    fn crowd_update(&self, host: &str, f: impl FnOnce(&mut HostProgress)) {
+        let Some(c) = self.crowd.as_ref() else { return };
+        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let h = c.hosts.entry(host.to_owned()).or_default();
+        f(h);
+        c.draw(false);
     }
 
     fn event(&self, v: serde_json::Value) {
@@ -142,6 +266,7 @@ impl Reporter {
     }
 
     pub fn plan(&self, host: &str, total: u64) {
+        self.crowd_update(host, |h| h.total += total);
         if let Some((_, map)) = &self.bars {
             if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
                 pb.set_length(total);
@@ -150,6 +275,13 @@ impl Reporter {
     }
 
     pub fn task_start(&self, host: &str, role: &str, task: &str) {
+        if self.crowd.is_some() {
+            self.crowd_update(host, |h| {
+                h.task = format!("{role} : {task}");
+                h.since = Some(std::time::Instant::now());
+            });
+            return;
+        }
         match (&self.bars, self.mode) {
             (Some((_, map)), _) => {
                 if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
@@ -175,6 +307,30 @@ impl Reporter {
         let msg = &self.redact(msg);
         let diff = diff.map(|d| self.redact(d));
         let diff = diff.as_deref();
+        if self.crowd.is_some() {
+            self.crowd_update(host, |h| {
+                h.done += 1;
+                match status {
+                    Status::Failed => h.failed = true,
+                    Status::Unreachable => h.unreachable = true,
+                    _ => {}
+                }
+            });
+            if matches!(status, Status::Failed | Status::Unreachable) {
+                if let Some(c) = &self.crowd {
+                    c.lock().unwrap_or_else(|e| e.into_inner()).failures.push((
+                        host.to_owned(),
+                        format!("{role} : {task}"),
+                        msg.to_owned(),
+                    ));
+                }
+            }
+            // Only failures (and, with -v, every task) are listed task by task.
+            let listed = matches!(status, Status::Failed | Status::Unreachable) || self.verbose > 0;
+            if !listed {
+                return;
+            }
+        }
         if let Some((_, map)) = &self.bars {
             if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
                 pb.inc(1);
@@ -203,6 +359,16 @@ impl Reporter {
     }
 
     pub fn host_done(&self, host: &str, t: &Tally) {
+        // Summary mode lists the hosts that changed (failures were listed as they came).
+        if self.crowd.is_some() {
+            if t.changed > 0 && t.failed == 0 && t.unreachable == 0 {
+                match self.mode {
+                    Mode::Json => self.event(json!({"event": "host", "host": host, "state": "changed", "changed": t.changed})),
+                    Mode::Text => self.line(&format!("{host:>12} | changed     | {} task(s) changed", t.changed)),
+                }
+            }
+            return;
+        }
         if let Some((_, map)) = &self.bars {
             if let Some(pb) = map.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
                 let state = if t.unreachable > 0 {
@@ -221,6 +387,12 @@ impl Reporter {
     pub fn recap(&self, rows: &[(String, Tally)], check: bool, connections: u64) {
         if let Some((mp, _)) = &self.bars {
             let _ = mp.clear();
+        }
+        if let Some(bar) = self.crowd_bar() {
+            bar.finish_and_clear();
+        }
+        if self.crowd.is_some() {
+            return self.recap_summary(rows, check, connections);
         }
         match self.mode {
             Mode::Json => {
@@ -255,6 +427,85 @@ impl Reporter {
             }
         }
     }
+}
+
+impl Reporter {
+    /// The recap for many hosts: counts, the hosts that failed or were unreachable, and
+    /// the failures grouped by task and error.
+    fn recap_summary(&self, rows: &[(String, Tally)], check: bool, connections: u64) {
+        let n = |f: &dyn Fn(&Tally) -> bool| rows.iter().filter(|(_, t)| f(t)).count();
+        let unreachable = n(&|t| t.unreachable > 0);
+        let failed = n(&|t| t.failed > 0 && t.unreachable == 0);
+        let changed = n(&|t| t.changed > 0 && t.failed == 0 && t.unreachable == 0);
+        let ok = rows.len() - unreachable - failed - changed;
+        let failures = self
+            .crowd
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).failures.clone())
+            .unwrap_or_default();
+        let groups = group_failures(&failures);
+        let exceptions: Vec<&(String, Tally)> =
+            rows.iter().filter(|(_, t)| t.failed > 0 || t.unreachable > 0).collect();
+        match self.mode {
+            Mode::Json => {
+                let hosts: serde_json::Map<String, serde_json::Value> =
+                    rows.iter().map(|(h, t)| (h.clone(), json!(t))).collect();
+                let groups: Vec<serde_json::Value> = groups
+                    .iter()
+                    .map(|(what, msg, hs)| json!({"task": what, "error": msg, "hosts": hs}))
+                    .collect();
+                self.event(json!({"event": "recap", "check": check, "connections": connections,
+                    "summary": {"hosts": rows.len(), "ok": ok, "changed": changed, "failed": failed, "unreachable": unreachable},
+                    "failures": groups, "hosts": hosts}));
+            }
+            Mode::Text => {
+                let mut out = format!(
+                    "\nRECAP{} {} hosts: ok={ok} changed={changed} failed={failed} unreachable={unreachable}\n",
+                    if check { " (check mode: nothing was changed)" } else { "" },
+                    rows.len()
+                );
+                for (h, t) in exceptions {
+                    out += &format!(
+                        "{h:<16} ok={:<4} changed={:<4} failed={:<3} skipped={:<4} unreachable={:<2} time={:.1}s\n",
+                        t.ok, t.changed, t.failed, t.skipped, t.unreachable, t.seconds
+                    );
+                }
+                if !groups.is_empty() {
+                    out += "FAILURES by task and error\n";
+                    for (what, msg, hs) in &groups {
+                        let names = if hs.len() > 10 {
+                            format!("{} and {} more", hs[..10].join(", "), hs.len() - 10)
+                        } else {
+                            hs.join(", ")
+                        };
+                        out += &format!("{:>5} host(s)  {what}: {msg}\n       {names}\n", hs.len());
+                    }
+                }
+                if changed == 0 && failed == 0 && unreachable == 0 {
+                    out += "no changes: every host is already in the wanted state\n";
+                }
+                self.line(out.trim_end());
+            }
+        }
+    }
+}
+
+/// Failures grouped by task and the first line of their error, largest group first.
+pub fn group_failures(f: &[(String, String, String)]) -> Vec<(String, String, Vec<String>)> {
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    for (host, what, msg) in f {
+        let first = msg.lines().next().unwrap_or("").trim().to_owned();
+        match groups.iter_mut().find(|(w, m, _)| w == what && *m == first) {
+            Some(g) => {
+                if !g.2.contains(host) {
+                    g.2.push(host.clone())
+                }
+            }
+            None => groups.push((what.clone(), first, vec![host.clone()])),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
+    groups
 }
 
 /// Prints what `provision audit` found; returns (rules drifted, hosts not checked).
@@ -353,6 +604,37 @@ pub fn secret_values(v: &serde_json::Value, under_secret: bool, out: &mut Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_group_by_task_and_first_line() {
+        let f = |h: &str, w: &str, m: &str| (h.to_string(), w.to_string(), m.to_string());
+        let g = group_failures(&[
+            f("a", "r : t", "exit 1: disk full\nmore"),
+            f("b", "r : t", "exit 1: disk full"),
+            f("c", "r : u", "boom"),
+            f("b", "r : t", "exit 1: disk full"),
+        ]);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0], ("r : t".into(), "exit 1: disk full".into(), vec!["a".into(), "b".into()]));
+        assert_eq!(g[1].2, vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn summary_mode_for_many_hosts_names_the_slowest() {
+        let hosts: Vec<String> = (0..50).map(|i| format!("h{i}")).collect();
+        let r = Reporter::with_progress(Mode::Json, 0, &hosts, Progress::Auto);
+        r.plan("h1", 2);
+        r.plan("h2", 2);
+        r.task_start("h2", "role", "slow");
+        std::thread::sleep(Duration::from_millis(5));
+        r.task_start("h1", "role", "fast");
+        let c = r.crowd.as_ref().unwrap().lock().unwrap();
+        assert!(c.slowest().starts_with("h2 (role : slow"), "{}", c.slowest());
+        drop(c);
+        let few = Reporter::with_progress(Mode::Json, 0, &hosts[..3], Progress::Auto);
+        assert!(few.crowd.is_none());
+        assert!(Reporter::with_progress(Mode::Json, 0, &hosts[..3], Progress::Summary).crowd.is_some());
+    }
 
     #[test]
     fn secrets_are_found_and_hidden() {

@@ -73,3 +73,35 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// Raises the open-file limit to what `need` descriptors take (up to the hard limit);
+/// a clear error naming the limit when even the hard limit is too low.
+pub fn raise_nofile(need: u64) -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(());
+    }
+    if lim.rlim_cur >= need {
+        return Ok(());
+    }
+    if lim.rlim_max < need {
+        return Err(format!(
+            "{} hosts need about {need} open files (one SSH connection each), but this process \
+             may open at most {} (the hard limit of `ulimit -n`): raise it (ulimit -Hn, \
+             LimitNOFILE= for a service, /etc/security/limits.conf) or run on fewer hosts with --limit",
+            need.saturating_sub(64),
+            lim.rlim_max
+        ));
+    }
+    lim.rlim_cur = need.max(lim.rlim_cur);
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(format!(
+            "cannot raise the open-file limit to {need}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}

@@ -241,7 +241,16 @@ fn ceph_cluster_on_fresh_hosts() {
     assert!(o.status.success(), "{}", text(&o));
     let s = wait_for(180, |s| healthy(s, 4));
     assert!(healthy(&s, 4), "after the restart: {s}");
-    assert_eq!(ssh("node2", "findmnt -n -o FSTYPE /mnt/cephfs"), "fuse.ceph-fuse");
+    // The mount may finish a little after the OSDs are up (ceph-fuse waits for an MDS).
+    let t = Instant::now();
+    while ssh_rc("node2", "findmnt /mnt/cephfs").0 != 0 && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (rc, why) = ssh_rc(
+        "node2",
+        "findmnt -n -o FSTYPE /mnt/cephfs || { systemctl status mnt-cephfs.mount; sudo journalctl -b -u mnt-cephfs.mount --no-pager | tail -20; }",
+    );
+    assert_eq!((rc, why.trim()), (0, "fuse.ceph-fuse"), "after {:?}", t.elapsed());
     assert_eq!(ssh("node2", "cat /mnt/cephfs/shared.txt"), "written-on-node1");
 
     // Two monitors added to a running cluster, one at a time, each waited for in quorum.

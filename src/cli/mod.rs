@@ -67,6 +67,10 @@ pub struct RunArgs {
     pub verbose: u8,
     #[arg(long, value_enum, default_value_t = OutputMode::Text)]
     pub output: OutputMode,
+    /// Progress: a line per host, or (for many hosts) one bar, the changed and failed
+    /// hosts, and a recap of counts and failures grouped by error; auto: summary above 40 hosts
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
     /// List the selected hosts and exit
     #[arg(long)]
     pub list_hosts: bool,
@@ -109,6 +113,13 @@ pub struct RunArgs {
 pub enum OutputMode {
     Text,
     Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    Auto,
+    Hosts,
+    Summary,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -85,10 +85,22 @@ pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
         OutputMode::Text => crate::output::Mode::Text,
         OutputMode::Json => crate::output::Mode::Json,
     };
-    let rep = Arc::new(crate::output::Reporter::new(
+    let progress = match a.progress {
+        super::ProgressMode::Auto => crate::output::Progress::Auto,
+        super::ProgressMode::Hosts => crate::output::Progress::Hosts,
+        super::ProgressMode::Summary => crate::output::Progress::Summary,
+    };
+    // One connection per host stays open for the whole run.
+    if let Err(e) = crate::sys::raise_nofile(prepared.hosts.len() as u64 + 64) {
+        eprintln!("error: {e}");
+        eprintln!("nothing was changed: no host was contacted");
+        return Ok(exit::INVALID);
+    }
+    let rep = Arc::new(crate::output::Reporter::with_progress(
         mode,
         a.verbose,
         &prepared.hosts,
+        progress,
     ));
     let mut hidden = Vec::new();
     for h in prepared.inventory.hosts.values() {

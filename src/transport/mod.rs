@@ -159,13 +159,24 @@ async fn bastion(t: &Target) -> Result<Arc<Conn>, TransportError> {
     Ok(c)
 }
 
+/// Handshakes (TCP connect, key exchange, authentication) under way at once.
+pub const MAX_HANDSHAKES: usize = 32;
+static HANDSHAKES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_HANDSHAKES);
+
 impl Conn {
-    /// Connects, verifies the host key and authenticates, retrying only unreachable hosts.
+    /// Connects, verifies the host key and authenticates, retrying only unreachable hosts
+    /// (a refused or reset handshake too), after a growing, jittered pause.
     pub async fn connect(target: Target) -> Result<Conn, TransportError> {
         let mut last = None;
+        let jitter = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&target.address, target.port).hash(&mut h);
+            h.finish() % 400
+        };
         for attempt in 0..3 {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                tokio::time::sleep(Duration::from_millis(500 * attempt + jitter)).await;
             }
             match Self::connect_once(target.clone()).await {
                 Ok(c) => return Ok(c),
@@ -211,8 +222,13 @@ impl Conn {
             addr: addr.clone(),
             reason,
         };
+        // Key exchanges are CPU work on both sides: a bounded number at once keeps a run
+        // over hundreds of hosts from starving the controller (and a bastion's MaxStartups).
+        // Taken after the bastion's own connection, which needs one too.
+        let _pace;
         let handshake = if let Some(j) = &target.jump {
             let b = bastion(j).await?;
+            _pace = HANDSHAKES.acquire().await;
             let ch = b
                 .handle
                 .channel_open_direct_tcpip(
@@ -231,6 +247,7 @@ impl Conn {
             )
             .await
         } else {
+            _pace = HANDSHAKES.acquire().await;
             let stream = tokio::time::timeout(
                 target.connect_timeout,
                 tokio::net::TcpStream::connect(&addr),
