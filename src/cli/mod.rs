@@ -116,6 +116,12 @@ pub enum OutputMode {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabInit {
+    Systemd,
+    Minimal,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     Auto,
     Hosts,
@@ -195,6 +201,10 @@ pub enum LabCmd {
         /// alertmanager, as 10.200.0.1:5000/NAME:lab
         #[arg(long)]
         registry: bool,
+        /// systemd (real servers: systemctl, docker, etcd, Ceph), or minimal: tini and sshd
+        /// only, about 3 MB a host, up to 1000 hosts (scale tests and benchmarks)
+        #[arg(long, value_enum, default_value_t = LabInit::Systemd)]
+        init: LabInit,
     },
     /// Stop every host and remove what the lab made
     Down,
@@ -252,8 +262,13 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
             disk,
             fresh,
             registry,
+            init,
         } => {
-            lab.up(hosts, disk.as_deref(), fresh, registry, &mut log)?;
+            let minimal = init == LabInit::Minimal;
+            if minimal && (registry || disk.is_some()) {
+                anyhow::bail!("--registry and --disk need systemd hosts: leave out --init minimal");
+            }
+            lab.up(hosts, disk.as_deref(), fresh, registry, minimal, &mut log)?;
             out!("inventory: {}", lab.inventory().display());
             out!("ssh:       ssh -F {} node1", lab.ssh_config().display());
         }
@@ -357,7 +372,7 @@ pub(crate) fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => {
             let lab = Lab::new(lab::default_dir(), lab::default_cache());
             if lab.state().is_none() {
-                lab.up(3, Some("8G"), true, false, &mut |m: &str| eprintln!("lab: {m}"))?;
+                lab.up(3, Some("8G"), true, false, false, &mut |m: &str| eprintln!("lab: {m}"))?;
             }
             eprintln!(
                 "no inventory given: using the local lab's {}",

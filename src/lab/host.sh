@@ -3,12 +3,12 @@
 # enters its network namespace and new mount/uts/pid/ipc/cgroup namespaces.
 # Stage 2 is PID 1 there: it builds the root filesystem and execs systemd.
 set -eu
-stage=$1 name=$2 image=$3 dir=$4 loopdev=${5:-}
+stage=$1 name=$2 image=$3 dir=$4 loopdev=${5:-} init=${6:-systemd}
 
 if [ "$stage" = 1 ]; then
     for procs in $(cat "$dir/cgroups"); do echo $$ > "$procs"; done
     exec ip netns exec "plab-$name" unshare --mount --uts --pid --ipc --cgroup --fork \
-        --kill-child --propagation private "$0" 2 "$name" "$image" "$dir" "$loopdev"
+        --kill-child --propagation private "$0" 2 "$name" "$image" "$dir" "$loopdev" "$init"
 fi
 
 r=$dir/root
@@ -22,7 +22,9 @@ mount -o remount,bind,ro "$r/proc/sys"
 mount --bind "$r/proc/sys/net" "$r/proc/sys/net"
 mount -o remount,bind,rw "$r/proc/sys/net"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"
-if [ "$(wc -l < /proc/self/cgroup)" = 1 ]; then
+if [ "$init" = minimal ]; then
+    : # no systemd: no cgroup hierarchies to show
+elif [ "$(wc -l < /proc/self/cgroup)" = 1 ]; then
     mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$r/sys/fs/cgroup"
 else
 mount -t tmpfs -o mode=755,nosuid,nodev,noexec tmpfs "$r/sys/fs/cgroup"
@@ -64,4 +66,9 @@ pivot_root . .lab-old
 cd /
 umount -l /.lab-old
 rmdir /.lab-old
+if [ "$init" = minimal ]; then
+    # A light host: tini as PID 1 and sshd, nothing else (about 3 MB).
+    mkdir -p -m 755 /run/sshd
+    exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/tini -s -- /usr/sbin/sshd -D -e
+fi
 exec env -i container=provision-lab PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd

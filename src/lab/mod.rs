@@ -53,6 +53,9 @@ pub struct LabState {
     /// The lab's container registry (`--registry`), 0 when there is none.
     #[serde(default)]
     pub registry_pid: i32,
+    /// Light hosts (`--init minimal`): tini and sshd, no systemd.
+    #[serde(default)]
+    pub minimal: bool,
     pub hosts: Vec<HostState>,
 }
 
@@ -101,11 +104,17 @@ impl Lab {
         disk: Option<&str>,
         fresh: bool,
         registry: bool,
+        minimal: bool,
         log: &mut dyn FnMut(&str),
     ) -> Result<LabState> {
         preflight(registry)?;
-        if !(1..=200).contains(&size) {
-            bail!("a lab has 1 to 200 hosts, not {size}");
+        let most = if minimal { MAX_LIGHT } else { MAX_SYSTEMD };
+        if !(1..=most).contains(&size) {
+            bail!(
+                "a lab has 1 to {most} {} hosts, not {size}{}",
+                if minimal { "light" } else { "systemd" },
+                if minimal { "" } else { " (light hosts, `--init minimal`, go to 1000)" }
+            );
         }
         let disk_bytes = disk.map(parse_size).transpose()?;
         if let Some(st) = self.state() {
@@ -113,6 +122,7 @@ impl Lab {
                 if st.size == size
                     && st.disk.as_deref() == disk
                     && st.fresh == fresh
+                    && st.minimal == minimal
                     && (st.registry_pid > 0) == registry
                 {
                     log(&format!("lab already up with {size} hosts"));
@@ -130,7 +140,10 @@ impl Lab {
             }
         }
         self.down(&mut |_| {})?;
-        inotify_room(size, log)?;
+        if !minimal {
+            inotify_room(size, log)?;
+        }
+        neighbour_room(size, log)?;
         let image = image::ensure(&self.cache, log)?;
         std::fs::create_dir_all(&self.dir)?;
         self.client_keypair()?;
@@ -183,22 +196,47 @@ impl Lab {
             fresh,
             repo_pid,
             registry_pid,
+            minimal,
             hosts: Vec::new(),
         };
-        for i in 1..=size {
-            let name = host_name(i);
-            let root = if fresh { &image.fresh } else { &image.rootfs };
-            match self.start_host(&name, i, root, &script, disk_bytes) {
-                Ok(h) => state.hosts.push(h),
-                Err(e) => {
-                    let _ = self.save(&state);
-                    let _ = self.down(&mut |_| {});
-                    return Err(e.context(format!("starting lab host {name}")));
+        // Hosts start in parallel (a thousand one by one take minutes).
+        let root = if fresh || minimal { &image.fresh } else { &image.rootfs };
+        let next = std::sync::atomic::AtomicUsize::new(1);
+        let slots: Vec<std::sync::Mutex<Option<Result<HostState>>>> =
+            (0..=size).map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|sc| {
+            for _ in 0..8 {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i > size {
+                        break;
+                    }
+                    let r = self.start_host(&host_name(i), i, root, &script, disk_bytes, minimal);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(r);
+                    }
+                });
+            }
+        });
+        let mut failed = None;
+        for (i, slot) in slots.into_iter().enumerate().skip(1) {
+            match slot.into_inner().ok().flatten() {
+                Some(Ok(h)) => state.hosts.push(h),
+                Some(Err(e)) => {
+                    failed.get_or_insert(e.context(format!("starting lab host {}", host_name(i))));
+                }
+                None => {
+                    failed.get_or_insert(anyhow::anyhow!("lab host {} was not started", host_name(i)));
                 }
             }
         }
+        if let Some(e) = failed {
+            let _ = self.save(&state);
+            let _ = self.down(&mut |_| {});
+            return Err(e);
+        }
         self.save(&state)?;
-        self.wait_ssh(&state, Duration::from_secs(90))?;
+        self.wait_ssh(&state, Duration::from_secs(90 + size as u64 / 10))?;
         log(&format!(
             "{size} hosts answer SSH after {:.1} s",
             start.elapsed().as_secs_f64()
@@ -236,6 +274,7 @@ impl Lab {
         rootfs: &Path,
         script: &Path,
         disk: Option<u64>,
+        minimal: bool,
     ) -> Result<HostState> {
         let dir = self.host_dir(name);
         for sub in ["upper", "work", "root", "docker", "keys"] {
@@ -261,9 +300,8 @@ impl Lab {
         net::host_up(name, index)?;
         let mut cmd = Command::new(script);
         cmd.arg("1").arg(name).arg(rootfs).arg(&dir);
-        if let Some(l) = &loopdev {
-            cmd.arg(l);
-        }
+        cmd.arg(loopdev.as_deref().unwrap_or(""));
+        cmd.arg(if minimal { "minimal" } else { "systemd" });
         let pid = spawn_detached(&mut cmd, &dir.join("console.log"))?;
         Ok(HostState {
             name: name.into(),
@@ -398,8 +436,15 @@ impl Lab {
     fn write_client_files(&self, state: &LabState) -> Result<()> {
         let mut known = String::new();
         let mut config = String::new();
-        // A small swarm: one manager (three from five hosts), the rest workers.
-        let managers = if state.hosts.len() >= 5 { 3 } else { 1 };
+        // A small swarm: one manager (three from five hosts), the rest workers; light
+        // hosts (no systemd) are only in the `lab` group.
+        let managers = if state.minimal {
+            state.hosts.len()
+        } else if state.hosts.len() >= 5 {
+            3
+        } else {
+            1
+        };
         let (mut mgrs, mut workers, mut osds) = (String::new(), String::new(), String::new());
         for (i, h) in state.hosts.iter().enumerate() {
             let pubkey = std::fs::read_to_string(
@@ -432,8 +477,9 @@ impl Lab {
         let inv = format!(
             "# Written by `provision lab up`: the lab's {} hosts.\nall:\n  vars:\n    ansible_user: {}\n    ansible_become: true\n    \
              ansible_ssh_private_key_file: {}\n    known_hosts_file: {}\n    \
-             # lab hosts share this machine's clock: chrony must not set it\n    chrony_options: \"-x\"\n  children:\n    lab:\n      children:\n        managers:\n          hosts:\n{}{}",
-            state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(), mgrs,
+             # lab hosts share this machine's clock: chrony must not set it\n    chrony_options: \"-x\"\n  children:\n    lab:\n      children:\n        {}:\n          hosts:\n{}{}",
+            state.size, image::ADMIN_USER, self.client_key().display(), self.known_hosts().display(),
+            if state.minimal { "light" } else { "managers" }, mgrs,
             if workers.is_empty() { String::new() } else { format!("        workers:\n          hosts:\n{workers}") }
         );
         let mut inv = inv;
@@ -485,24 +531,37 @@ impl Lab {
         while names.iter().any(|n| !cgroup::pids(n).is_empty()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut left = Vec::new();
-        for name in &names {
-            kill_left(name);
-            if !cgroup::remove(name) {
-                left.push(format!("cgroup of {name}"));
+        // Host by host, in parallel: a thousand one after the other take minutes.
+        let left = std::sync::Mutex::new(Vec::new());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for _ in 0..8 {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { break };
+                    kill_left(name);
+                    if !cgroup::remove(name) {
+                        if let Ok(mut l) = left.lock() {
+                            l.push(format!("cgroup of {name}"));
+                        }
+                    }
+                    net::host_down(name);
+                    let dir = self.host_dir(name);
+                    if dir.join("disk.img").exists() {
+                        detach_loops(&dir);
+                    }
+                    for sub in ["upper", "work", "root", "docker", "disk.img"] {
+                        let p = dir.join(sub);
+                        if p.is_dir() {
+                            let _ = std::fs::remove_dir_all(&p);
+                        } else {
+                            let _ = std::fs::remove_file(&p);
+                        }
+                    }
+                });
             }
-            net::host_down(name);
-            let dir = self.host_dir(name);
-            detach_loops(&dir);
-            for sub in ["upper", "work", "root", "docker", "disk.img"] {
-                let p = dir.join(sub);
-                if p.is_dir() {
-                    let _ = std::fs::remove_dir_all(&p);
-                } else {
-                    let _ = std::fs::remove_file(&p);
-                }
-            }
-        }
+        });
+        let left = left.into_inner().unwrap_or_default();
         if !names.is_empty() {
             log(&format!("stopped {} lab hosts", names.len()));
         }
@@ -545,7 +604,7 @@ impl Lab {
             bail!("lab host {node} is running; `provision lab stop {node}` first");
         }
         let image = image::ensure(&self.cache, log)?;
-        let root = if st.fresh { &image.fresh } else { &image.rootfs };
+        let root = if st.fresh || st.minimal { &image.fresh } else { &image.rootfs };
         let h = st.hosts[i].clone();
         let index = i + 1;
         let procs = cgroup::create(node)?;
@@ -557,9 +616,8 @@ impl Lab {
         net::host_up(node, index)?;
         let mut cmd = Command::new(self.dir.join("host.sh"));
         cmd.arg("1").arg(node).arg(root).arg(&dir);
-        if let Some(l) = &h.loopdev {
-            cmd.arg(l);
-        }
+        cmd.arg(h.loopdev.as_deref().unwrap_or(""));
+        cmd.arg(if st.minimal { "minimal" } else { "systemd" });
         st.hosts[i].pid = spawn_detached(&mut cmd, &dir.join("console.log"))?;
         self.save(&st)?;
         let one = LabState {
@@ -568,6 +626,10 @@ impl Lab {
         };
         self.wait_ssh(&one, Duration::from_secs(90))?;
         // sshd answers before boot ends; users may log in once systemd removes /run/nologin.
+        if st.minimal {
+            log(&format!("{node} started again"));
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let ok = Command::new("ssh")
@@ -690,6 +752,32 @@ fn preflight(registry: bool) -> Result<()> {
 /// Every systemd host holds several inotify instances, all counted against root: the
 /// machine's default limit (128) leaves the hosts of a large lab without a working
 /// systemd. Raised (never lowered) for the lab's size, and said so.
+/// Most systemd hosts (each 20-30 MB) and most light hosts (the bridge takes 1024 ports).
+pub const MAX_SYSTEMD: usize = 200;
+pub const MAX_LIGHT: usize = 1000;
+
+/// The machine talks to every lab host over the bridge: its neighbour table (1024
+/// entries by default, garbage-collected from 512) must hold them all. Raised, never
+/// lowered, for a large lab, and said so.
+fn neighbour_room(size: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
+    if size < 400 {
+        return Ok(());
+    }
+    for (key, want) in [("gc_thresh1", size / 2), ("gc_thresh2", size * 2), ("gc_thresh3", size * 4)] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{key}");
+        let now: usize = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(usize::MAX);
+        if now < want {
+            std::fs::write(&path, want.to_string())
+                .with_context(|| format!("raising {path} to {want} for {size} lab hosts"))?;
+            log(&format!("raised net.ipv4.neigh.default.{key} from {now} to {want} for {size} hosts"));
+        }
+    }
+    Ok(())
+}
+
 fn inotify_room(size: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
     const KEY: &str = "/proc/sys/fs/inotify/max_user_instances";
     let Ok(now) = std::fs::read_to_string(KEY) else {
