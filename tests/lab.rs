@@ -93,7 +93,7 @@ fn lab_hosts_are_real_and_lab_down_cleans_everything() {
     assert_eq!(names, ["node1", "node2", "node3"]);
     assert_eq!(
         addrs,
-        ["10.200.0.11/24", "10.200.0.12/24", "10.200.0.13/24"]
+        ["10.200.0.11/16", "10.200.0.12/16", "10.200.0.13/16"]
     );
     // A package that is not in the image installs from the lab's repository.
     assert!(ssh("node2", "command -v jq || echo missing").ends_with("missing"));

@@ -22,12 +22,13 @@ fn inventory(d: &Path) {
             lab_vars()
         ),
     );
+    write(d, "site.yml", "- hosts: all\n  become: false\n  roles: [scale]\n");
     write(
         d,
-        "site.yml",
-        "- hosts: all\n  become: false\n  tasks:\n    - name: look around\n      command: { cmd: hostname, creates: /etc/hostname }\n    \
-         - name: a change on some\n      command: \"true\"\n      when: inventory_hostname in groups['odd']\n    \
-         - name: fails on the bad ones\n      command: \"sh -c 'echo disk full >&2; exit 1'\"\n      when: inventory_hostname in groups['bad']\n",
+        "roles/scale/tasks/main.yml",
+        "- name: look around\n  command: { cmd: hostname, creates: /etc/hostname }\n\
+         - name: a change on some\n  command: \"true\"\n  when: inventory_hostname in groups['odd']\n\
+         - name: fails on the bad ones\n  command: \"sh -c 'echo disk full >&2; exit 1'\"\n  when: inventory_hostname in groups['bad']\n",
     );
 }
 
@@ -40,6 +41,8 @@ fn run(d: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
         .arg(d.join("inventory.yml"))
         .arg("-p")
         .arg(d.join("site.yml"))
+        .arg("--roles")
+        .arg(d.join("roles"))
         .args(["--connect-timeout", "3"])
         .args(extra)
         .output()
@@ -74,7 +77,7 @@ fn fifty_light_hosts() {
     );
     // The failures, grouped: one group of three bad hosts, one unreachable host.
     let groups = &out[out.find("FAILURES by task and error").expect("a failure summary")..];
-    assert!(groups.contains("    3 host(s)  fails on the bad ones: "), "{groups}");
+    assert!(groups.contains("    3 host(s)  scale : fails on the bad ones: "), "{groups}");
     assert!(groups.contains("node7, node23, node41"), "{groups}");
     assert!(groups.contains("    1 host(s)  connect : connect: cannot reach 10.200.3.250"), "{groups}");
     // Only exceptions in the recap's rows, and only changed or failed hosts listed above it.
