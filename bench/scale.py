@@ -88,12 +88,24 @@ def cpu():
     return r.ru_utime + r.ru_stime
 
 
+LAB_CPU = Path("/sys/fs/cgroup/cpuacct/provision-lab/cpuacct.usage")
+
+
+def lab_cpu():
+    """CPU seconds the lab hosts used (their sshd and what it runs): the other side's cost."""
+    try:
+        return int(LAB_CPU.read_text()) / 1e9
+    except (OSError, ValueError):
+        return 0.0
+
+
 def run_tool(tool, workload, n, sample):
     cmd, env, ok = command(tool, workload, n)
     mem = C.Sampler(interval=0.1) if sample else None
-    c0, t0 = cpu(), time.monotonic()
+    c0, l0, t0 = cpu(), lab_cpu(), time.monotonic()
     p = subprocess.run([str(c) for c in cmd], env=env, text=True, capture_output=True, cwd=C.WORK)
     wall, used = time.monotonic() - t0, cpu() - c0
+    run_tool.hosts_cpu = lab_cpu() - l0
     peak = mem.stop() if mem else None
     if p.returncode not in ok:
         log = C.WORK / f"failed-{tool}-{workload}-{n}.log"
@@ -112,10 +124,11 @@ def run_floor(addrs, sample):
         p = subprocess.run([str(c) for c in C.floor_cmd(a, True)], input=script, capture_output=True)
         return a, p.returncode
 
-    c0, t0 = cpu(), time.monotonic()
+    c0, l0, t0 = cpu(), lab_cpu(), time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(FORKS) as ex:
         bad = [a for a, rc in ex.map(one, addrs) if rc != 0]
     wall, used = time.monotonic() - t0, cpu() - c0
+    run_tool.hosts_cpu = lab_cpu() - l0
     peak = mem.stop() if mem else None
     if bad:
         raise RuntimeError(f"floor script failed on {len(bad)} hosts, first {bad[0]}")
@@ -128,7 +141,7 @@ def record(out, **row):
         f.write(json.dumps(row) + "\n")
 
 
-def bench(n, runs, peers, out):
+def bench(n, runs, peers, out, peer_runs=None):
     addrs, up = light_lab(n)
     record(out, tool="lab", workload="up", hosts=n, run=0, wall=up)
     # The hosts hold the hardening role first, so re-runs change nothing.
@@ -141,12 +154,15 @@ def bench(n, runs, peers, out):
         tools.append(("ansible", "audit"))
     for i in range(runs):
         for tool, workload in tools:
+            if tool in ("pyinfra", "ansible") and peer_runs is not None and i >= peer_runs:
+                continue
             sample = i == runs - 1
             if tool == "floor":
                 wall, used, peak = run_floor(addrs, sample)
             else:
                 wall, used, peak = run_tool(tool, workload, n, sample)
-            record(out, tool=tool, workload=workload, hosts=n, run=i, wall=wall, cpu=used, peak=peak)
+            record(out, tool=tool, workload=workload, hosts=n, run=i, wall=wall, cpu=used, peak=peak,
+                   hosts_cpu=run_tool.hosts_cpu)
     t0 = time.monotonic()
     C.sh(C.BIN, "lab", "down")
     record(out, tool="lab", workload="down", hosts=n, run=0, wall=time.monotonic() - t0)
@@ -162,18 +178,20 @@ def report(path):
     med = lambda k, f="wall": statistics.median(r[f] for r in groups[k]) if k in groups else None
     peak = lambda k: max((r.get("peak") or 0) for r in groups[k]) / 2**20 if k in groups else None
     print("| hosts | lab up | provision re-run | provision audit | floor | audit ÷ floor | re-run ÷ floor "
-          "| pyinfra --dry | ansible --check | provision memory | provision CPU per host |")
+          "| pyinfra --dry | ansible --check | provision memory | CPU per host: provision / floor's ssh / hosts' sshd (audit) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sorted({r["hosts"] for r in rows if r["hosts"] > 0}):
         a, f, rr = med((n, "provision", "audit")), med((n, "floor", "audit")), med((n, "provision", "rerun"))
         py, an = med((n, "pyinfra", "audit")), med((n, "ansible", "audit"))
-        cpu_host = (med((n, "provision", "audit"), "cpu") or 0) / n * 1000
+        per = lambda k, f: (med(k, f) or 0) / n * 1000
+        cpu_host = (f"{per((n, 'provision', 'audit'), 'cpu'):.1f} / {per((n, 'floor', 'audit'), 'cpu'):.1f} / "
+                    f"{per((n, 'provision', 'audit'), 'hosts_cpu'):.1f} ms")
         cell = lambda v: f"{v:.2f} s" if v is not None else "-"
         ratio = lambda x, y: f"{x / y:.2f}x" if x and y else "-"
         print(f"| {n} | {cell(med((n, 'lab', 'up')))} | {cell(rr)} | {cell(a)} | {cell(f)} | {ratio(a, f)} | "
               f"{ratio(rr, f)} | {cell(py)}{' (' + ratio(py, a) + ')' if py else ''} | "
               f"{cell(an)}{' (' + ratio(an, a) + ')' if an else ''} | {peak((n, 'provision', 'audit')) or 0:.0f} MB | "
-              f"{cpu_host:.1f} ms |")
+              f"{cpu_host} |")
 
 
 def main():
@@ -183,6 +201,7 @@ def main():
     r.add_argument("--hosts", default="100,300,1000")
     r.add_argument("--runs", type=int, default=3)
     r.add_argument("--peers", action="store_true")
+    r.add_argument("--peer-runs", type=int, help="runs of pyinfra and Ansible (each takes minutes)")
     r.add_argument("--out", default=str(C.ROOT / "bench" / "results" / f"scale-{time.strftime('%Y-%m-%d')}.jsonl"))
     p = sub.add_parser("report")
     p.add_argument("file", nargs="?", default=str(C.ROOT / "bench" / "results" / f"scale-{time.strftime('%Y-%m-%d')}.jsonl"))
@@ -194,7 +213,7 @@ def main():
     peer_files()
     record(a.out, tool="versions", workload="-", hosts=0, run=0, wall=0, **C.versions())
     for n in [int(x) for x in a.hosts.split(",")]:
-        bench(n, a.runs, a.peers, a.out)
+        bench(n, a.runs, a.peers, a.out, a.peer_runs)
 
 
 if __name__ == "__main__":
