@@ -178,7 +178,7 @@ def report(path):
     med = lambda k, f="wall": statistics.median(r[f] for r in groups[k]) if k in groups else None
     peak = lambda k: max((r.get("peak") or 0) for r in groups[k]) / 2**20 if k in groups else None
     print("| hosts | lab up | provision re-run | provision audit | floor | audit ÷ floor | re-run ÷ floor "
-          "| pyinfra --dry | ansible --check | provision memory | CPU per host: provision / floor's ssh / hosts' sshd (audit) |")
+          "| pyinfra --dry | ansible --check | provision memory (audit / re-run) | CPU per host: provision / floor's ssh / hosts' sshd (audit) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sorted({r["hosts"] for r in rows if r["hosts"] > 0}):
         a, f, rr = med((n, "provision", "audit")), med((n, "floor", "audit")), med((n, "provision", "rerun"))
@@ -190,7 +190,7 @@ def report(path):
         ratio = lambda x, y: f"{x / y:.2f}x" if x and y else "-"
         print(f"| {n} | {cell(med((n, 'lab', 'up')))} | {cell(rr)} | {cell(a)} | {cell(f)} | {ratio(a, f)} | "
               f"{ratio(rr, f)} | {cell(py)}{' (' + ratio(py, a) + ')' if py else ''} | "
-              f"{cell(an)}{' (' + ratio(an, a) + ')' if an else ''} | {peak((n, 'provision', 'audit')) or 0:.0f} MB | "
+              f"{cell(an)}{' (' + ratio(an, a) + ')' if an else ''} | {peak((n, 'provision', 'audit')) or 0:.0f} / {peak((n, 'provision', 'rerun')) or 0:.0f} MB | "
               f"{cpu_host} |")
 
 
