@@ -68,7 +68,6 @@ struct Crowd {
 }
 
 impl Crowd {
-
     /// The three hosts longest on their current task.
     fn slowest(&self) -> String {
         let mut v: Vec<(&String, &HostProgress)> = self
@@ -92,11 +91,16 @@ impl Crowd {
 
     fn draw(&mut self, force: bool) {
         let Some(bar) = &self.bar else { return };
-        if !force && self.drawn.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+        if !force
+            && self
+                .drawn
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
             return;
         }
         self.drawn = Some(std::time::Instant::now());
-        let count = |f: &dyn Fn(&HostProgress) -> bool| self.hosts.values().filter(|h| f(h)).count();
+        let count =
+            |f: &dyn Fn(&HostProgress) -> bool| self.hosts.values().filter(|h| f(h)).count();
         let (failed, unreachable) = (count(&|h| h.failed), count(&|h| h.unreachable));
         let busy = count(&|h| h.done < h.total && !h.failed && !h.unreachable);
         bar.set_length(self.hosts.values().map(|h| h.total).sum());
@@ -105,7 +109,11 @@ impl Crowd {
         bar.set_message(format!(
             "tasks · {busy} of {} hosts busy · failed {failed} · unreachable {unreachable}{}",
             self.hosts.len(),
-            if slow.is_empty() { String::new() } else { format!(" · slowest: {slow}") }
+            if slow.is_empty() {
+                String::new()
+            } else {
+                format!(" · slowest: {slow}")
+            }
         ));
     }
 }
@@ -163,7 +171,10 @@ impl Reporter {
             });
             Mutex::new(Crowd {
                 bar,
-                hosts: hosts.iter().map(|h| (h.clone(), HostProgress::default())).collect(),
+                hosts: hosts
+                    .iter()
+                    .map(|h| (h.clone(), HostProgress::default()))
+                    .collect(),
                 drawn: None,
                 failures: Vec::new(),
             })
@@ -444,8 +455,10 @@ impl Reporter {
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).failures.clone())
             .unwrap_or_default();
         let groups = group_failures(&failures);
-        let exceptions: Vec<&(String, Tally)> =
-            rows.iter().filter(|(_, t)| t.failed > 0 || t.unreachable > 0).collect();
+        let exceptions: Vec<&(String, Tally)> = rows
+            .iter()
+            .filter(|(_, t)| t.failed > 0 || t.unreachable > 0)
+            .collect();
         match self.mode {
             Mode::Json => {
                 let hosts: serde_json::Map<String, serde_json::Value> =
@@ -615,7 +628,14 @@ mod tests {
             f("b", "r : t", "exit 1: disk full"),
         ]);
         assert_eq!(g.len(), 2);
-        assert_eq!(g[0], ("r : t".into(), "exit 1: disk full".into(), vec!["a".into(), "b".into()]));
+        assert_eq!(
+            g[0],
+            (
+                "r : t".into(),
+                "exit 1: disk full".into(),
+                vec!["a".into(), "b".into()]
+            )
+        );
         assert_eq!(g[1].2, vec!["c".to_string()]);
     }
 
@@ -629,11 +649,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         r.task_start("h1", "role", "fast");
         let c = r.crowd.as_ref().unwrap().lock().unwrap();
-        assert!(c.slowest().starts_with("h2 (role : slow"), "{}", c.slowest());
+        assert!(
+            c.slowest().starts_with("h2 (role : slow"),
+            "{}",
+            c.slowest()
+        );
         drop(c);
         let few = Reporter::with_progress(Mode::Json, 0, &hosts[..3], Progress::Auto);
         assert!(few.crowd.is_none());
-        assert!(Reporter::with_progress(Mode::Json, 0, &hosts[..3], Progress::Summary).crowd.is_some());
+        assert!(
+            Reporter::with_progress(Mode::Json, 0, &hosts[..3], Progress::Summary)
+                .crowd
+                .is_some()
+        );
     }
 
     #[test]

@@ -39,7 +39,9 @@ fn inventory(d: &Path, node4: &str, five_mons: bool) {
     let osds: String = (1..=3).map(host).collect();
     let extra = match node4 {
         "" => String::new(),
-        dev => format!("        node4: {{ ansible_host: 10.200.0.14, ceph_osd_devices: [{dev}] }}\n"),
+        dev => {
+            format!("        node4: {{ ansible_host: 10.200.0.14, ceph_osd_devices: [{dev}] }}\n")
+        }
     };
     write(
         d,
@@ -131,21 +133,32 @@ fn ceph_cluster_on_fresh_hosts() {
     let t = Instant::now();
     let (rc, out) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out}");
-    println!("fresh hosts to HEALTH_OK with CephFS mounted and a swarm: {:.0} s", t.elapsed().as_secs_f64());
+    println!(
+        "fresh hosts to HEALTH_OK with CephFS mounted and a swarm: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     let s = status();
     assert!(healthy(&s, 3), "{s}");
     assert_eq!(s["mgrmap"]["available"], true, "{s}");
     assert_eq!(s["mgrmap"]["num_standbys"], 2, "{s}");
     assert_eq!(
         crush_hosts(),
-        vec![("node1".into(), 1), ("node2".into(), 1), ("node3".into(), 1)]
+        vec![
+            ("node1".into(), 1),
+            ("node2".into(), 1),
+            ("node3".into(), 1)
+        ]
     );
     // The monitors listen on their own addresses, v2 and v1, not on 127.0.1.1.
     let dump = ssh("node1", "sudo ceph mon dump 2>/dev/null");
-    assert!(dump.contains("[v2:10.200.0.12:3300/0,v1:10.200.0.12:6789/0] mon.node2"), "{dump}");
+    assert!(
+        dump.contains("[v2:10.200.0.12:3300/0,v1:10.200.0.12:6789/0] mon.node2"),
+        "{dump}"
+    );
     // Keys: 0600, owned by ceph; never printed; the controller's copy 0600.
     let state = d.path().join(".provision/ceph.json");
-    let keys: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o600);
     for k in keys["keys"].as_object().unwrap().values() {
@@ -155,23 +168,42 @@ fn ceph_cluster_on_fresh_hosts() {
         ssh("node1", "sudo stat -c '%a %U' /etc/ceph/ceph.client.admin.keyring /var/lib/ceph/bootstrap-osd/ceph.keyring /etc/ceph/ceph.client.swarm.keyring"),
         "600 ceph\n600 ceph\n600 ceph"
     );
-    assert!(ssh("node1", "sudo cat /var/lib/ceph/mgr/ceph-node1/keyring").contains(keys["keys"]["mgr.node1"].as_str().unwrap()));
-    assert_eq!(ssh("node4", &format!("sudo blkid -o value -s TYPE {}", disks[3])), "ext4");
+    assert!(
+        ssh("node1", "sudo cat /var/lib/ceph/mgr/ceph-node1/keyring")
+            .contains(keys["keys"]["mgr.node1"].as_str().unwrap())
+    );
+    assert_eq!(
+        ssh(
+            "node4",
+            &format!("sudo blkid -o value -s TYPE {}", disks[3])
+        ),
+        "ext4"
+    );
 
     // CephFS: mounted on every swarm node before docker; containers on two nodes share it.
     for n in ["node1", "node2", "node3"] {
-        assert_eq!(ssh(n, "findmnt -n -o FSTYPE /mnt/cephfs"), "fuse.ceph-fuse", "{n}");
+        assert_eq!(
+            ssh(n, "findmnt -n -o FSTYPE /mnt/cephfs"),
+            "fuse.ceph-fuse",
+            "{n}"
+        );
         assert!(ssh(n, "systemctl show -p After docker.service").contains("mnt-cephfs.mount"));
     }
     ssh("node1", &format!("sudo docker run --rm -v /mnt/cephfs:/data {IMAGE} sh -c 'echo written-on-node1 > /data/shared.txt'"));
     assert_eq!(
-        ssh("node3", &format!("sudo docker run --rm -v /mnt/cephfs:/data {IMAGE} cat /data/shared.txt")),
+        ssh(
+            "node3",
+            &format!("sudo docker run --rm -v /mnt/cephfs:/data {IMAGE} cat /data/shared.txt")
+        ),
         "written-on-node1"
     );
 
     // A second run: no change, no restart, no new key, the same OSDs.
     let osds = ssh("node1", "sudo ceph osd ls");
-    let osd2 = format!("ceph-osd@{}", ssh("node2", "sudo sh -c 'cat /var/lib/ceph/osd/ceph-*/whoami'"));
+    let osd2 = format!(
+        "ceph-osd@{}",
+        ssh("node2", "sudo sh -c 'cat /var/lib/ceph/osd/ceph-*/whoami'")
+    );
     let units = ["ceph-mon@node2", "ceph-mgr@node2", osd2.as_str()];
     let pids: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
     assert!(pids.iter().all(|p| p != "0"), "{pids:?}");
@@ -199,7 +231,10 @@ fn ceph_cluster_on_fresh_hosts() {
     let o = provision(&["audit", d.path().join("inventory.yml").to_str().unwrap()]);
     let aout = text(&o);
     assert_eq!(o.status.code(), Some(5), "{aout}");
-    assert!(aout.contains("node3") && aout.contains("ceph-daemons"), "{aout}");
+    assert!(
+        aout.contains("node3") && aout.contains("ceph-daemons"),
+        "{aout}"
+    );
     let (rc, out3) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out3}");
     assert!(out3.contains(&format!("start OSD {osd3}")), "{out3}");
@@ -213,12 +248,25 @@ fn ceph_cluster_on_fresh_hosts() {
         out4.contains("holds data (") && out4.contains("TYPE=ext4") && out4.contains("wipe: true"),
         "{out4}"
     );
-    assert_eq!(ssh("node4", &format!("sudo blkid -o value -s TYPE {}", disks[3])), "ext4");
+    assert_eq!(
+        ssh(
+            "node4",
+            &format!("sudo blkid -o value -s TYPE {}", disks[3])
+        ),
+        "ext4"
+    );
     // With wipe: true it is erased and becomes an OSD; nothing changes elsewhere.
-    inventory(d.path(), &format!("{{ path: {}, wipe: true }}", disks[3]), false);
+    inventory(
+        d.path(),
+        &format!("{{ path: {}, wipe: true }}", disks[3]),
+        false,
+    );
     let (rc, out5) = run(d.path(), &["--limit", "node4"]);
     assert_eq!(rc, Some(0), "{out5}");
-    assert!(out5.contains("wipe ") && out5.contains("create an OSD"), "{out5}");
+    assert!(
+        out5.contains("wipe ") && out5.contains("create an OSD"),
+        "{out5}"
+    );
     let s = wait_for(120, |s| healthy(s, 4));
     assert!(healthy(&s, 4), "{s}");
     assert_eq!(crush_hosts().len(), 4);
@@ -227,7 +275,9 @@ fn ceph_cluster_on_fresh_hosts() {
     // Only the peers' /etc/hosts (not updated under --limit) is left to a full run.
     assert_eq!(recap(&out6, "node4", "changed"), 0, "{out6}");
     assert!(
-        !out6.lines().any(|l| l.contains("| changed") && !l.contains("/etc/hosts")),
+        !out6
+            .lines()
+            .any(|l| l.contains("| changed") && !l.contains("/etc/hosts")),
         "{out6}"
     );
 
@@ -235,7 +285,9 @@ fn ceph_cluster_on_fresh_hosts() {
     // mounted again before docker.
     let o = provision(&["lab", "stop", "node2"]);
     assert!(o.status.success(), "{}", text(&o));
-    let s = wait_for(60, |s| s["quorum_names"].as_array().map(|q| q.len()) == Some(2));
+    let s = wait_for(60, |s| {
+        s["quorum_names"].as_array().map(|q| q.len()) == Some(2)
+    });
     assert_eq!(s["quorum_names"].as_array().unwrap().len(), 2, "{s}");
     let o = provision(&["lab", "start", "node2"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -250,19 +302,37 @@ fn ceph_cluster_on_fresh_hosts() {
         "node2",
         "findmnt -n -o FSTYPE /mnt/cephfs || { systemctl status mnt-cephfs.mount; sudo journalctl -b -u mnt-cephfs.mount --no-pager | tail -20; }",
     );
-    assert_eq!((rc, why.trim()), (0, "fuse.ceph-fuse"), "after {:?}", t.elapsed());
-    assert_eq!(ssh("node2", "cat /mnt/cephfs/shared.txt"), "written-on-node1");
+    assert_eq!(
+        (rc, why.trim()),
+        (0, "fuse.ceph-fuse"),
+        "after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        ssh("node2", "cat /mnt/cephfs/shared.txt"),
+        "written-on-node1"
+    );
 
     // Two monitors added to a running cluster, one at a time, each waited for in quorum.
-    inventory(d.path(), &format!("{{ path: {}, wipe: true }}", disks[3]), true);
+    inventory(
+        d.path(),
+        &format!("{{ path: {}, wipe: true }}", disks[3]),
+        true,
+    );
     let (rc, out8) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out8}");
-    assert!(out8.contains("add monitor node4") && out8.contains("add monitor node5"), "{out8}");
+    assert!(
+        out8.contains("add monitor node4") && out8.contains("add monitor node5"),
+        "{out8}"
+    );
     let s = status();
     assert_eq!(s["quorum_names"].as_array().unwrap().len(), 5, "{s}");
     assert_eq!(s["health"]["status"], "HEALTH_OK", "{s}");
     let dump = ssh("node1", "sudo ceph mon dump 2>/dev/null");
-    assert!(dump.contains("[v2:10.200.0.15:3300/0,v1:10.200.0.15:6789/0] mon.node5"), "{dump}");
+    assert!(
+        dump.contains("[v2:10.200.0.15:3300/0,v1:10.200.0.15:6789/0] mon.node5"),
+        "{dump}"
+    );
     let (rc, out9) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out9}");
     assert_eq!(recap(&out9, "node5", "changed"), 0, "{out9}");

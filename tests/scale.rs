@@ -22,7 +22,11 @@ fn inventory(d: &Path) {
             lab_vars()
         ),
     );
-    write(d, "site.yml", "- hosts: all\n  become: false\n  roles: [scale]\n");
+    write(
+        d,
+        "site.yml",
+        "- hosts: all\n  become: false\n  roles: [scale]\n",
+    );
     write(
         d,
         "roles/scale/tasks/main.yml",
@@ -65,26 +69,50 @@ fn fifty_light_hosts() {
     assert_eq!(names.len(), 4, "{names:?}");
     assert_eq!(ssh("node17", "sudo -n true && cat /proc/1/comm"), "tini");
     let status = text(&provision(&["lab", "status"]));
-    assert_eq!(status.lines().filter(|l| l.contains("ssh-ready")).count(), N, "{status}");
+    assert_eq!(
+        status.lines().filter(|l| l.contains("ssh-ready")).count(),
+        N,
+        "{status}"
+    );
 
     let d = tempfile::tempdir().unwrap();
     inventory(d.path());
     let (rc, _, out) = run(d.path(), &[]);
     assert_eq!(rc, Some(3), "{out}");
     assert!(
-        out.contains(&format!("RECAP {} hosts: ok=45 changed=2 failed=3 unreachable=1", N + 1)),
+        out.contains(&format!(
+            "RECAP {} hosts: ok=45 changed=2 failed=3 unreachable=1",
+            N + 1
+        )),
         "{out}"
     );
     // The failures, grouped: one group of three bad hosts, one unreachable host.
-    let groups = &out[out.find("FAILURES by task and error").expect("a failure summary")..];
-    assert!(groups.contains("    3 host(s)  scale : fails on the bad ones: "), "{groups}");
+    let groups = &out[out
+        .find("FAILURES by task and error")
+        .expect("a failure summary")..];
+    assert!(
+        groups.contains("    3 host(s)  scale : fails on the bad ones: "),
+        "{groups}"
+    );
     assert!(groups.contains("node7, node23, node41"), "{groups}");
-    assert!(groups.contains("    1 host(s)  connect : connect: cannot reach 10.200.3.250"), "{groups}");
+    assert!(
+        groups.contains("    1 host(s)  connect : connect: cannot reach 10.200.3.250"),
+        "{groups}"
+    );
     // Only exceptions in the recap's rows, and only changed or failed hosts listed above it.
-    let rows: Vec<&str> = out.lines().filter(|l| l.contains(" ok=") && l.contains("time=")).collect();
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" ok=") && l.contains("time="))
+        .collect();
     assert_eq!(rows.len(), 4, "{out}");
-    assert!(out.contains("       node2 | changed     | 1 task(s) changed"), "{out}");
-    assert!(!out.contains("node9 "), "an unchanged host was listed:\n{out}");
+    assert!(
+        out.contains("       node2 | changed     | 1 task(s) changed"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("node9 "),
+        "an unchanged host was listed:\n{out}"
+    );
 
     // The same in JSON: a summary and the groups.
     let (rc, stdout, _) = run(d.path(), &["--output", "json"]);
@@ -97,14 +125,26 @@ fn fifty_light_hosts() {
     assert_eq!(recap["summary"]["hosts"], N + 1);
     assert_eq!(recap["summary"]["failed"], 3);
     assert_eq!(recap["summary"]["unreachable"], 1);
-    assert_eq!(recap["failures"][0]["hosts"].as_array().unwrap().len(), 3, "{recap}");
-    assert!(!stdout.lines().any(|l| l.contains("\"status\":\"ok\"")), "ok tasks listed");
+    assert_eq!(
+        recap["failures"][0]["hosts"].as_array().unwrap().len(),
+        3,
+        "{recap}"
+    );
+    assert!(
+        !stdout.lines().any(|l| l.contains("\"status\":\"ok\"")),
+        "ok tasks listed"
+    );
 
     // `lab down` leaves nothing: no namespace, cgroup or host directory.
     drop(lab);
-    let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&netns.stdout).contains("plab-"));
-    assert!(!Path::new("/sys/fs/cgroup/pids/provision-lab").exists()
-        && !Path::new("/sys/fs/cgroup/provision-lab").exists());
+    assert!(
+        !Path::new("/sys/fs/cgroup/pids/provision-lab").exists()
+            && !Path::new("/sys/fs/cgroup/provision-lab").exists()
+    );
     assert!(!lab_dir().join("hosts/node50/upper").exists());
 }

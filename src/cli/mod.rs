@@ -372,7 +372,9 @@ pub(crate) fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => {
             let lab = Lab::new(lab::default_dir(), lab::default_cache());
             if lab.state().is_none() {
-                lab.up(3, Some("8G"), true, false, false, &mut |m: &str| eprintln!("lab: {m}"))?;
+                lab.up(3, Some("8G"), true, false, false, &mut |m: &str| {
+                    eprintln!("lab: {m}")
+                })?;
             }
             eprintln!(
                 "no inventory given: using the local lab's {}",

@@ -861,7 +861,11 @@ pub async fn audit(
             .vars
             .get("ceph_health_allow")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect::<Vec<_>>())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         for (h, f) in crate::cluster::ceph::audit::findings(&ceph_outs, &allow) {
             if let Some((Ok(list), _)) = out.get_mut(&h) {
@@ -873,22 +877,40 @@ pub async fn audit(
 }
 
 /// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
-fn ceph_want(inv: &crate::inventory::Inventory, h: &str) -> Option<crate::cluster::ceph::audit::Want> {
+fn ceph_want(
+    inv: &crate::inventory::Inventory,
+    h: &str,
+) -> Option<crate::cluster::ceph::audit::Want> {
     let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
-    let groups = ["ceph_mons", "ceph_mgrs", "ceph_mds", "ceph_osds", "ceph_clients"];
+    let groups = [
+        "ceph_mons",
+        "ceph_mgrs",
+        "ceph_mds",
+        "ceph_osds",
+        "ceph_clients",
+    ];
     if !inv.groups.contains_key("ceph_osds") || !groups.iter().any(|g| inside(g)) {
         return None;
     }
     let vars = &inv.hosts[h].vars;
-    let fs = vars.get("cephfs_name").and_then(Value::as_str).unwrap_or("cephfs");
-    let mount = vars.get("cephfs_mount").and_then(Value::as_str).unwrap_or("/mnt/cephfs");
+    let fs = vars
+        .get("cephfs_name")
+        .and_then(Value::as_str)
+        .unwrap_or("cephfs");
+    let mount = vars
+        .get("cephfs_mount")
+        .and_then(Value::as_str)
+        .unwrap_or("/mnt/cephfs");
     Some(crate::cluster::ceph::audit::Want {
         mon: inside("ceph_mons"),
         mgr: inside("ceph_mgrs"),
         mds: inside("ceph_mds") && !fs.is_empty(),
         mount: (inside("ceph_clients") && !fs.is_empty()).then(|| mount.to_owned()),
         devices: crate::cluster::ceph::audit::device_paths(vars.get("ceph_osd_devices")),
-        allow_loop: vars.get("ceph_allow_loop_devices").and_then(Value::as_bool).unwrap_or(false),
+        allow_loop: vars
+            .get("ceph_allow_loop_devices")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 

@@ -113,7 +113,11 @@ impl Lab {
             bail!(
                 "a lab has 1 to {most} {} hosts, not {size}{}",
                 if minimal { "light" } else { "systemd" },
-                if minimal { "" } else { " (light hosts, `--init minimal`, go to 1000)" }
+                if minimal {
+                    ""
+                } else {
+                    " (light hosts, `--init minimal`, go to 1000)"
+                }
             );
         }
         let disk_bytes = disk.map(parse_size).transpose()?;
@@ -200,7 +204,11 @@ impl Lab {
             hosts: Vec::new(),
         };
         // Hosts start in parallel (a thousand one by one take minutes).
-        let root = if fresh || minimal { &image.fresh } else { &image.rootfs };
+        let root = if fresh || minimal {
+            &image.fresh
+        } else {
+            &image.rootfs
+        };
         let next = std::sync::atomic::AtomicUsize::new(1);
         let slots: Vec<std::sync::Mutex<Option<Result<HostState>>>> =
             (0..=size).map(|_| std::sync::Mutex::new(None)).collect();
@@ -226,7 +234,10 @@ impl Lab {
                     failed.get_or_insert(e.context(format!("starting lab host {}", host_name(i))));
                 }
                 None => {
-                    failed.get_or_insert(anyhow::anyhow!("lab host {} was not started", host_name(i)));
+                    failed.get_or_insert(anyhow::anyhow!(
+                        "lab host {} was not started",
+                        host_name(i)
+                    ));
                 }
             }
         }
@@ -604,7 +615,11 @@ impl Lab {
             bail!("lab host {node} is running; `provision lab stop {node}` first");
         }
         let image = image::ensure(&self.cache, log)?;
-        let root = if st.fresh || st.minimal { &image.fresh } else { &image.rootfs };
+        let root = if st.fresh || st.minimal {
+            &image.fresh
+        } else {
+            &image.rootfs
+        };
         let h = st.hosts[i].clone();
         let index = i + 1;
         let procs = cgroup::create(node)?;
@@ -763,7 +778,11 @@ fn neighbour_room(size: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
     if size < 400 {
         return Ok(());
     }
-    for (key, want) in [("gc_thresh1", size / 2), ("gc_thresh2", size * 2), ("gc_thresh3", size * 4)] {
+    for (key, want) in [
+        ("gc_thresh1", size / 2),
+        ("gc_thresh2", size * 2),
+        ("gc_thresh3", size * 4),
+    ] {
         let path = format!("/proc/sys/net/ipv4/neigh/default/{key}");
         let now: usize = std::fs::read_to_string(&path)
             .ok()
@@ -772,7 +791,9 @@ fn neighbour_room(size: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
         if now < want {
             std::fs::write(&path, want.to_string())
                 .with_context(|| format!("raising {path} to {want} for {size} lab hosts"))?;
-            log(&format!("raised net.ipv4.neigh.default.{key} from {now} to {want} for {size} hosts"));
+            log(&format!(
+                "raised net.ipv4.neigh.default.{key} from {now} to {want} for {size} hosts"
+            ));
         }
     }
     Ok(())

@@ -38,7 +38,14 @@ pub fn script(host: &str, w: &Want) -> String {
     })
 }
 
-fn finding(id: &str, title: &str, pass: bool, expected: String, actual: String, why: &str) -> Finding {
+fn finding(
+    id: &str,
+    title: &str,
+    pass: bool,
+    expected: String,
+    actual: String,
+    why: &str,
+) -> Finding {
     Finding {
         id: id.into(),
         title: title.into(),
@@ -81,7 +88,11 @@ pub fn findings(
                 "the Ceph daemons the inventory gives this host are running",
                 want == have,
                 want.join(", "),
-                if have.is_empty() { "none".into() } else { have.join(", ") },
+                if have.is_empty() {
+                    "none".into()
+                } else {
+                    have.join(", ")
+                },
                 "a stopped daemon leaves the cluster with less redundancy than planned",
             ));
         }
@@ -91,15 +102,26 @@ pub fn findings(
                 "CephFS is mounted",
                 o.mounted(m),
                 format!("mounted on {m}"),
-                if o.mounted(m) { format!("mounted on {m}") } else { "not mounted".into() },
+                if o.mounted(m) {
+                    format!("mounted on {m}")
+                } else {
+                    "not mounted".into()
+                },
                 "services that use the shared volume would write to the local disk",
             ));
         }
     }
-    let mon_hosts: Vec<&String> = seen.iter().filter(|(_, (_, w))| w.mon).map(|(h, _)| h).collect();
-    let view = seen
+    let mon_hosts: Vec<&String> = seen
         .iter()
-        .find_map(|(h, (o, _))| o.cluster.as_ref().filter(|c| !c.quorum().is_empty()).map(|c| (h, c)));
+        .filter(|(_, (_, w))| w.mon)
+        .map(|(h, _)| h)
+        .collect();
+    let view = seen.iter().find_map(|(h, (o, _))| {
+        o.cluster
+            .as_ref()
+            .filter(|c| !c.quorum().is_empty())
+            .map(|c| (h, c))
+    });
     match view {
         Some((h, c)) => {
             let checks: Vec<String> = c
@@ -115,14 +137,22 @@ pub fn findings(
                 bad.push(format!("PGs not active+clean: {}", unclean.join(", ")));
             }
             if q.len() < mon_hosts.len() {
-                bad.push(format!("quorum {} of {} monitors", q.join(","), mon_hosts.len()));
+                bad.push(format!(
+                    "quorum {} of {} monitors",
+                    q.join(","),
+                    mon_hosts.len()
+                ));
             }
             out.entry(h.clone()).or_default().push(finding(
                 "ceph-health",
                 "Ceph is healthy",
                 bad.is_empty(),
                 "HEALTH_OK, every monitor in quorum, PGs active+clean".into(),
-                if bad.is_empty() { c.health().to_owned() } else { format!("{}: {}", c.health(), bad.join("; ")) },
+                if bad.is_empty() {
+                    c.health().to_owned()
+                } else {
+                    format!("{}: {}", c.health(), bad.join("; "))
+                },
                 "a degraded cluster may lose data on the next failure",
             ));
         }

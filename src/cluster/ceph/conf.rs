@@ -31,7 +31,11 @@ pub fn ceph_conf(c: &ConfIn) -> String {
         "# Managed by provision (ceph_cluster). Settings take effect when a daemon restarts.\n\
          [global]\nfsid = {}\nmon_host = {}\npublic_addr = {}\n",
         c.fsid,
-        c.mons.iter().map(|m| addrvec(m)).collect::<Vec<_>>().join(","),
+        c.mons
+            .iter()
+            .map(|m| addrvec(m))
+            .collect::<Vec<_>>()
+            .join(","),
         c.addr
     );
     if let Some(n) = c.public_network {
@@ -147,13 +151,20 @@ mod tests {
     #[test]
     fn mount_unit_names_are_escaped_like_systemd() {
         assert_eq!(mount_unit_name("/mnt/cephfs"), "mnt-cephfs.mount");
-        assert_eq!(mount_unit_name("/srv/shared-data/"), "srv-shared\\x2ddata.mount");
+        assert_eq!(
+            mount_unit_name("/srv/shared-data/"),
+            "srv-shared\\x2ddata.mount"
+        );
     }
 
     #[test]
     fn osd_unit_activates_each_device() {
         let u = osd_unit(&["/dev/sdb".into(), "/dev/sdc".into()], false);
-        assert_eq!(u.matches("ExecStart=-/usr/sbin/ceph-volume raw activate").count(), 2);
+        assert_eq!(
+            u.matches("ExecStart=-/usr/sbin/ceph-volume raw activate")
+                .count(),
+            2
+        );
         assert!(!u.contains("LOOP"));
     }
 }

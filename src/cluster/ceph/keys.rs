@@ -150,7 +150,9 @@ mod tests {
         let a = new_key().unwrap();
         let b = new_key().unwrap();
         assert_ne!(a, b);
-        let raw = base64::engine::general_purpose::STANDARD.decode(&a).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&a)
+            .unwrap();
         assert_eq!(raw.len(), 28);
         assert_eq!(&raw[0..2], &[1, 0]);
         assert_eq!(&raw[10..12], &[16, 0]);
@@ -172,7 +174,10 @@ mod tests {
         assert!(!s.ensure("client.swarm").unwrap());
         let k = keyring(&s, &["client.swarm"], "cephfs", true);
         assert!(k.starts_with("[client.swarm]\n\tkey = "), "{k}");
-        assert!(k.contains("caps osd = \"allow rw tag cephfs data=cephfs\""), "{k}");
+        assert!(
+            k.contains("caps osd = \"allow rw tag cephfs data=cephfs\""),
+            "{k}"
+        );
         assert!(!keyring(&s, &["client.swarm"], "cephfs", false).contains("caps"));
     }
 }

@@ -118,7 +118,10 @@ fn devices_of(m: &Member) -> Result<Vec<Dev>, String> {
             ));
         }
         if out.iter().any(|o: &Dev| o.path == d.path) {
-            return Err(format!("host `{}`: OSD device `{}` is listed twice", m.name, d.path));
+            return Err(format!(
+                "host `{}`: OSD device `{}` is listed twice",
+                m.name, d.path
+            ));
         }
         out.push(d);
     }
@@ -144,15 +147,31 @@ fn cfg_of(m: &Member) -> Result<Cfg, String> {
                 extra.insert(k.clone(), v);
             }
         }
-        Some(v) => return Err(format!("ceph_conf must be a mapping of settings, found {v}")),
+        Some(v) => {
+            return Err(format!(
+                "ceph_conf must be a mapping of settings, found {v}"
+            ))
+        }
     }
     let fs = a.str("fs").map_err(e)?.unwrap_or_default();
-    let mount = a.str("fs_mount").map_err(e)?.unwrap_or_else(|| "/mnt/cephfs".into());
+    let mount = a
+        .str("fs_mount")
+        .map_err(e)?
+        .unwrap_or_else(|| "/mnt/cephfs".into());
     if !fs.is_empty() && (!mount.starts_with('/') || mount == "/") {
-        return Err(format!("cephfs_mount `{mount}` must be an absolute path other than /"));
+        return Err(format!(
+            "cephfs_mount `{mount}` must be an absolute path other than /"
+        ));
     }
-    let client = a.str("fs_client").map_err(e)?.unwrap_or_else(|| "swarm".into());
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+    let client = a
+        .str("fs_client")
+        .map_err(e)?
+        .unwrap_or_else(|| "swarm".into());
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    };
     if !ok(&client) || (!fs.is_empty() && !ok(&fs)) {
         return Err(format!(
             "cephfs name `{fs}` and client `{client}` may hold letters, digits, - and _ only"
@@ -162,14 +181,20 @@ fn cfg_of(m: &Member) -> Result<Cfg, String> {
         fs,
         mount,
         client,
-        public_network: a.str("public_network").map_err(e)?.filter(|s| !s.is_empty()),
+        public_network: a
+            .str("public_network")
+            .map_err(e)?
+            .filter(|s| !s.is_empty()),
         extra,
         allow_loop: a.bool("allow_loop_devices", false).map_err(e)?,
         health_allow: a.list("health_allow").map_err(e)?,
         timeout: a
             .str("health_timeout")
             .map_err(e)?
-            .map(|t| t.parse().map_err(|_| format!("ceph_health_timeout `{t}` is not a number of seconds")))
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| format!("ceph_health_timeout `{t}` is not a number of seconds"))
+            })
             .transpose()?
             .unwrap_or(300),
     })
@@ -192,7 +217,10 @@ impl Batch {
         e.1 += &script;
     }
     fn stdin(&mut self, host: &str, run_on: Option<&str>, data: &str) {
-        if let Some(e) = self.per.get_mut(&(host.to_owned(), run_on.map(str::to_owned))) {
+        if let Some(e) = self
+            .per
+            .get_mut(&(host.to_owned(), run_on.map(str::to_owned)))
+        {
             e.2.extend_from_slice(data.as_bytes());
         }
     }
@@ -219,7 +247,10 @@ impl Ceph {
         self.hosts.values().filter(|h| h.mon).collect()
     }
     fn osd_hosts(&self) -> usize {
-        self.hosts.values().filter(|h| !h.devices.is_empty()).count()
+        self.hosts
+            .values()
+            .filter(|h| !h.devices.is_empty())
+            .count()
     }
     fn entities(&self) -> Vec<String> {
         let mut v = vec!["mon.".to_string(), "client.admin".into()];
@@ -272,10 +303,16 @@ impl Ceph {
             v.push(key(ADMIN_KEYRING.into(), "client.admin"));
         }
         if h.mgr {
-            v.push(key(format!("/var/lib/ceph/mgr/ceph-{}/keyring", h.name), &format!("mgr.{}", h.name)));
+            v.push(key(
+                format!("/var/lib/ceph/mgr/ceph-{}/keyring", h.name),
+                &format!("mgr.{}", h.name),
+            ));
         }
         if h.mds && !fs.is_empty() {
-            v.push(key(format!("/var/lib/ceph/mds/ceph-{}/keyring", h.name), &format!("mds.{}", h.name)));
+            v.push(key(
+                format!("/var/lib/ceph/mds/ceph-{}/keyring", h.name),
+                &format!("mds.{}", h.name),
+            ));
         }
         if !h.devices.is_empty() {
             v.push(key(OSD_KEYRING.into(), "client.bootstrap-osd"));
@@ -332,7 +369,11 @@ impl Ceph {
             return Err(format!(
                 "Ceph: gave up after {} s waiting for {why}{}",
                 self.cfg.timeout,
-                if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
             ));
         }
         self.waiting = Some((why, since));
@@ -382,7 +423,10 @@ impl Step for Ceph {
             .unwrap_or(0)
             .max(self.mons().len());
         if n == 0 {
-            return Err("Ceph needs monitors: put hosts in the `ceph_mons` group (default: the managers)".into());
+            return Err(
+                "Ceph needs monitors: put hosts in the `ceph_mons` group (default: the managers)"
+                    .into(),
+            );
         }
         let even_ok = members
             .first()
@@ -395,7 +439,10 @@ impl Step for Ceph {
             ));
         }
         if !self.hosts.values().any(|h| h.mgr) {
-            return Err("Ceph needs at least one manager: put hosts in `ceph_mgrs` (default: the monitors)".into());
+            return Err(
+                "Ceph needs at least one manager: put hosts in `ceph_mgrs` (default: the monitors)"
+                    .into(),
+            );
         }
         if !self.cfg.fs.is_empty() && !self.hosts.values().any(|h| h.mds) {
             return Err(format!(
@@ -431,7 +478,10 @@ impl Step for Ceph {
                     conf::OSD_DROPIN.into(),
                     conf::DOCKER_DROPIN.into(),
                 ];
-                files.push(format!("/etc/systemd/system/{}", mount_unit_name(&self.cfg.mount)));
+                files.push(format!(
+                    "/etc/systemd/system/{}",
+                    mount_unit_name(&self.cfg.mount)
+                ));
                 let devs: Vec<String> = h.devices.iter().map(|d| d.path.clone()).collect();
                 let s = observe::probe_script(&observe::ProbeOpts {
                     host: &h.name,
@@ -453,7 +503,9 @@ impl Step for Ceph {
             .iter()
             .filter_map(|(h, r)| {
                 let n = self.hosts.get(h).map(|x| x.devices.len()).unwrap_or(0);
-                r.as_ref().ok().map(|o| (h.clone(), observe::parse(&o.stdout, n)))
+                r.as_ref()
+                    .ok()
+                    .map(|o| (h.clone(), observe::parse(&o.stdout, n)))
             })
             .collect();
         for (h, r) in seen {
@@ -464,7 +516,11 @@ impl Step for Ceph {
         let cluster: Option<(String, Cluster)> = self
             .mons()
             .iter()
-            .filter_map(|m| obs.get(&m.name).and_then(|o| o.cluster.clone()).map(|c| (m.name.clone(), c)))
+            .filter_map(|m| {
+                obs.get(&m.name)
+                    .and_then(|o| o.cluster.clone())
+                    .map(|c| (m.name.clone(), c))
+            })
             .find(|(_, c)| !c.quorum().is_empty());
 
         // The cluster's identity: from the state dir, or new when no host has a cluster.
@@ -530,7 +586,11 @@ impl Step for Ceph {
                     continue;
                 }
                 if let Some(dir) = std::path::Path::new(&f.path).parent() {
-                    let owner = if f.owner == "ceph" { "-o ceph -g ceph " } else { "" };
+                    let owner = if f.owner == "ceph" {
+                        "-o ceph -g ceph "
+                    } else {
+                        ""
+                    };
                     script += &format!("install -d {owner}{}\n", quote(&dir.to_string_lossy()));
                 }
                 if f.secret {
@@ -551,7 +611,11 @@ impl Step for Ceph {
                 continue;
             }
             if !writable(&h.name) {
-                self.notes.push(format!("{} (outside --limit) needs {}: the next full run writes it", h.name, changed.join(", ")));
+                self.notes.push(format!(
+                    "{} (outside --limit) needs {}: the next full run writes it",
+                    h.name,
+                    changed.join(", ")
+                ));
                 continue;
             }
             if units {
@@ -560,7 +624,12 @@ impl Step for Ceph {
             if changed.iter().any(|p| p == conf::OSD_UNIT) {
                 script += "systemctl enable provision-ceph-osds.service >/dev/null 2>&1\n";
             }
-            b.add(&h.name, None, format!("write {}", changed.join(", ")), script);
+            b.add(
+                &h.name,
+                None,
+                format!("write {}", changed.join(", ")),
+                script,
+            );
             b.stdin(&h.name, None, &secret_lines);
         }
         if !b.is_empty() {
@@ -570,9 +639,15 @@ impl Step for Ceph {
         // 2. Monitors.
         let mons: Vec<Host> = self.mons().into_iter().cloned().collect();
         let Some((src, c)) = cluster else {
-            let with_data: Vec<&Host> = mons.iter().filter(|m| obs.get(&m.name).is_some_and(|o| o.mon_data)).collect();
+            let with_data: Vec<&Host> = mons
+                .iter()
+                .filter(|m| obs.get(&m.name).is_some_and(|o| o.mon_data))
+                .collect();
             if with_data.is_empty() {
-                if let Some(m) = mons.iter().find(|m| !obs.contains_key(&m.name) || !writable(&m.name)) {
+                if let Some(m) = mons
+                    .iter()
+                    .find(|m| !obs.contains_key(&m.name) || !writable(&m.name))
+                {
                     return Err(format!(
                         "the first Ceph monitors are created together, and {} cannot be: it is unreachable or outside --limit",
                         m.name
@@ -585,12 +660,22 @@ impl Step for Ceph {
                 let keyring = keys::keyring(s, &ents, &self.cfg.fs, true);
                 let mut map = format!("monmaptool --create --clobber --fsid {fsid}");
                 for m in &mons {
-                    map += &format!(" --addv {} {}", quote(&m.name), quote(&conf::addrvec(&m.addr)));
+                    map += &format!(
+                        " --addv {} {}",
+                        quote(&m.name),
+                        quote(&conf::addrvec(&m.addr))
+                    );
                 }
                 let mut b = Batch::default();
                 for m in &mons {
-                    let script = mkfs_script(&m.name, &format!("{map} \"$t/monmap\" >/dev/null"), "");
-                    b.add(&m.name, None, format!("create monitor {} (a new cluster, fsid {fsid})", m.name), script);
+                    let script =
+                        mkfs_script(&m.name, &format!("{map} \"$t/monmap\" >/dev/null"), "");
+                    b.add(
+                        &m.name,
+                        None,
+                        format!("create monitor {} (a new cluster, fsid {fsid})", m.name),
+                        script,
+                    );
                     b.stdin(&m.name, None, &keyring);
                 }
                 return Ok(b.actions());
@@ -598,14 +683,26 @@ impl Step for Ceph {
             let mut b = Batch::default();
             for m in &with_data {
                 if !obs[&m.name].active(&format!("ceph-mon@{}", m.name)) && writable(&m.name) {
-                    b.add(&m.name, None, format!("start monitor {}", m.name), daemon_start("mon", &m.name));
+                    b.add(
+                        &m.name,
+                        None,
+                        format!("start monitor {}", m.name),
+                        daemon_start("mon", &m.name),
+                    );
                 }
             }
             if !b.is_empty() {
                 return Ok(b.actions());
             }
-            let errs: Vec<String> = obs.iter().filter_map(|(h, o)| o.query_error.as_ref().map(|e| format!("{h}: {e}"))).collect();
-            return self.wait("the Ceph monitors to form a quorum".into(), &errs.join("; "), cx);
+            let errs: Vec<String> = obs
+                .iter()
+                .filter_map(|(h, o)| o.query_error.as_ref().map(|e| format!("{h}: {e}")))
+                .collect();
+            return self.wait(
+                "the Ceph monitors to form a quorum".into(),
+                &errs.join("; "),
+                cx,
+            );
         };
         let quorum = c.quorum();
         for m in &mons {
@@ -626,7 +723,10 @@ impl Step for Ceph {
                 return Ok(vec![Action {
                     host: m.name.clone(),
                     run_on: None,
-                    msg: format!("add monitor {} to the cluster (one at a time, then wait for quorum)", m.name),
+                    msg: format!(
+                        "add monitor {} to the cluster (one at a time, then wait for quorum)",
+                        m.name
+                    ),
                     script: format!("set -e\n{}", mkfs_script(&m.name, add, &after)),
                     stdin: Some(keyring.into_bytes()),
                     serial: true,
@@ -643,12 +743,20 @@ impl Step for Ceph {
                         serial: true,
                     }]);
                 }
-                return self.wait(format!("monitor {} to join the quorum", m.name), &format!("quorum is {}", quorum.join(", ")), cx);
+                return self.wait(
+                    format!("monitor {} to join the quorum", m.name),
+                    &format!("quorum is {}", quorum.join(", ")),
+                    cx,
+                );
             }
         }
 
         // 3. Keys the cluster lacks, imported through a monitor for the host they belong to.
-        let missing: Vec<String> = self.entities().into_iter().filter(|e| !c.entities.contains(e)).collect();
+        let missing: Vec<String> = self
+            .entities()
+            .into_iter()
+            .filter(|e| !c.entities.contains(e))
+            .collect();
         if !missing.is_empty() {
             let mut b = Batch::default();
             for e in &missing {
@@ -660,7 +768,10 @@ impl Step for Ceph {
                     .or_else(|| {
                         self.hosts
                             .values()
-                            .find(|h| writable(&h.name) && (e != "client.bootstrap-osd" || !h.devices.is_empty()))
+                            .find(|h| {
+                                writable(&h.name)
+                                    && (e != "client.bootstrap-osd" || !h.devices.is_empty())
+                            })
                             .map(|h| h.name.clone())
                     })
                     .unwrap_or_else(|| src.clone());
@@ -672,7 +783,11 @@ impl Step for Ceph {
                     format!("import the key of {e} into the cluster via {src}"),
                     "read -r k; printf %s \"$k\" | base64 -d | ceph auth import -i - >/dev/null 2>&1\n".into(),
                 );
-                b.stdin(&owner, Some(&src), &format!("{}\n", base64::engine::general_purpose::STANDARD.encode(kr)));
+                b.stdin(
+                    &owner,
+                    Some(&src),
+                    &format!("{}\n", base64::engine::general_purpose::STANDARD.encode(kr)),
+                );
             }
             // Several keys for one owner: each import reads its own line.
             return Ok(b.actions());
@@ -687,17 +802,33 @@ impl Step for Ceph {
                 continue;
             }
             if h.mgr && !o.active(&format!("ceph-mgr@{}", h.name)) {
-                b.add(&h.name, None, format!("start manager {}", h.name), daemon_start("mgr", &h.name));
+                b.add(
+                    &h.name,
+                    None,
+                    format!("start manager {}", h.name),
+                    daemon_start("mgr", &h.name),
+                );
             }
             if h.mds && !self.cfg.fs.is_empty() && !o.active(&format!("ceph-mds@{}", h.name)) {
-                b.add(&h.name, None, format!("start metadata server {}", h.name), daemon_start("mds", &h.name));
+                b.add(
+                    &h.name,
+                    None,
+                    format!("start metadata server {}", h.name),
+                    daemon_start("mds", &h.name),
+                );
             }
-            let env = if self.cfg.allow_loop { "CEPH_VOLUME_ALLOW_LOOP_DEVICES=true " } else { "" };
+            let env = if self.cfg.allow_loop {
+                "CEPH_VOLUME_ALLOW_LOOP_DEVICES=true "
+            } else {
+                ""
+            };
             let mut why = Vec::new();
             let mut osd_script = String::new();
             let mut msgs = Vec::new();
             for (i, d) in h.devices.iter().enumerate() {
-                let Some(dev) = o.devices.get(i) else { continue };
+                let Some(dev) = o.devices.get(i) else {
+                    continue;
+                };
                 let raw = o.raw.iter().find(|r| r.device == d.path);
                 let dq = quote(&d.path);
                 match raw {
@@ -715,10 +846,18 @@ impl Step for Ceph {
                     _ => {}
                 }
                 if dev.missing {
-                    why.push(format!("{} does not exist on {} (or is not a block device)", d.path, h.name));
+                    why.push(format!(
+                        "{} does not exist on {} (or is not a block device)",
+                        d.path, h.name
+                    ));
                     continue;
                 }
-                let foreign = raw.map(|r| format!("OSD {} of another Ceph cluster (fsid {})", r.osd_id, r.ceph_fsid));
+                let foreign = raw.map(|r| {
+                    format!(
+                        "OSD {} of another Ceph cluster (fsid {})",
+                        r.osd_id, r.ceph_fsid
+                    )
+                });
                 let sig = (!dev.signatures.is_empty()).then(|| {
                     let mut s = format!("data ({})", dev.signatures.join(", "));
                     if !dev.reasons.is_empty() {
@@ -771,7 +910,10 @@ impl Step for Ceph {
         let owner = if writable(&src) {
             src.clone()
         } else {
-            mons.iter().find(|m| writable(&m.name)).map(|m| m.name.clone()).unwrap_or(src.clone())
+            mons.iter()
+                .find(|m| writable(&m.name))
+                .map(|m| m.name.clone())
+                .unwrap_or(src.clone())
         };
         let (size, min) = pool_size(self.osd_hosts());
         let mut script = String::new();
@@ -792,13 +934,17 @@ impl Step for Ceph {
         }
         for p in &c.pools {
             let name = p["pool_name"].as_str().unwrap_or("");
-            let Some((s, m)) = c.pool_size(name) else { continue };
+            let Some((s, m)) = c.pool_size(name) else {
+                continue;
+            };
             if (s, m) != (size, min) && !name.is_empty() {
                 let n = quote(name);
                 script += &format!(
                     "ceph osd pool set {n} size {size} --yes-i-really-mean-it >/dev/null\nceph osd pool set {n} min_size {min} >/dev/null\n"
                 );
-                msgs.push(format!("pool {name}: size {size}, min_size {min} (was {s}, {m})"));
+                msgs.push(format!(
+                    "pool {name}: size {size}, min_size {min} (was {s}, {m})"
+                ));
             }
         }
         if !msgs.is_empty() {
@@ -812,7 +958,13 @@ impl Step for Ceph {
             let want: Vec<&Host> = self
                 .hosts
                 .values()
-                .filter(|h| h.client && writable(&h.name) && obs.get(&h.name).is_some_and(|o| !o.mounted(&self.cfg.mount)))
+                .filter(|h| {
+                    h.client
+                        && writable(&h.name)
+                        && obs
+                            .get(&h.name)
+                            .is_some_and(|o| !o.mounted(&self.cfg.mount))
+                })
                 .collect();
             if !want.is_empty() {
                 if !c.mds_active() {
@@ -854,16 +1006,25 @@ impl Step for Ceph {
         let unclean = c.unclean_pgs();
         let mut why = Vec::new();
         if quorum.len() < mons.len() {
-            why.push(format!("quorum is {} of {} monitors", quorum.len(), mons.len()));
+            why.push(format!(
+                "quorum is {} of {} monitors",
+                quorum.len(),
+                mons.len()
+            ));
         }
         if !c.mgr_available() {
             why.push("no manager is active".into());
         }
         if (num as usize) < wanted_osds || up < num || inn < num {
-            why.push(format!("OSDs: {num} known, {up} up, {inn} in, {wanted_osds} wanted"));
+            why.push(format!(
+                "OSDs: {num} known, {up} up, {inn} in, {wanted_osds} wanted"
+            ));
         }
         if !unclean.is_empty() {
-            why.push(format!("placement groups not active+clean: {}", unclean.join(", ")));
+            why.push(format!(
+                "placement groups not active+clean: {}",
+                unclean.join(", ")
+            ));
         }
         if !bad_checks.is_empty() {
             why.push(format!("{} ({})", c.health(), bad_checks.join("; ")));

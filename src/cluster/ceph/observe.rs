@@ -120,7 +120,11 @@ impl Cluster {
     pub fn quorum(&self) -> Vec<String> {
         self.status["quorum_names"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
     pub fn fsid(&self) -> &str {
@@ -147,7 +151,11 @@ impl Cluster {
     }
     pub fn osd_counts(&self) -> (u64, u64, u64) {
         let o = &self.status["osdmap"];
-        let n = |k: &str| o[k].as_u64().or_else(|| o["osdmap"][k].as_u64()).unwrap_or(0);
+        let n = |k: &str| {
+            o[k].as_u64()
+                .or_else(|| o["osdmap"][k].as_u64())
+                .unwrap_or(0)
+        };
         (n("num_osds"), n("num_up_osds"), n("num_in_osds"))
     }
     /// PG states other than active+clean, with counts; empty when all are clean.
@@ -163,7 +171,9 @@ impl Cluster {
             .unwrap_or_default()
     }
     pub fn mgr_available(&self) -> bool {
-        self.status["mgrmap"]["available"].as_bool().unwrap_or(false)
+        self.status["mgrmap"]["available"]
+            .as_bool()
+            .unwrap_or(false)
     }
     pub fn mds_active(&self) -> bool {
         self.status["fsmap"]["by_rank"]
@@ -171,10 +181,12 @@ impl Cluster {
             .is_some_and(|a| a.iter().any(|r| r["status"] == "up:active"))
     }
     pub fn pool_size(&self, name: &str) -> Option<(u64, u64)> {
-        self.pools
-            .iter()
-            .find(|p| p["pool_name"] == name)
-            .map(|p| (p["size"].as_u64().unwrap_or(0), p["min_size"].as_u64().unwrap_or(0)))
+        self.pools.iter().find(|p| p["pool_name"] == name).map(|p| {
+            (
+                p["size"].as_u64().unwrap_or(0),
+                p["min_size"].as_u64().unwrap_or(0),
+            )
+        })
     }
     /// CRUSH host buckets and the OSD ids under each.
     pub fn crush_hosts(&self) -> IndexMap<String, Vec<i64>> {
@@ -244,7 +256,9 @@ pub fn parse(out: &str, ndev: usize) -> Obs {
             }
         }
     }
-    if let Ok(m) = serde_json::from_str::<std::collections::BTreeMap<String, RawOsd>>(get("rawlist").trim()) {
+    if let Ok(m) =
+        serde_json::from_str::<std::collections::BTreeMap<String, RawOsd>>(get("rawlist").trim())
+    {
         o.raw = m.into_values().collect();
     }
     for i in 0..ndev {
