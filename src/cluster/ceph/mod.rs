@@ -586,12 +586,13 @@ impl Step for Ceph {
                     continue;
                 }
                 if let Some(dir) = std::path::Path::new(&f.path).parent() {
-                    let owner = if f.owner == "ceph" {
-                        "-o ceph -g ceph "
+                    let dir = quote(&dir.to_string_lossy());
+                    // Ceph's own directories belong to ceph; /etc ones keep their owner.
+                    script += &if f.path.starts_with("/var/lib/ceph/") {
+                        format!("install -d -o ceph -g ceph {dir}\n")
                     } else {
-                        ""
+                        format!("mkdir -p {dir}\n")
                     };
-                    script += &format!("install -d {owner}{}\n", quote(&dir.to_string_lossy()));
                 }
                 if f.secret {
                     use base64::Engine;
@@ -781,7 +782,8 @@ impl Step for Ceph {
                     &owner,
                     Some(&src),
                     format!("import the key of {e} into the cluster via {src}"),
-                    "read -r k; printf %s \"$k\" | base64 -d | ceph auth import -i - >/dev/null 2>&1\n".into(),
+                    "read -r k; printf %s \"$k\" | base64 -d | ceph auth import -i - >/dev/null\n"
+                        .into(),
                 );
                 b.stdin(
                     &owner,
@@ -877,7 +879,7 @@ impl Step for Ceph {
                     msgs.push(format!("wipe {} (wipe: true; it held {what})", d.path));
                 }
                 osd_script += &format!(
-                    "{env}ceph-volume raw prepare --bluestore --data {dq} >/tmp/provision-ceph-volume.log 2>&1 || {{ tail -5 /tmp/provision-ceph-volume.log >&2; exit 1; }}\n\
+                    "log=$(mktemp); {env}ceph-volume raw prepare --bluestore --data {dq} >\"$log\" 2>&1 || {{ tail -5 \"$log\" >&2; rm -f \"$log\"; exit 1; }}; rm -f \"$log\"\n\
                      {env}ceph-volume raw activate --device {dq} --no-systemd >/dev/null\n\
                      id=$({env}ceph-volume raw list {dq} --format json | python3 -c 'import json,sys; print(list(json.load(sys.stdin).values())[0][\"osd_id\"])')\n\
                      {}",
@@ -922,8 +924,8 @@ impl Step for Ceph {
         if !fs.is_empty() && !c.fs.contains(&fs) {
             let (md, data) = (format!("{fs}_metadata"), format!("{fs}_data"));
             script += &format!(
-                "ceph osd pool create {md} 16 >/dev/null 2>&1\nceph osd pool create {data} 32 >/dev/null 2>&1\n\
-                 ceph osd pool set {md} size {size} --yes-i-really-mean-it >/dev/null 2>&1\nceph osd pool set {data} size {size} --yes-i-really-mean-it >/dev/null 2>&1\n\
+                "ceph osd pool create {md} 16 >/dev/null\nceph osd pool create {data} 32 >/dev/null\n\
+                 ceph osd pool set {md} size {size} --yes-i-really-mean-it >/dev/null\nceph osd pool set {data} size {size} --yes-i-really-mean-it >/dev/null\n\
                  ceph fs new {fs} {md} {data} >/dev/null\n"
             );
             if self.hosts.values().filter(|h| h.mds).count() < 2 {
