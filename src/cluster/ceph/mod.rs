@@ -381,11 +381,15 @@ impl Ceph {
     }
 }
 
-fn daemon_start(kind: &str, name: &str) -> String {
+/// Enables and starts `ceph-KIND@ID`; `id` is a shell word (quoted, or `"$id"`).
+fn start_unit(kind: &str, id: &str) -> String {
     format!(
-        "install -d -o ceph -g ceph -m 770 /run/ceph\nsystemctl enable ceph-{kind}@{n} ceph-{kind}.target >/dev/null 2>&1\nsystemctl start ceph-{kind}@{n}\n",
-        n = quote(name)
+        "install -d -o ceph -g ceph -m 770 /run/ceph\nsystemctl enable ceph-{kind}@{id} ceph-{kind}.target >/dev/null 2>&1\nsystemctl start ceph-{kind}@{id}\n"
     )
+}
+
+fn daemon_start(kind: &str, name: &str) -> String {
+    start_unit(kind, &quote(name))
 }
 
 impl Step for Ceph {
@@ -883,7 +887,7 @@ impl Step for Ceph {
                      {env}ceph-volume raw activate --device {dq} --no-systemd >/dev/null\n\
                      id=$({env}ceph-volume raw list {dq} --format json | python3 -c 'import json,sys; print(list(json.load(sys.stdin).values())[0][\"osd_id\"])')\n\
                      {}",
-                    daemon_start("osd", "$id").replace("'$id'", "\"$id\"")
+                    start_unit("osd", "\"$id\"")
                 );
                 msgs.push(format!("create an OSD on {}", d.path));
             }
