@@ -187,7 +187,9 @@ fn ceph_cluster_on_fresh_hosts() {
             "fuse.ceph-fuse",
             "{n}"
         );
-        assert!(ssh(n, "systemctl show -p After docker.service").contains("mnt-cephfs.mount"));
+        assert!(
+            ssh(n, "systemctl show -p After docker.service").contains("provision-cephfs.service")
+        );
     }
     ssh("node1", &format!("sudo docker run --rm -v /mnt/cephfs:/data {IMAGE} sh -c 'echo written-on-node1 > /data/shared.txt'"));
     assert_eq!(
@@ -300,7 +302,7 @@ fn ceph_cluster_on_fresh_hosts() {
     }
     let (rc, why) = ssh_rc(
         "node2",
-        "findmnt -n -o FSTYPE /mnt/cephfs || { systemctl status mnt-cephfs.mount; sudo journalctl -b -u mnt-cephfs.mount --no-pager | tail -20; }",
+        "findmnt -n -o FSTYPE /mnt/cephfs || { systemctl status provision-cephfs; sudo journalctl -b -u provision-cephfs --no-pager | tail -20; }",
     );
     assert_eq!(
         (rc, why.trim()),

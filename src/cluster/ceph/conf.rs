@@ -81,36 +81,22 @@ pub fn osd_unit(devices: &[String], allow_loop: bool) -> String {
 pub const OSD_DROPIN_TEXT: &str = "# Managed by provision (ceph_cluster)\n[Unit]\n\
     After=provision-ceph-osds.service\nWants=provision-ceph-osds.service\n";
 
-/// The systemd name of a mount unit for `path` (`/mnt/cephfs` -> `mnt-cephfs.mount`).
-pub fn mount_unit_name(path: &str) -> String {
-    let mut out = String::new();
-    for (i, part) in path.trim_matches('/').split('/').enumerate() {
-        if i > 0 {
-            out.push('-');
-        }
-        for (j, b) in part.bytes().enumerate() {
-            let c = b as char;
-            if c.is_ascii_alphanumeric() || c == '_' || (c == '.' && j > 0) || c == ':' {
-                out.push(c);
-            } else {
-                out += &format!("\\x{b:02x}");
-            }
-        }
-    }
-    format!("{out}.mount")
-}
+/// The unit that mounts CephFS: a service, not a mount unit, so that a mount that fails
+/// at boot (the active MDS was on this host and is still failing over) is tried again.
+pub const MOUNT_SERVICE: &str = "provision-cephfs.service";
 
-pub fn mount_unit(path: &str, client: &str, fs: &str) -> String {
+pub fn mount_service(path: &str, client: &str, fs: &str) -> String {
     format!(
         "# Managed by provision (ceph_cluster)\n[Unit]\nDescription=CephFS {fs} on {path} (ceph-fuse)\n\
-         # Explicit ordering: once mounted, systemd sees a local fuse mount and would order it\n\
-         # before local-fs.target, a cycle with network-online.target.\n\
-         DefaultDependencies=no\nConflicts=umount.target\n\
          After=network-online.target remote-fs-pre.target\nWants=network-online.target\n\
-         Before=remote-fs.target umount.target docker.service\n\n\
-         [Mount]\nWhat=none\nWhere={path}\nType=fuse.ceph\n\
-         Options=ceph.id={client},ceph.client_fs={fs},_netdev,defaults\n\n\
-         [Install]\nWantedBy=remote-fs.target multi-user.target\n"
+         Before=remote-fs.target docker.service\n\n\
+         [Service]\nType=simple\nExecStartPre=/bin/mkdir -p {path}\n\
+         ExecStartPre=-/bin/umount -l {path}\n\
+         ExecStart=/usr/bin/ceph-fuse -f --id {client} --client_fs {fs} {path}\n\
+         # Started means mounted: docker, ordered after this unit, finds the volume there.\n\
+         ExecStartPost=/bin/sh -c 'for i in $(seq 120); do mountpoint -q {path} && exit 0; sleep 1; done; exit 1'\n\
+         ExecStopPost=-/bin/umount -l {path}\nRestart=on-failure\nRestartSec=5\nTimeoutStartSec=150\n\n\
+         [Install]\nWantedBy=multi-user.target remote-fs.target\n"
     )
 }
 
@@ -149,12 +135,16 @@ mod tests {
     }
 
     #[test]
-    fn mount_unit_names_are_escaped_like_systemd() {
-        assert_eq!(mount_unit_name("/mnt/cephfs"), "mnt-cephfs.mount");
-        assert_eq!(
-            mount_unit_name("/srv/shared-data/"),
-            "srv-shared\\x2ddata.mount"
+    fn the_mount_service_is_ready_only_once_mounted() {
+        let u = mount_service("/mnt/cephfs", "swarm", "cephfs");
+        assert!(
+            u.contains(
+                "ExecStart=/usr/bin/ceph-fuse -f --id swarm --client_fs cephfs /mnt/cephfs\n"
+            ),
+            "{u}"
         );
+        assert!(u.contains("mountpoint -q /mnt/cephfs") && u.contains("Restart=on-failure"));
+        assert!(u.contains("Before=remote-fs.target docker.service"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn new() -> Box<dyn Step> {
     Box::<Ceph>::default()
 }
 
-pub use conf::{mount_unit_name, pool_size};
+pub use conf::{pool_size, MOUNT_SERVICE};
 
 #[derive(Clone, Debug)]
 struct Dev {
@@ -335,17 +335,17 @@ impl Ceph {
         if h.client && !fs.is_empty() {
             let c = format!("client.{}", self.cfg.client);
             v.push(key(format!("/etc/ceph/ceph.{c}.keyring"), &c));
-            let unit = mount_unit_name(&self.cfg.mount);
+            let unit = MOUNT_SERVICE;
             v.push(File {
                 path: format!("/etc/systemd/system/{unit}"),
-                content: conf::mount_unit(&self.cfg.mount, &self.cfg.client, fs),
+                content: conf::mount_service(&self.cfg.mount, &self.cfg.client, fs),
                 mode: "644",
                 owner: "root",
                 secret: false,
             });
             v.push(File {
                 path: conf::DOCKER_DROPIN.into(),
-                content: conf::docker_dropin(&unit),
+                content: conf::docker_dropin(unit),
                 mode: "644",
                 owner: "root",
                 secret: false,
@@ -482,10 +482,7 @@ impl Step for Ceph {
                     conf::OSD_DROPIN.into(),
                     conf::DOCKER_DROPIN.into(),
                 ];
-                files.push(format!(
-                    "/etc/systemd/system/{}",
-                    mount_unit_name(&self.cfg.mount)
-                ));
+                files.push(format!("/etc/systemd/system/{MOUNT_SERVICE}"));
                 let devs: Vec<String> = h.devices.iter().map(|d| d.path.clone()).collect();
                 let s = observe::probe_script(&observe::ProbeOpts {
                     host: &h.name,
@@ -976,7 +973,7 @@ impl Step for Ceph {
                 if !c.mds_active() {
                     return self.wait(format!("an active metadata server for CephFS {fs}"), "", cx);
                 }
-                let unit = mount_unit_name(&self.cfg.mount);
+                let unit = MOUNT_SERVICE;
                 let mut b = Batch::default();
                 for h in want {
                     b.add(
@@ -986,7 +983,7 @@ impl Step for Ceph {
                         format!(
                             "install -d {m}\nsystemctl enable {u} >/dev/null 2>&1\nsystemctl restart {u}\nmountpoint -q {m}\n",
                             m = quote(&self.cfg.mount),
-                            u = quote(&unit)
+                            u = unit
                         ),
                     );
                 }
