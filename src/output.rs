@@ -454,7 +454,8 @@ impl Reporter {
             .as_ref()
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).failures.clone())
             .unwrap_or_default();
-        let groups = group_failures(&failures);
+        let order: Vec<&str> = rows.iter().map(|(h, _)| h.as_str()).collect();
+        let groups = group_failures(&failures, &order);
         let exceptions: Vec<&(String, Tally)> = rows
             .iter()
             .filter(|(_, t)| t.failed > 0 || t.unreachable > 0)
@@ -503,8 +504,12 @@ impl Reporter {
     }
 }
 
-/// Failures grouped by task and the first line of their error, largest group first.
-pub fn group_failures(f: &[(String, String, String)]) -> Vec<(String, String, Vec<String>)> {
+/// Failures grouped by task and the first line of their error, largest group first,
+/// each group's hosts in `order` (the inventory's; hosts fail in any order).
+pub fn group_failures(
+    f: &[(String, String, String)],
+    order: &[&str],
+) -> Vec<(String, String, Vec<String>)> {
     let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
     for (host, what, msg) in f {
         let first = msg.lines().next().unwrap_or("").trim().to_owned();
@@ -516,6 +521,11 @@ pub fn group_failures(f: &[(String, String, String)]) -> Vec<(String, String, Ve
             }
             None => groups.push((what.clone(), first, vec![host.clone()])),
         }
+    }
+    let rank: std::collections::HashMap<&str, usize> =
+        order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    for g in &mut groups {
+        g.2.sort_by_key(|h| rank.get(h.as_str()).copied().unwrap_or(usize::MAX));
     }
     groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
     groups
@@ -621,12 +631,15 @@ mod tests {
     #[test]
     fn failures_group_by_task_and_first_line() {
         let f = |h: &str, w: &str, m: &str| (h.to_string(), w.to_string(), m.to_string());
-        let g = group_failures(&[
-            f("a", "r : t", "exit 1: disk full\nmore"),
-            f("b", "r : t", "exit 1: disk full"),
-            f("c", "r : u", "boom"),
-            f("b", "r : t", "exit 1: disk full"),
-        ]);
+        let g = group_failures(
+            &[
+                f("b", "r : t", "exit 1: disk full\nmore"),
+                f("a", "r : t", "exit 1: disk full"),
+                f("c", "r : u", "boom"),
+                f("b", "r : t", "exit 1: disk full"),
+            ],
+            &["a", "b", "c"],
+        );
         assert_eq!(g.len(), 2);
         assert_eq!(
             g[0],
