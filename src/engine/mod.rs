@@ -278,7 +278,7 @@ fn text_reads_facts(v: &Value, facts: &[&str]) -> bool {
 
 /// Could any task, handler, template or variable of the play read another host's facts?
 fn play_reads_facts(p: &Play) -> bool {
-    let facts = target::fact_names();
+    let facts = target::FACT_NAMES;
     let task = |t: &play::Task| {
         text_reads_facts(&t.args.to_json(), &facts)
             || [&t.when, &t.changed_when].iter().any(|w| {
@@ -301,7 +301,7 @@ fn play_reads_facts(p: &Play) -> bool {
 }
 
 fn inv_reads_facts(inv: &Inventory) -> bool {
-    let facts = target::fact_names();
+    let facts = target::FACT_NAMES;
     inv.hosts
         .values()
         .any(|h| h.vars.values().any(|v| text_reads_facts(v, &facts)))
@@ -387,20 +387,28 @@ pub struct Shared {
     pub vars: [(&'static str, minijinja::Value); 2],
 }
 
-/// The remote lock: held on its own channel as long as the connection lives, so a run
-/// that dies (or loses the host) releases it. Waits `wait` for another holder.
+/// The remote lock, then the facts, on one channel held as long as the connection lives,
+/// so a run that dies (or loses the host) releases the lock. Waits `wait` for another
+/// holder. The lock is flock on descriptor 9, which the final `cat` keeps open.
 fn lock_script(wait: Duration) -> String {
     let holder = crate::transport::quote(&crate::state::holder());
     format!(
-        r#"L=/run/lock/provision.lock; [ -d /run/lock ] && [ -w /run/lock ] || L=/tmp/provision.lock
-command -v flock >/dev/null 2>&1 || {{ echo PROVISION-LOCKED no-flock; exec cat >/dev/null; }}
-export L H={holder}
-flock -w {} -E 75 "$L" sh -c 'printf "%s
-" "$H" > "$L.holder" 2>/dev/null; echo PROVISION-LOCKED; exec cat >/dev/null' && exit 0
-rc=$?; echo "held by $(cat "$L.holder" 2>/dev/null || echo 'an unknown run')"; exit $rc"#,
-        wait.as_secs().max(1)
+        r#"PL=/run/lock/provision.lock; [ -d /run/lock ] && [ -w /run/lock ] || PL=/tmp/provision.lock
+if command -v flock >/dev/null 2>&1; then
+  {{ [ -e "$PL" ] || : > "$PL"; }} 2>/dev/null
+  command exec 9<"$PL" || exit 76
+  flock -w {} -E 75 9 || {{ rc=$?; echo "held by $(cat "$PL.holder" 2>/dev/null || echo 'an unknown run')"; exit $rc; }}
+  printf '%s\n' {holder} > "$PL.holder" 2>/dev/null
+fi
+{}
+echo {LOCK_READY}
+exec cat >/dev/null"#,
+        wait.as_secs().max(1),
+        target::FACTS
     )
 }
+
+const LOCK_READY: &str = "PROVISION-LOCKED-AND-READY";
 
 /// Why a host could not be started on.
 #[derive(Debug)]
@@ -430,31 +438,34 @@ pub(crate) async fn connect_host(
     let unreachable =
         |e: crate::transport::TransportError| ConnectError::Unreachable(e.to_string());
     let conn = Conn::connect(t).await.map_err(unreachable)?;
-    let lock_cmd = lock_script(lock_wait);
-    let (locked, facts) = tokio::join!(
-        async {
-            if lock {
-                Some(conn.hold(&lock_cmd, "PROVISION-LOCKED").await)
-            } else {
-                None
+    // With the lock, the facts come on the lock's own channel: one exec, not two.
+    let facts = if lock {
+        match conn.hold(&lock_script(lock_wait), LOCK_READY).await {
+            Err(e) => return Err(unreachable(e)),
+            Ok(Err(out)) if !out.stdout.starts_with("held by ") => {
+                return Err(ConnectError::Failed(format!(
+                    "the host lock could not be taken (exit {}): {}",
+                    out.rc,
+                    crate::sys::tail(format!("{}{}", out.stdout, out.stderr).trim(), 3)
+                )))
             }
-        },
-        conn.run(target::FACTS, None, None)
-    );
-    match locked {
-        Some(Err(e)) => return Err(unreachable(e)),
-        Some(Ok(Err(out))) => {
-            return Err(ConnectError::Failed(
-                format!(
-                    "another provision run is working on this host ({}); waited {} s.                      Run again when it is done (a run that died releases its lock when its connection closes)",
+            Ok(Err(out)) => {
+                return Err(ConnectError::Failed(format!(
+                    "another provision run is working on this host ({}); waited {} s. \
+                     Run again when it is done (a run that died releases its lock when its connection closes)",
                     out.stdout.trim().trim_start_matches("held by "),
                     lock_wait.as_secs()
-                ),
-            ))
+                )))
+            }
+            Ok(Ok(out)) => out,
         }
-        _ => {}
-    }
-    let facts = target::parse_facts(&facts.map_err(unreachable)?.stdout);
+    } else {
+        conn.run(target::FACTS, None, None)
+            .await
+            .map_err(unreachable)?
+            .stdout
+    };
+    let facts = target::parse_facts(&facts);
     if facts.get("ansible_sudo").and_then(Value::as_str) == Some("no")
         && conn.target.become_pass.is_some()
     {

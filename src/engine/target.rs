@@ -8,14 +8,46 @@ use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The facts script: builtins where the shell has them, six programs in all.
 pub const FACTS: &str = r#"set +e; . /etc/os-release 2>/dev/null
-echo "ansible_distribution=$ID"; echo "ansible_distribution_version=$VERSION_ID"; echo "ansible_distribution_release=$VERSION_CODENAME"
-echo "ansible_architecture=$(uname -m)"; echo "ansible_kernel=$(uname -r)"; echo "ansible_hostname=$(hostname)"; echo "ansible_fqdn=$(hostname -f 2>/dev/null || hostname)"
-echo "ansible_default_ipv4_address=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
-echo "ansible_all_ipv4_addresses=$(hostname -I 2>/dev/null)"
-if [ -d /run/systemd/system ]; then echo ansible_service_mgr=systemd; else echo ansible_service_mgr=sysv; fi
-echo "ansible_memtotal_mb=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)"; echo "ansible_processor_vcpus=$(nproc)"
-echo "ansible_user_id=$(id -un)"; echo "provision_ssh_client=${SSH_CONNECTION%% *}"; sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
+read -r k < /proc/sys/kernel/osrelease; read -r n < /proc/sys/kernel/hostname
+m=0; while read -r a b _; do [ "$a" = MemTotal: ] && m=$((b / 1024)) && break; done < /proc/meminfo
+r=$(ip -4 route get 1.1.1.1 2>/dev/null); case "$r" in *" src "*) r=${r#* src }; r=${r%% *} ;; *) r= ;; esac
+if [ -d /run/systemd/system ]; then s=systemd; else s=sysv; fi
+echo "ansible_distribution=$ID
+ansible_distribution_version=$VERSION_ID
+ansible_distribution_release=$VERSION_CODENAME
+ansible_architecture=$(uname -m)
+ansible_kernel=$k
+ansible_hostname=$n
+ansible_fqdn=$(hostname -f 2>/dev/null || echo "$n")
+ansible_default_ipv4_address=$r
+ansible_all_ipv4_addresses=$(hostname -I 2>/dev/null)
+ansible_service_mgr=$s
+ansible_memtotal_mb=$m
+ansible_processor_vcpus=$(nproc)
+ansible_user_id=${USER:-$(id -un)}
+provision_ssh_client=${SSH_CONNECTION%% *}"
+sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
+
+/// The names the facts script sets.
+pub const FACT_NAMES: &[&str] = &[
+    "ansible_distribution",
+    "ansible_distribution_version",
+    "ansible_distribution_release",
+    "ansible_architecture",
+    "ansible_kernel",
+    "ansible_hostname",
+    "ansible_fqdn",
+    "ansible_default_ipv4_address",
+    "ansible_all_ipv4_addresses",
+    "ansible_service_mgr",
+    "ansible_memtotal_mb",
+    "ansible_processor_vcpus",
+    "ansible_user_id",
+    "provision_ssh_client",
+    "ansible_sudo",
+];
 
 pub fn parse_facts(out: &str) -> Map<String, Value> {
     let mut m = Map::new();
@@ -190,18 +222,6 @@ impl Prepared {
     }
 }
 
-/// The names the facts script sets.
-pub fn fact_names() -> Vec<&'static str> {
-    FACTS
-        .split("echo \"")
-        .skip(1)
-        .chain(FACTS.split("&& echo ").skip(1))
-        .chain(FACTS.split("|| echo ").skip(1))
-        .filter_map(|s| s.split('=').next())
-        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .collect()
-}
-
 /// Could this template text read a host's facts through `hostvars`? True for
 /// `hostvars[h].ansible_kernel`, `hostvars[h]['ansible_fqdn']`, and for any use that
 /// is not a plain key lookup (`hostvars | dict2items`, `hostvars[h]` handed on).
@@ -264,14 +284,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn facts_read_through_hostvars_are_found() {
-        let f = fact_names();
-        assert!(f.contains(&"ansible_default_ipv4_address") && f.contains(&"provision_ssh_client"));
+    fn the_facts_script_sets_every_named_fact_under_dash() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", FACTS])
+            .env("USER", "tester")
+            .env("SSH_CONNECTION", "10.0.0.9 5000 10.0.0.1 22")
+            .output()
+            .unwrap();
+        let facts = parse_facts(&String::from_utf8_lossy(&out.stdout));
+        let keys: Vec<&str> = facts.keys().map(String::as_str).collect();
+        let mut want = FACT_NAMES.to_vec();
+        want.sort();
+        assert_eq!(keys, want, "{facts:?}");
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(facts["ansible_kernel"], kernel.trim());
+        assert_eq!(facts["ansible_user_id"], "tester");
+        assert_eq!(facts["provision_ssh_client"], "10.0.0.9");
         assert!(
-            f.contains(&"ansible_sudo") && f.contains(&"ansible_kernel"),
-            "{f:?}"
+            facts["ansible_memtotal_mb"].as_u64().unwrap() > 0,
+            "{facts:?}"
         );
-        let reads = |t: &str| reads_facts_via_hostvars(t, &f);
+        assert!(facts["ansible_processor_vcpus"].as_u64().unwrap() > 0);
+        let addr = facts["ansible_default_ipv4_address"].as_str().unwrap();
+        assert!(
+            addr.is_empty() || addr.parse::<std::net::Ipv4Addr>().is_ok(),
+            "{addr}"
+        );
+    }
+
+    #[test]
+    fn facts_read_through_hostvars_are_found() {
+        let f = FACT_NAMES;
+        let reads = |t: &str| reads_facts_via_hostvars(t, f);
         assert!(!reads(
             "{% for h in groups['all'] %}{{ hostvars[h].ansible_host | default(h) }}{% endfor %}"
         ));

@@ -419,7 +419,7 @@ for s in $sids; do $S pkill -KILL -s "$s"; done; true"#
         &self,
         script: &str,
         ready: &str,
-    ) -> Result<Result<(), Output>, TransportError> {
+    ) -> Result<Result<String, Output>, TransportError> {
         self.commands.fetch_add(1, Ordering::Relaxed);
         let proto = |e: russh::Error| TransportError::Protocol(e.to_string());
         let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
@@ -431,9 +431,11 @@ for s in $sids; do $S pkill -KILL -s "$s"; done; true"#
             match msg {
                 ChannelMsg::Data { data } => {
                     out.extend_from_slice(&data);
-                    if String::from_utf8_lossy(&out).contains(ready) {
+                    let text = String::from_utf8_lossy(&out);
+                    if let Some(i) = text.find(ready) {
+                        let before = text[..i].to_owned();
                         self.held.lock().await.push(ch);
-                        return Ok(Ok(()));
+                        return Ok(Ok(before));
                     }
                 }
                 ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
