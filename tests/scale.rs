@@ -135,6 +135,76 @@ fn fifty_light_hosts() {
         "ok tasks listed"
     );
 
+    // The audit of many hosts: drift grouped by rule (node5 fixed by hand), the
+    // unreachable host grouped by error, no row per host.
+    ssh(
+        "node5",
+        "sudo sed -i '1i PermitRootLogin no' /etc/ssh/sshd_config",
+    );
+    let audit = |extra: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .arg("audit")
+            .arg(d.path().join("inventory.yml"))
+            .args(["--connect-timeout", "3"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (rc, out) = audit(&[]);
+    assert_eq!(rc, Some(3), "{out}");
+    assert!(
+        out.contains(&format!(
+            "AUDIT {} hosts: compliant=0 drifted={N} not_checked=1",
+            N + 1
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{N:>5} host(s)  ssh-password-auth ")),
+        "{out}"
+    );
+    let root = &out[out.find("  ssh-root-login ").expect("a root login group")..];
+    assert!(
+        out.contains(&format!("{:>5} host(s)  ssh-root-login ", N - 1)),
+        "{out}"
+    );
+    assert!(
+        root.contains(
+            "node1, node2, node3, node4, node6, node7, node8, node9, node10, node11 and 39 more"
+        ),
+        "{root}"
+    );
+    let errors = &out[out.find("NOT CHECKED by error").expect("an error group")..];
+    assert!(
+        errors.contains("    1 host(s)  unreachable: ") && errors.contains("ghost"),
+        "{errors}"
+    );
+    assert!(!out.contains("round_trips="), "a row per host:\n{out}");
+
+    let (rc, out) = audit(&["--output", "json"]);
+    assert_eq!(rc, Some(3), "{out}");
+    let summary: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "audit_summary")
+        .expect("an audit summary");
+    assert_eq!(summary["summary"]["drifted"], N, "{summary}");
+    let root = summary["drift_by_rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["rule"] == "ssh-root-login")
+        .expect("the root login group");
+    assert_eq!(root["hosts"].as_array().unwrap().len(), N - 1);
+    assert_eq!(
+        summary["not_checked_by_error"][0]["hosts"],
+        serde_json::json!(["ghost"])
+    );
+
     // `lab down` leaves nothing: no namespace, cgroup or host directory.
     drop(lab);
     let netns = std::process::Command::new("ip")

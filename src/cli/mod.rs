@@ -161,6 +161,10 @@ pub struct AuditArgs {
     /// The controller's state directory, for the CA that certificates are checked against
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Report: every host's drift, or (for many hosts) one bar while checking, then the
+    /// drift grouped by rule and the hosts not checked grouped by error; auto: summary above 40 hosts
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 }
 
 #[derive(Subcommand, Debug)]
@@ -348,14 +352,36 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
             return Ok(exit::INVALID);
         }
     };
-    let results = rt.block_on(crate::engine::audit(&prepared, &opts, ca.as_deref()));
+    let view = crate::output::AuditView {
+        json: matches!(a.output, OutputMode::Json),
+        verbose: a.verbose,
+        summary: match a.progress {
+            ProgressMode::Auto => prepared.hosts.len() > crate::output::CROWD,
+            ProgressMode::Hosts => false,
+            ProgressMode::Summary => true,
+        },
+    };
+    let bar = (view.summary && !view.json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| {
+            let pb = indicatif::ProgressBar::new(prepared.hosts.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} audited {pos}/{len} {bar:30} {elapsed:>4}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            pb
+        });
+    let done: std::sync::Arc<dyn Fn() + Send + Sync> = match bar.clone() {
+        Some(pb) => std::sync::Arc::new(move || pb.inc(1)),
+        None => std::sync::Arc::new(|| {}),
+    };
+    let results = rt.block_on(crate::engine::audit(&prepared, &opts, ca.as_deref(), done));
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
     let secs = started.elapsed().as_secs_f64();
-    let (drift, broken) = crate::output::audit_report(
-        &results,
-        matches!(a.output, OutputMode::Json),
-        a.verbose,
-        secs,
-    );
+    let (drift, broken) = crate::output::audit_report(&results, &view, secs);
     Ok(if broken > 0 {
         exit::UNREACHABLE
     } else if drift > 0 {

@@ -635,10 +635,20 @@ pub type AuditResult = Result<Vec<crate::hardening::audit::Finding>, String>;
 
 /// Checks every hardening rule on every host, read-only: one connection and one
 /// command per host. Returns the results and the round trips made per host.
+/// Calls its function when dropped: one host's audit is over, however it ended.
+struct Tick(Arc<dyn Fn() + Send + Sync>);
+
+impl Drop for Tick {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
 pub async fn audit(
     p: &Prepared,
     o: &Options,
     ca_pem: Option<&str>,
+    done: Arc<dyn Fn() + Send + Sync>,
 ) -> IndexMap<String, (AuditResult, u64)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     let mut joins = Vec::new();
@@ -711,8 +721,10 @@ pub async fn audit(
             _ => None,
         };
         let first_manager = first_mgr.as_deref() == Some(h.as_str());
+        let done = done.clone();
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
+            let _tick = Tick(done);
             let wall = match wall {
                 Some(Err(e)) => return (Err(format!("firewall: {e}")), 0, None, None, None),
                 Some(Ok(w)) => Some(w),

@@ -8,6 +8,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod audit;
+pub use audit::{audit_report, AuditView};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Text,
@@ -487,11 +490,7 @@ impl Reporter {
                 if !groups.is_empty() {
                     out += "FAILURES by task and error\n";
                     for (what, msg, hs) in &groups {
-                        let names = if hs.len() > 10 {
-                            format!("{} and {} more", hs[..10].join(", "), hs.len() - 10)
-                        } else {
-                            hs.join(", ")
-                        };
+                        let names = some_names(hs);
                         out += &format!("{:>5} host(s)  {what}: {msg}\n       {names}\n", hs.len());
                     }
                 }
@@ -510,104 +509,45 @@ pub fn group_failures(
     f: &[(String, String, String)],
     order: &[&str],
 ) -> Vec<(String, String, Vec<String>)> {
-    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
-    for (host, what, msg) in f {
+    let rank: HashMap<&str, usize> = order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    let mut sorted: Vec<&(String, String, String)> = f.iter().collect();
+    sorted.sort_by_key(|(h, _, _)| rank.get(h.as_str()).copied().unwrap_or(usize::MAX));
+    group_hosts(sorted.into_iter().map(|(h, what, msg)| {
         let first = msg.lines().next().unwrap_or("").trim().to_owned();
-        match groups.iter_mut().find(|(w, m, _)| w == what && *m == first) {
-            Some(g) => {
-                if !g.2.contains(host) {
-                    g.2.push(host.clone())
+        (h.as_str(), (what.clone(), first))
+    }))
+    .into_iter()
+    .map(|((what, msg), hosts)| (what, msg, hosts))
+    .collect()
+}
+
+/// Hosts grouped by a key, largest group first (ties in first-seen order), each
+/// group's hosts in the order given and named once.
+pub fn group_hosts<'a, K: PartialEq>(
+    items: impl IntoIterator<Item = (&'a str, K)>,
+) -> Vec<(K, Vec<String>)> {
+    let mut groups: Vec<(K, Vec<String>)> = Vec::new();
+    for (host, key) in items {
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, hs)) => {
+                if !hs.iter().any(|h| h == host) {
+                    hs.push(host.to_owned())
                 }
             }
-            None => groups.push((what.clone(), first, vec![host.clone()])),
+            None => groups.push((key, vec![host.to_owned()])),
         }
     }
-    let rank: std::collections::HashMap<&str, usize> =
-        order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
-    for g in &mut groups {
-        g.2.sort_by_key(|h| rank.get(h.as_str()).copied().unwrap_or(usize::MAX));
-    }
-    groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
     groups
 }
 
-/// Prints what `provision audit` found; returns (rules drifted, hosts not checked).
-pub fn audit_report(
-    results: &indexmap::IndexMap<String, (crate::engine::AuditResult, u64)>,
-    json_mode: bool,
-    verbose: u8,
-    seconds: f64,
-) -> (usize, usize) {
-    let (mut drift, mut broken) = (0usize, 0usize);
-    let mut summary = Vec::new();
-    for (host, (res, round_trips)) in results {
-        match res {
-            Err(e) => {
-                broken += 1;
-                if json_mode {
-                    out!("{}", json!({"event": "audit", "host": host, "error": e}));
-                } else {
-                    out!("{host:<12} ERROR  {e}");
-                }
-                summary.push(json!({"host": host, "error": e}));
-            }
-            Ok(findings) => {
-                let failed = findings.iter().filter(|f| !f.pass).count();
-                drift += failed;
-                if json_mode {
-                    out!(
-                        "{}",
-                        json!({"event": "audit", "host": host, "findings": findings})
-                    );
-                } else {
-                    for f in findings.iter().filter(|f| !f.pass || verbose > 0) {
-                        out!(
-                            "{host:<12} {}  {:<28} {}",
-                            if f.pass { "pass " } else { "DRIFT" },
-                            f.id,
-                            f.title
-                        );
-                        if !f.pass {
-                            out!("{:<12}        expected: {}\n{:<12}        actual:   {}\n{:<12}        why:      {}", "", f.expected, "", f.actual, "", f.reason);
-                        } else if !f.actual.is_empty() {
-                            out!("{:<12}        actual:   {}", "", f.actual);
-                        }
-                    }
-                }
-                summary.push(
-                    json!({"host": host, "rules": findings.len(), "pass": findings.len() - failed,
-                    "drift": failed, "round_trips": round_trips}),
-                );
-            }
-        }
-    }
-    if json_mode {
-        out!(
-            "{}",
-            json!({"event": "audit_summary", "hosts": summary, "drift": drift, "errors": broken, "seconds": seconds})
-        );
+/// Up to ten names, then how many more.
+pub fn some_names(hs: &[String]) -> String {
+    if hs.len() > 10 {
+        format!("{} and {} more", hs[..10].join(", "), hs.len() - 10)
     } else {
-        out!("\nAUDIT");
-        for s in &summary {
-            match s.get("error") {
-                Some(_) => out!("{:<12} not checked", s["host"].as_str().unwrap_or("")),
-                None => out!(
-                    "{:<12} rules={:<4} pass={:<4} drift={:<4} round_trips={}",
-                    s["host"].as_str().unwrap_or(""),
-                    s["rules"],
-                    s["pass"],
-                    s["drift"],
-                    s["round_trips"]
-                ),
-            }
-        }
-        if drift == 0 && broken == 0 {
-            out!("compliant: every rule holds on every host ({seconds:.1}s)");
-        } else {
-            out!("{drift} rule(s) drifted, {broken} host(s) not checked ({seconds:.1}s)");
-        }
+        hs.join(", ")
     }
-    (drift, broken)
 }
 
 /// Every string under a secret-looking key, at any depth.
