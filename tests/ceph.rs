@@ -335,9 +335,65 @@ fn ceph_cluster_on_fresh_hosts() {
         dump.contains("[v2:10.200.0.15:3300/0,v1:10.200.0.15:6789/0] mon.node5"),
         "{dump}"
     );
+    assert!(
+        !out8.contains("restart ceph-"),
+        "new monitors restarted a daemon: {out8}"
+    );
     let (rc, out9) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out9}");
     assert_eq!(recap(&out9, "node5", "changed"), 0, "{out9}");
+
+    // A changed setting: every daemon restarted, one at a time, the cluster healthy after.
+    let inv = d.path().join("inventory.yml");
+    let yaml = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(
+        &inv,
+        yaml.replace(
+            "osd_memory_target: 939524096",
+            "osd_memory_target: 939524096, osd_max_backfills: 3",
+        ),
+    )
+    .unwrap();
+    let before: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    let t = Instant::now();
+    let (rc, out10) = run(d.path(), &[]);
+    assert_eq!(rc, Some(0), "{out10}");
+    println!(
+        "rolling restart of 15 daemons: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    for u in [
+        "ceph-mon@node1",
+        "ceph-mon@node5",
+        "ceph-mgr@node3",
+        "ceph-mds@node2",
+        osd2.as_str(),
+    ] {
+        assert!(out10.contains(&format!("restart {u}")), "{u}: {out10}");
+    }
+    let after: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a != b && a != "0"),
+        "{before:?} {after:?}"
+    );
+    let id = osd2.trim_start_matches("ceph-osd@");
+    assert!(
+        ssh(
+            "node2",
+            &format!("sudo ceph daemon osd.{id} config get osd_max_backfills")
+        )
+        .contains("\"3\""),
+        "the OSD runs without the new setting"
+    );
+    let s = status();
+    assert_eq!(s["health"]["status"], "HEALTH_OK", "{s}");
+    let (rc, out11) = run(d.path(), &[]);
+    assert_eq!(rc, Some(0), "{out11}");
+    assert!(!out11.contains("restart ceph-"), "{out11}");
+    assert_eq!(
+        after,
+        units.iter().map(|u| pid("node2", u)).collect::<Vec<_>>()
+    );
 
     // Lost keys are never remade for a running cluster.
     std::fs::rename(&state, d.path().join("ceph.json.bak")).unwrap();

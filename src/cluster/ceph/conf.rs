@@ -28,7 +28,7 @@ pub struct ConfIn<'a> {
 
 pub fn ceph_conf(c: &ConfIn) -> String {
     let mut s = format!(
-        "# Managed by provision (ceph_cluster). Settings take effect when a daemon restarts.\n\
+        "# Managed by provision (ceph_cluster). A changed setting restarts the daemons, one at a time.\n\
          [global]\nfsid = {}\nmon_host = {}\npublic_addr = {}\n",
         c.fsid,
         c.mons
@@ -54,6 +54,25 @@ pub fn ceph_conf(c: &ConfIn) -> String {
         s += &format!("{k} = {v}\n");
     }
     s
+}
+
+/// Written only when the settings daemons read at start change: a daemon started before
+/// its last change runs with old settings and is restarted (one at a time).
+pub const SETTINGS_STAMP: &str = "/etc/ceph/provision-settings";
+
+/// The stamp: a digest of ceph.conf's settings, without what daemons learn from the
+/// cluster itself (the monitors' addresses, the pool defaults provision applies to pools).
+pub fn settings_stamp(c: &ConfIn) -> String {
+    use sha2::Digest;
+    let mut s = format!("public_network = {:?}\n", c.public_network);
+    for (k, v) in c.extra {
+        s += &format!("{k} = {v}\n");
+    }
+    format!(
+        "# Managed by provision (ceph_cluster): the digest of the ceph.conf settings daemons\n\
+         # read at start. A daemon started before this file changed is restarted.\n{}\n",
+        hex::encode(sha2::Sha256::digest(s.as_bytes()))
+    )
 }
 
 pub const OSD_UNIT: &str = "/etc/systemd/system/provision-ceph-osds.service";
@@ -124,6 +143,29 @@ mod tests {
         assert!(c.contains("public_addr = 10.0.0.9\n"));
         assert!(c.contains("mon_allow_pool_size_one = true\n"));
         assert!(c.ends_with("mon_data_avail_warn = 5\n"));
+    }
+
+    #[test]
+    fn the_settings_stamp_changes_with_settings_only() {
+        let a: IndexMap<String, String> =
+            [("osd_max_backfills".to_string(), "1".to_string())].into();
+        let b: IndexMap<String, String> =
+            [("osd_max_backfills".to_string(), "2".to_string())].into();
+        let mons = ["10.0.0.1".to_string()];
+        let more = ["10.0.0.1".to_string(), "10.0.0.2".into(), "10.0.0.3".into()];
+        let c = |mons: &[String], size, extra| {
+            settings_stamp(&ConfIn {
+                fsid: "f",
+                mons,
+                addr: "10.0.0.9",
+                public_network: None,
+                size: pool_size(size),
+                extra,
+            })
+        };
+        // New monitors or more OSD hosts restart nothing; a changed setting does.
+        assert_eq!(c(&mons, 1, &a), c(&more, 3, &a));
+        assert_ne!(c(&mons, 1, &a), c(&mons, 1, &b));
     }
 
     #[test]

@@ -278,20 +278,25 @@ impl Ceph {
         let s = self.secrets();
         let mon_addrs: Vec<String> = self.mons().iter().map(|m| m.addr.clone()).collect();
         let fs = &self.cfg.fs;
-        let mut v = vec![File {
-            path: "/etc/ceph/ceph.conf".into(),
-            content: conf::ceph_conf(&conf::ConfIn {
-                fsid: &s.fsid,
-                mons: &mon_addrs,
-                addr: &h.addr,
-                public_network: self.cfg.public_network.as_deref(),
-                size: pool_size(self.osd_hosts()),
-                extra: &self.cfg.extra,
-            }),
+        let cin = conf::ConfIn {
+            fsid: &s.fsid,
+            mons: &mon_addrs,
+            addr: &h.addr,
+            public_network: self.cfg.public_network.as_deref(),
+            size: pool_size(self.osd_hosts()),
+            extra: &self.cfg.extra,
+        };
+        let plain = |path: &str, content: String| File {
+            path: path.into(),
+            content,
             mode: "644",
             owner: "root",
             secret: false,
-        }];
+        };
+        let mut v = vec![
+            plain("/etc/ceph/ceph.conf", conf::ceph_conf(&cin)),
+            plain(conf::SETTINGS_STAMP, conf::settings_stamp(&cin)),
+        ];
         let key = |path: String, entity: &str| File {
             path,
             content: keys::keyring(s, &[entity], fs, false),
@@ -473,6 +478,7 @@ impl Step for Ceph {
             .map(|h| {
                 let mut files: Vec<String> = vec![
                     "/etc/ceph/ceph.conf".into(),
+                    conf::SETTINGS_STAMP.into(),
                     ADMIN_KEYRING.into(),
                     OSD_KEYRING.into(),
                     format!("/var/lib/ceph/mgr/ceph-{}/keyring", h.name),
@@ -608,6 +614,13 @@ impl Step for Ceph {
                 }
                 units |= f.path.starts_with("/etc/systemd/");
                 changed.push(f.path);
+            }
+            // A first stamp beside an unchanged ceph.conf (a cluster made before stamps)
+            // dates from that ceph.conf: nothing is restarted for it.
+            let conf_kept = !changed.iter().any(|p| p == "/etc/ceph/ceph.conf")
+                && o.files.contains_key("/etc/ceph/ceph.conf");
+            if conf_kept && !o.files.contains_key(conf::SETTINGS_STAMP) {
+                script += &format!("touch -r /etc/ceph/ceph.conf {}\n", conf::SETTINGS_STAMP);
             }
             if changed.is_empty() {
                 continue;
@@ -1036,6 +1049,25 @@ impl Step for Ceph {
             return self.wait("Ceph to be healthy".into(), &why.join("; "), cx);
         }
         self.waiting = None;
+
+        // 8. Daemons running with old settings: restarted one at a time (monitors, managers,
+        // OSDs, then metadata servers), each after the cluster is healthy again.
+        for kind in ["mon", "mgr", "osd", "mds"] {
+            for h in self.hosts.values().filter(|h| writable(&h.name)) {
+                let Some(o) = obs.get(&h.name) else { continue };
+                let prefix = format!("ceph-{kind}@");
+                if let Some(u) = o.stale.iter().find(|u| u.starts_with(&prefix)) {
+                    return Ok(vec![Action {
+                        host: h.name.clone(),
+                        run_on: None,
+                        msg: format!("restart {u}: the ceph.conf settings changed after it started (one daemon at a time)"),
+                        script: restart_script(kind, &u[prefix.len()..]),
+                        stdin: None,
+                        serial: true,
+                    }]);
+                }
+            }
+        }
         Ok(Vec::new())
     }
 
@@ -1057,6 +1089,25 @@ impl Step for Ceph {
     fn publish(&self) -> Value {
         self.published.clone()
     }
+}
+
+/// Restarts one daemon and, for a monitor or an OSD, waits until its admin socket says
+/// it is back in the cluster (the health gate then waits for the rest).
+fn restart_script(kind: &str, id: &str) -> String {
+    let ready = match kind {
+        "mon" => Some(("mon_status", r#""state": "(leader|peon)""#)),
+        "osd" => Some(("status", r#""state": "active""#)),
+        _ => None,
+    };
+    let mut s = format!("set -e\nsystemctl restart ceph-{kind}@{}\n", quote(id));
+    if let Some((cmd, re)) = ready {
+        s += &format!(
+            "i=0; until ceph daemon {kind}.{id} {cmd} 2>/dev/null | grep -qE '{re}'; do\n\
+             i=$((i + 1)); [ $i -lt 180 ] || {{ echo \"{kind}.{id} is not back 180 s after its restart\" >&2; exit 1; }}; sleep 1; done\n",
+            id = quote(id)
+        );
+    }
+    s
 }
 
 /// Makes a monitor's data (only where it has none: a half-made one is removed first) and

@@ -85,6 +85,15 @@ pub fn probe_script(o: &ProbeOpts) -> String {
             );
         }
     }
+    // Daemons started before the settings stamp last changed (their settings are old).
+    s += &format!(
+        "echo '==PROVISION stale'\nif [ -e {st} ]; then st=$(stat -c %Y {st}); now=$(date +%s)\n\
+         for u in ceph-mon@{h} ceph-mgr@{h} ceph-mds@{h} $(for d in /var/lib/ceph/osd/ceph-*; do [ -f \"$d/whoami\" ] && echo ceph-osd@$(cat \"$d/whoami\"); done); do\n\
+         p=$(systemctl show -p MainPID --value \"$u\" 2>/dev/null); [ \"${{p:-0}}\" -gt 0 ] 2>/dev/null || continue\n\
+         e=$(ps -o etimes= -p \"$p\" 2>/dev/null) || continue\n\
+         [ $((now - e)) -lt \"$st\" ] && echo \"$u\"\ndone; fi\n",
+        st = super::conf::SETTINGS_STAMP
+    );
     s += "echo '==PROVISION mounts'; cat /proc/mounts\n";
     if o.mon {
         s += "if [ -r /etc/ceph/ceph.client.admin.keyring ] && systemctl is-active --quiet ceph-mon@";
@@ -226,6 +235,8 @@ pub struct Obs {
     pub raw: Vec<RawOsd>,
     pub devices: Vec<Device>,
     pub mounts: String,
+    /// Daemon units running with settings older than the stamp.
+    pub stale: Vec<String>,
     pub cluster: Option<Cluster>,
     pub query_error: Option<String>,
 }
@@ -237,6 +248,7 @@ pub fn parse(out: &str, ndev: usize) -> Obs {
         conf: get("conf"),
         mon_data: get("mondata").trim() == "yes",
         mounts: get("mounts"),
+        stale: get("stale").lines().map(str::to_owned).collect(),
         ..Obs::default()
     };
     for l in get("files").lines() {
@@ -341,7 +353,7 @@ mod tests {
                    ==PROVISION mondata\nyes\n==PROVISION units\nceph-mon@n1 active\nceph-mgr@n1 inactive\n\
                    ==PROVISION osds\n0 active\n==PROVISION rawlist\n{\"u\": {\"ceph_fsid\": \"f\", \"device\": \"/dev/loop1\", \"osd_id\": 0}}\n\
                    ==PROVISION dev0\n==PROVISION dev1\nTYPE=ext4\nUUID=x\n--reasons\n{\"available\": false, \"rejected_reasons\": [\"Has a FileSystem\"]}\n\
-                   ==PROVISION mounts\nnone /mnt/cephfs fuse.ceph-fuse rw 0 0\n\
+                   ==PROVISION stale\nceph-osd@0\n==PROVISION mounts\nnone /mnt/cephfs fuse.ceph-fuse rw 0 0\n\
                    ==PROVISION status\n{\"fsid\": \"f\", \"quorum_names\": [\"n1\"], \"health\": {\"status\": \"HEALTH_WARN\", \"checks\": {\"X\": {\"summary\": {\"message\": \"m\"}}}}, \
                    \"osdmap\": {\"num_osds\": 3, \"num_up_osds\": 2, \"num_in_osds\": 3}, \"pgmap\": {\"pgs_by_state\": [{\"state_name\": \"active+clean\", \"count\": 5}, {\"state_name\": \"peering\", \"count\": 1}]}}\n\
                    ==PROVISION mondump\n{\"mons\": [{\"name\": \"n1\", \"addr\": \"10.0.0.1:6789/0\"}]}\n\
@@ -356,6 +368,7 @@ mod tests {
         assert_eq!(o.devices[1].signatures, vec!["TYPE=ext4", "UUID=x"]);
         assert_eq!(o.devices[1].reasons, vec!["Has a FileSystem"]);
         assert!(o.mounted("/mnt/cephfs") && !o.mounted("/mnt"));
+        assert_eq!(o.stale, vec!["ceph-osd@0"]);
         let c = o.cluster.unwrap();
         assert_eq!(c.quorum(), vec!["n1"]);
         assert_eq!(c.osd_counts(), (3, 2, 3));
