@@ -26,6 +26,9 @@ pub struct HostCtx<'a> {
     /// `hostvars` and `groups` as template values, built once per run and shared
     /// (cloning one is cloning an Arc): a task's context no longer copies every host's vars.
     pub shared_vars: &'a [(&'static str, minijinja::Value)],
+    /// This host's variables worked out by provision (`hardening`, `firewall`), shared
+    /// with the hosts that have the same; task, play and registered variables win.
+    pub derived: &'a [(&'static str, minijinja::Value)],
     pub o: &'a Options,
     pub rep: &'a Reporter,
 }
@@ -155,6 +158,12 @@ impl HostCtx<'_> {
         let build = |c: &Map<String, Value>| -> minijinja::Value {
             c.iter()
                 .map(|(k, v)| (k.as_str(), minijinja::Value::from_serialize(v)))
+                .chain(
+                    self.derived
+                        .iter()
+                        .filter(|(k, _)| !c.contains_key(*k))
+                        .map(|(k, v)| (*k, v.clone())),
+                )
                 .chain(self.shared_vars.iter().map(|(k, v)| (*k, v.clone())))
                 .collect()
         };

@@ -65,11 +65,53 @@ pub struct Prepared {
     pub targets: IndexMap<String, Target>,
     /// Play hosts outside `--limit`, which cluster steps may read.
     pub outside: IndexMap<String, Result<Target, String>>,
-    /// The hardening rules of each host (also its `hardening` variable), and the
-    /// file its hardening sysctls are persisted in.
-    pub rules: IndexMap<String, (Vec<crate::hardening::Rule>, String)>,
+    /// The hardening rules of each host, and the file its hardening sysctls are persisted
+    /// in; hosts with the same rules share one copy.
+    pub rules: IndexMap<String, Arc<(Vec<crate::hardening::Rule>, String)>>,
+    /// Variables provision works out per host (`hardening`, `firewall`), as template values
+    /// made once and shared by every host that has the same ones.
+    pub derived: IndexMap<String, Derived>,
     /// The firewall of each host whose plays have the firewall role (or why it has none).
     pub firewalls: IndexMap<String, Result<crate::firewall::HostWall, String>>,
+}
+
+/// A host's derived variables: (name, value) pairs.
+pub type Derived = Vec<(&'static str, minijinja::Value)>;
+
+/// One copy of what many hosts share: template values by their JSON text, rule sets by
+/// equality with the last few distinct ones.
+#[derive(Default)]
+struct Interned {
+    values: std::collections::HashMap<String, minijinja::Value>,
+    rules: Vec<Arc<(Vec<crate::hardening::Rule>, String)>>,
+}
+
+impl Interned {
+    fn value(&mut self, v: &Value) -> minijinja::Value {
+        self.values
+            .entry(v.to_string())
+            .or_insert_with(|| minijinja::Value::from_serialize(v))
+            .clone()
+    }
+
+    fn rules(
+        &mut self,
+        r: Vec<crate::hardening::Rule>,
+        file: String,
+    ) -> Arc<(Vec<crate::hardening::Rule>, String)> {
+        if let Some(a) = self
+            .rules
+            .iter()
+            .rev()
+            .take(8)
+            .find(|a| a.0 == r && a.1 == file)
+        {
+            return a.clone();
+        }
+        let a = Arc::new((r, file));
+        self.rules.push(a.clone());
+        a
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +238,8 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         .map(|(h, rs)| (h.to_owned(), rs.iter().map(|r| r.name.clone()).collect()))
         .collect();
     let mut inventory = inventory;
+    let mut interned = Interned::default();
+    let mut derived = IndexMap::new();
     for h in &all {
         let host = inventory.hosts.get_mut(h).expect("selected hosts exist");
         let r = hardening
@@ -216,11 +260,14 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
                     .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
             }
         }
+        let mut values = vec![("hardening", interned.value(&crate::hardening::as_var(&r)))];
         if let Some(w) = wall {
-            host.vars.insert("firewall".into(), w.as_var(h));
+            values.push(("firewall", interned.value(&w.as_var(h))));
         }
-        host.vars
-            .insert("hardening".into(), crate::hardening::as_var(&r));
+        for (k, _) in &values {
+            host.vars.remove(*k);
+        }
+        derived.insert(h.clone(), values);
         let sysctl_file = host
             .vars
             .get("hardening_sysctl_file")
@@ -228,7 +275,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             .and_then(Value::as_str)
             .unwrap_or("/etc/sysctl.d/90-provision-hardening.conf")
             .to_owned();
-        rules.insert(h.clone(), (r, sysctl_file));
+        rules.insert(h.clone(), interned.rules(r, sysctl_file));
     }
     Ok(Prepared {
         inventory,
@@ -237,6 +284,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         targets,
         outside,
         rules,
+        derived,
         firewalls,
     })
 }
@@ -385,6 +433,13 @@ pub struct HostRun {
 pub struct Shared {
     pub hostvars: Map<String, Value>,
     pub vars: [(&'static str, minijinja::Value); 2],
+    pub derived: IndexMap<String, Derived>,
+}
+
+impl Shared {
+    pub fn derived(&self, h: &str) -> &[(&'static str, minijinja::Value)] {
+        self.derived.get(h).map(Vec::as_slice).unwrap_or(&[])
+    }
 }
 
 /// The remote lock, then the facts, on one channel held as long as the connection lives,
@@ -552,7 +607,11 @@ pub async fn execute(
         ("hostvars", minijinja::Value::from_serialize(&hostvars)),
         ("groups", minijinja::Value::from_serialize(&groups)),
     ];
-    let shared = Arc::new(Shared { hostvars, vars });
+    let shared = Arc::new(Shared {
+        hostvars,
+        vars,
+        derived: p.derived,
+    });
     let total_hosts = p.hosts.len();
     let o = Arc::new(o);
     let outside = Arc::new(p.outside);
@@ -661,7 +720,7 @@ pub async fn audit(
         .cloned();
     for h in &p.hosts {
         let t = p.targets[h].clone();
-        let (rules, file) = p.rules[h].clone();
+        let rules_file = p.rules[h].clone();
         let sem = sem.clone();
         let pki_dir = p.inventory.hosts[h]
             .vars
@@ -736,7 +795,7 @@ pub async fn audit(
             };
             let script = format!(
                 "{}echo '@@pki'\n{}{}",
-                crate::hardening::audit::script(&rules, &file),
+                crate::hardening::audit::script(&rules_file.0, &rules_file.1),
                 crate::pki::list_script(&pki_dir),
                 if swarm {
                     format!(
@@ -789,7 +848,8 @@ pub async fn audit(
                         swarm_out = Some(sw.to_owned());
                     }
                     let (hard, pki) = rest.split_once("\n@@pki\n").unwrap_or((rest, ""));
-                    let mut f = crate::hardening::audit::evaluate(&rules, hard, &file);
+                    let mut f =
+                        crate::hardening::audit::evaluate(&rules_file.0, hard, &rules_file.1);
                     f.extend(crate::hardening::audit::certificates(
                         pki,
                         ca_pem.as_deref(),

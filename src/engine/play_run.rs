@@ -365,6 +365,7 @@ impl PlayRun {
                     facts: Some(&facts),
                     published: &published,
                     shared_vars: &shared.vars,
+                    derived: shared.derived(&name),
                     o: &o,
                     rep: &rep,
                 };
@@ -525,6 +526,7 @@ impl PlayRun {
                 facts: facts.as_ref(),
                 published,
                 shared_vars: &self.shared.vars,
+                derived: self.shared.derived(h),
                 o: &self.o,
                 rep: &self.rep,
             };

@@ -65,7 +65,7 @@ pub enum Check {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub id: String,
     pub title: String,
