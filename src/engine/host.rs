@@ -54,8 +54,21 @@ pub fn selected(task: &Task, o: &Options) -> bool {
         || task.tags.iter().any(|t| t == "always")
 }
 
-/// Runs `steps` on one host; false when a task failed.
+/// Runs `steps` on one host; false when a task failed. The probe results end with the
+/// segment: a cluster step may change the host before the next one, which then probes
+/// afresh in one batch (and a host that is done holds none).
 pub async fn run_segment(
+    h: &HostCtx<'_>,
+    envs: &[Environment<'static>],
+    steps: &[(usize, &Task)],
+    st: &mut HostState,
+) -> bool {
+    let ok = run_steps(h, envs, steps, st).await;
+    st.probes.invalidate();
+    ok
+}
+
+async fn run_steps(
     h: &HostCtx<'_>,
     envs: &[Environment<'static>],
     steps: &[(usize, &Task)],
