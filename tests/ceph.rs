@@ -354,6 +354,23 @@ fn ceph_cluster_on_fresh_hosts() {
         ),
     )
     .unwrap();
+    // A run that wrote node3's new settings and died before restarting: the audit says so.
+    ssh("node3", "sudo touch /etc/ceph/provision-settings");
+    let audit = || {
+        let o = provision(&["audit", inv.to_str().unwrap()]);
+        (o.status.code(), text(&o))
+    };
+    let (rc, aout) = audit();
+    assert_eq!(rc, Some(5), "{aout}");
+    let drift: Vec<&str> = aout.lines().filter(|l| l.contains("DRIFT")).collect();
+    assert!(
+        drift.len() == 1 && drift[0].starts_with("node3") && drift[0].contains("ceph-settings"),
+        "{aout}"
+    );
+    assert!(
+        aout.contains("started before: ceph-mon@node3, ceph-mgr@node3, ceph-mds@node3, ceph-osd@"),
+        "{aout}"
+    );
     let before: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
     let t = Instant::now();
     let (rc, out10) = run(d.path(), &[]);
@@ -387,6 +404,8 @@ fn ceph_cluster_on_fresh_hosts() {
     );
     let s = status();
     assert_eq!(s["health"]["status"], "HEALTH_OK", "{s}");
+    let (rc, aout) = audit();
+    assert_eq!(rc, Some(0), "{aout}");
     let (rc, out11) = run(d.path(), &[]);
     assert_eq!(rc, Some(0), "{out11}");
     assert!(!out11.contains("restart ceph-"), "{out11}");

@@ -41,12 +41,21 @@ fn addr(i: usize) -> String {
 }
 
 fn run(d: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let p = |f: &str| d.join(f).into_os_string();
+    let mut args = vec![
+        p("inventory.yml"),
+        "-p".into(),
+        p("site.yml"),
+        "--roles".into(),
+    ];
+    args.push(p("roles"));
+    tool(&args, extra)
+}
+
+/// The binary with `args`, a short connect timeout and `extra`: (exit code, stdout, all).
+fn tool(args: &[std::ffi::OsString], extra: &[&str]) -> (Option<i32>, String, String) {
     let o = std::process::Command::new(BIN)
-        .arg(d.join("inventory.yml"))
-        .arg("-p")
-        .arg(d.join("site.yml"))
-        .arg("--roles")
-        .arg(d.join("roles"))
+        .args(args)
         .args(["--connect-timeout", "3"])
         .args(extra)
         .output()
@@ -142,17 +151,12 @@ fn fifty_light_hosts() {
         "sudo sed -i '1i PermitRootLogin no' /etc/ssh/sshd_config",
     );
     let audit = |extra: &[&str]| {
-        let o = std::process::Command::new(BIN)
-            .arg("audit")
-            .arg(d.path().join("inventory.yml"))
-            .args(["--connect-timeout", "3"])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
+        let args = [
+            "audit".into(),
+            d.path().join("inventory.yml").into_os_string(),
+        ];
+        let (rc, stdout, _) = tool(&args, extra);
+        (rc, stdout)
     };
     let (rc, out) = audit(&[]);
     assert_eq!(rc, Some(3), "{out}");

@@ -95,6 +95,18 @@ pub fn findings(
                 },
                 "a stopped daemon leaves the cluster with less redundancy than planned",
             ));
+            f.push(finding(
+                "ceph-settings",
+                "the Ceph daemons run with ceph.conf's current settings",
+                o.stale.is_empty(),
+                "every daemon started after the settings last changed".into(),
+                if o.stale.is_empty() {
+                    "yes".into()
+                } else {
+                    format!("started before: {}", o.stale.join(", "))
+                },
+                "a setting in ceph.conf does nothing until the daemon restarts; the next run restarts them one at a time",
+            ));
         }
         if let Some(m) = &w.mount {
             f.push(finding(
