@@ -128,6 +128,16 @@ pub enum ProgressMode {
     Summary,
 }
 
+impl From<ProgressMode> for crate::output::Progress {
+    fn from(p: ProgressMode) -> Self {
+        match p {
+            ProgressMode::Auto => Self::Auto,
+            ProgressMode::Hosts => Self::Hosts,
+            ProgressMode::Summary => Self::Summary,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditArgs {
     /// The inventory (the local lab's when omitted)
@@ -355,11 +365,7 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
     let view = crate::output::AuditView {
         json: matches!(a.output, OutputMode::Json),
         verbose: a.verbose,
-        summary: match a.progress {
-            ProgressMode::Auto => prepared.hosts.len() > crate::output::CROWD,
-            ProgressMode::Hosts => false,
-            ProgressMode::Summary => true,
-        },
+        summary: crate::output::Progress::from(a.progress).summary(prepared.hosts.len()),
     };
     let bar = (view.summary && !view.json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(|| {

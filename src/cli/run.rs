@@ -85,11 +85,7 @@ pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
         OutputMode::Text => crate::output::Mode::Text,
         OutputMode::Json => crate::output::Mode::Json,
     };
-    let progress = match a.progress {
-        super::ProgressMode::Auto => crate::output::Progress::Auto,
-        super::ProgressMode::Hosts => crate::output::Progress::Hosts,
-        super::ProgressMode::Summary => crate::output::Progress::Summary,
-    };
+    let progress = crate::output::Progress::from(a.progress);
     // One connection per host stays open for the whole run.
     if let Err(e) = crate::sys::raise_nofile(prepared.hosts.len() as u64 + 64) {
         eprintln!("error: {e}");

@@ -50,6 +50,17 @@ pub enum Progress {
     Summary,
 }
 
+impl Progress {
+    /// Whether `hosts` hosts are shown as a summary (auto: above `CROWD`).
+    pub fn summary(self, hosts: usize) -> bool {
+        match self {
+            Progress::Auto => hosts > CROWD,
+            Progress::Hosts => false,
+            Progress::Summary => true,
+        }
+    }
+}
+
 /// One host's progress in summary mode.
 #[derive(Default)]
 struct HostProgress {
@@ -155,11 +166,7 @@ impl Reporter {
 
     pub fn with_progress(mode: Mode, verbose: u8, hosts: &[String], p: Progress) -> Reporter {
         use std::io::IsTerminal;
-        let summary = match p {
-            Progress::Auto => hosts.len() > CROWD,
-            Progress::Hosts => false,
-            Progress::Summary => true,
-        };
+        let summary = p.summary(hosts.len());
         let tty = mode == Mode::Text && std::io::stderr().is_terminal();
         let crowd = summary.then(|| {
             let bar = tty.then(|| {
