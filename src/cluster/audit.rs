@@ -57,6 +57,32 @@ pub fn findings(
         return out;
     };
     let nodes = src_seen.nodes.clone().unwrap_or_default();
+    // Inventory hosts that did not answer: the swarm's view of them, from the manager.
+    let silent: Vec<String> = want
+        .iter()
+        .filter(|(h, _)| !seen.contains_key(*h))
+        .map(|(h, w)| {
+            let n = nodes.iter().find(|n| &n.description.hostname == h);
+            format!(
+                "{h} ({}): {}",
+                if w.manager { "manager" } else { "worker" },
+                n.map_or("not in the swarm".to_string(), |n| format!(
+                    "node {}, {}",
+                    n.status.state, n.spec.availability
+                ))
+            )
+        })
+        .collect();
+    if !silent.is_empty() {
+        out.entry(src.clone()).or_default().push(finding(
+            "swarm-down-nodes",
+            "every node of the inventory answers".into(),
+            false,
+            "every node reachable and ready".into(),
+            format!("unreachable: {}", silent.join("; ")),
+            "the swarm runs its services on fewer nodes until they are back",
+        ));
+    }
     for (h, w) in want {
         let Some(s) = seen.get(h) else { continue };
         let f = out.entry(h.clone()).or_default();
@@ -150,7 +176,10 @@ pub fn findings(
 }
 
 /// etcd findings per host: healthy, and a started voting member of the cluster.
-pub fn etcd_findings(outputs: &IndexMap<String, String>) -> IndexMap<String, Vec<Finding>> {
+pub fn etcd_findings(
+    outputs: &IndexMap<String, String>,
+    down: &[String],
+) -> IndexMap<String, Vec<Finding>> {
     use super::etcd::parse;
     let seen: IndexMap<String, super::etcd::Obs> =
         outputs.iter().map(|(h, o)| (h.clone(), parse(o))).collect();
@@ -186,6 +215,26 @@ pub fn etcd_findings(outputs: &IndexMap<String, String>) -> IndexMap<String, Vec
                 (Some(_), _) => "started, voting".into(),
             },
             "the inventory says which hosts hold the data",
+        ));
+    }
+    // Members on hosts that did not answer, as the cluster sees them.
+    if let (false, Some((src, _))) = (down.is_empty(), seen.iter().find(|(_, o)| o.healthy)) {
+        let what: Vec<String> = down
+            .iter()
+            .map(
+                |h| match list.as_ref().and_then(|l| l.iter().find(|m| &m.name == h)) {
+                    Some(_) => format!("{h}: a member, its host unreachable"),
+                    None => format!("{h}: unreachable, not a member"),
+                },
+            )
+            .collect();
+        out.entry(src.clone()).or_default().push(finding(
+            "etcd-down-members",
+            "every etcd member answers".into(),
+            false,
+            "every member reachable and healthy".into(),
+            what.join("; "),
+            "the cluster keeps quorum with fewer members to spare until they are back",
         ));
     }
     out

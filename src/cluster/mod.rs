@@ -28,6 +28,23 @@ pub struct Member {
     pub writable: bool,
     /// Who the step's commands run as on this host (None: the login user).
     pub user: Option<String>,
+    /// Why the host takes no live part (unreachable, failed earlier): it is unknown, not
+    /// gone. Counted in sizes and member lists, never probed, never changed.
+    pub down: Option<String>,
+}
+
+impl Member {
+    pub fn is_down(&self) -> bool {
+        self.down.is_some()
+    }
+}
+
+/// The members that are down, with why: "node2 (unreachable)".
+pub fn down_list(members: &[Member]) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|m| m.down.as_ref().map(|w| format!("{} ({w})", m.name)))
+        .collect()
 }
 
 /// What each probed host returned; Err when it could not be asked.

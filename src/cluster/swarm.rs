@@ -87,6 +87,39 @@ pub fn probe_info(with_nodes: bool) -> String {
 
 /// Runs a change to a swarm object again while the swarm answers "update out of sequence"
 /// (another change to the same node, such as its demotion, is still being applied).
+/// Joins through the Docker API with the request (and its token) on stdin, so the token
+/// is never in a process's command line (`docker swarm join --token` would put it there).
+const JOIN_SCRIPT: &str = "out=$(mktemp); trap 'rm -f \"$out\"' EXIT\n\
+code=$(curl -sS --max-time 120 --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' \
+--data-binary @- -o \"$out\" -w '%{http_code}' http://localhost/swarm/join) || exit 1\n\
+[ \"$code\" = 200 ] || { echo \"docker swarm join: HTTP $code: $(cat \"$out\")\" >&2; exit 1; }\n";
+
+/// The body of the Docker API's swarm join request.
+fn join_body(token: &str, addr: &str, data_addr: Option<&str>, manager: &str) -> String {
+    let mut b = json!({
+        "ListenAddr": "0.0.0.0:2377",
+        "AdvertiseAddr": addr,
+        "RemoteAddrs": [format!("{manager}:2377")],
+        "JoinToken": token,
+    });
+    if let Some(d) = data_addr {
+        b["DataPathAddr"] = json!(d);
+    }
+    b.to_string()
+}
+
+/// An action that fails its host with `why` and changes nothing.
+fn refusal(host: &str, why: String) -> Action {
+    Action {
+        host: host.to_owned(),
+        run_on: None,
+        script: "echo 'refused: nothing was changed' >&2; exit 3".into(),
+        msg: why,
+        stdin: None,
+        serial: false,
+    }
+}
+
 pub fn retrying(cmd: &str) -> String {
     format!(
         "for i in 1 2 3 4 5 6 7 8 9 10; do out=$({cmd} 2>&1) && exit 0; \
@@ -454,10 +487,25 @@ impl Step for Swarm {
                         continue;
                     }
                     if w.manager && unreachable_managers > 0 {
-                        self.waiting = true;
-                        self.notes.push(format!(
-                            "{} waits to join until every manager is reachable",
-                            m.name
+                        // Said at once: waiting cannot bring the down manager back.
+                        let down: Vec<&str> = nodes
+                            .iter()
+                            .filter(|n| {
+                                n.manager_status
+                                    .as_ref()
+                                    .is_some_and(|s| s.reachability != "reachable")
+                            })
+                            .map(|n| n.description.hostname.as_str())
+                            .collect();
+                        actions.push(refusal(
+                            &m.name,
+                            format!(
+                                "{} cannot join as a manager while manager(s) {} are unreachable: \
+                                 a new manager then counts toward a quorum the swarm may not reach; \
+                                 bring them back (or remove them), then run again",
+                                m.name,
+                                down.join(", ")
+                            ),
                         ));
                         continue;
                     }
@@ -465,14 +513,12 @@ impl Step for Swarm {
                         need_tokens = true;
                         continue;
                     };
-                    let mut cmd = format!(
-                        "read -r t; exec docker swarm join --token \"$t\" --advertise-addr {}",
-                        w.addr
+                    let body = join_body(
+                        if w.manager { mt } else { wt },
+                        &w.addr,
+                        w.data_addr.as_deref(),
+                        &src_addr,
                     );
-                    if let Some(d) = &w.data_addr {
-                        cmd += &format!(" --data-path-addr {}", quote(d));
-                    }
-                    cmd += &format!(" {}:2377", quote(&src_addr));
                     actions.push(Action {
                         host: m.name.clone(),
                         run_on: None,
@@ -481,8 +527,8 @@ impl Step for Swarm {
                             m.name,
                             if w.manager { "manager" } else { "worker" }
                         ),
-                        script: cmd,
-                        stdin: Some(format!("{}\n", if w.manager { mt } else { wt }).into_bytes()),
+                        script: JOIN_SCRIPT.into(),
+                        stdin: Some(body.into_bytes()),
                         serial: w.manager,
                     });
                 }
@@ -658,6 +704,7 @@ mod tests {
             args,
             writable,
             user: None,
+            down: None,
         }
     }
 

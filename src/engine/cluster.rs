@@ -54,6 +54,10 @@ async fn run_all(
     v.into_iter().map(|(_, h, r)| (h, r)).collect()
 }
 
+fn down(members: &[Member], host: &str) -> bool {
+    members.iter().any(|m| m.name == host && m.is_down())
+}
+
 fn user_of(members: &[Member], host: &str) -> Option<String> {
     members
         .iter()
@@ -92,7 +96,7 @@ pub async fn converge(
         let probes = step
             .probes(members)
             .into_iter()
-            .filter(|(h, _)| !oc.failed.contains_key(h))
+            .filter(|(h, _)| !oc.failed.contains_key(h) && !down(members, h))
             .map(|(h, s)| (h.clone(), user_of(members, &h), s, None))
             .collect();
         let seen: Seen = run_all(probes, remotes).await.into_iter().collect();
@@ -115,6 +119,20 @@ pub async fn converge(
             if step.wants_reprobe() {
                 continue;
             }
+            return oc;
+        }
+        if let Some((a, why)) = actions.iter().find_map(|a| {
+            let on = a.run_on.as_deref().unwrap_or(&a.host);
+            members
+                .iter()
+                .find(|m| (m.name == a.host || m.name == on) && m.is_down())
+                .and_then(|m| m.down.clone().map(|w| (a, format!("{} is {w}", m.name))))
+        }) {
+            oc.fatal = Some(format!(
+                "would have to {} on {}, but {why}: run again once it answers",
+                a.msg,
+                a.run_on.as_deref().unwrap_or(&a.host)
+            ));
             return oc;
         }
         if let Some(a) = actions
@@ -359,6 +377,7 @@ mod tests {
                 args: Default::default(),
                 writable: writable.contains(n),
                 user: None,
+                down: None,
             })
             .collect()
     }

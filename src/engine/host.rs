@@ -17,7 +17,8 @@ use std::collections::HashSet;
 pub struct HostCtx<'a> {
     pub play: &'a Play,
     pub host: &'a inventory::Host,
-    pub conn: &'a Conn,
+    /// None for a host taking part in a cluster step while down (counted, never run on).
+    pub conn: Option<&'a Conn>,
     pub hostvars: &'a Map<String, Value>,
     /// Facts of a host read outside `--limit` (not in `hostvars`).
     pub facts: Option<&'a Map<String, Value>>,
@@ -163,7 +164,12 @@ fn context(
     c
 }
 
-impl HostCtx<'_> {
+impl<'a> HostCtx<'a> {
+    /// The host's connection: host tasks only ever run on connected hosts.
+    fn conn(&self) -> &'a Conn {
+        self.conn.expect("host tasks run only on connected hosts")
+    }
+
     /// The template context: a task's variables plus the shared `hostvars` and `groups`.
     /// Variables whose values are templates themselves (`a: "{{ b }}"` in role defaults or
     /// the inventory) are rendered first, a few levels deep, as Ansible does lazily.
@@ -319,7 +325,7 @@ async fn prefetch(
             }
         }
     }
-    st.probes.fill(h.conn, probes).await;
+    st.probes.fill(h.conn(), probes).await;
 }
 
 /// What a task did over its items.
@@ -376,7 +382,7 @@ async fn run_task(
             }
         };
         if let Err(e) = run_item(h, task, env, module.as_ref(), &c, st, &mut run).await {
-            run.lost |= e.starts_with(&format!("connection to {} lost", h.conn.target.name));
+            run.lost |= e.starts_with(&format!("connection to {} lost", h.conn().target.name));
             run.failed = Some(e);
             break;
         }
@@ -401,14 +407,14 @@ async fn run_item(
             Some(out) => out,
             None => {
                 let out = h
-                    .conn
+                    .conn()
                     .run(&script, None, user)
                     .await
                     .map_err(|e| e.to_string())?;
                 if out.stderr.contains("sudo: a password is required") {
                     return Err(format!(
                         "sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass",
-                        h.conn.target.user
+                        h.conn().target.user
                     ));
                 }
                 out
@@ -456,7 +462,7 @@ async fn run_item(
     }
     st.probes.invalidate();
     let out = h
-        .conn
+        .conn()
         .run(&script, stdin.as_deref(), user)
         .await
         .map_err(|e| e.to_string())?;
@@ -549,7 +555,7 @@ async fn prove_access(
     rollback: &str,
     confirm: Option<&str>,
 ) -> Result<(), String> {
-    let target = (*h.conn.target).clone();
+    let target = (*h.conn().target).clone();
     let user = target.user.clone();
     let err = match Conn::connect(target).await {
         Ok(c) => {
@@ -570,7 +576,7 @@ async fn prove_access(
         }
         Err(e) => e.to_string(),
     };
-    let restored = match h.conn.run(rollback, None, Some("root")).await {
+    let restored = match h.conn().run(rollback, None, Some("root")).await {
         Ok(o) if o.rc == 0 => "the previous settings were restored".to_string(),
         Ok(o) => format!("ROLLBACK FAILED (exit {}): {}", o.rc, o.stderr.trim()),
         Err(e) => format!("ROLLBACK FAILED: {e}"),

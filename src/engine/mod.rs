@@ -886,11 +886,24 @@ pub async fn audit(
         }
         out.insert(h.clone(), (r, n));
     }
+    // Hosts that did not answer: unknown, not gone; the others' view of them is reported.
+    let unreachable: Vec<String> = out
+        .iter()
+        .filter(|(_, (r, _))| r.as_ref().is_err_and(|e| e.starts_with("unreachable")))
+        .map(|(h, _)| h.clone())
+        .collect();
     // The swarm is judged across hosts, from what each one printed.
     if !swarm_outs.is_empty() {
         let managers = p.inventory.groups.get("managers");
-        let want = swarm_outs
-            .keys()
+        let in_swarm = |h: &String| {
+            ["managers", "workers"]
+                .iter()
+                .any(|g| p.inventory.groups.get(*g).is_some_and(|m| m.contains(h)))
+        };
+        let want = p
+            .hosts
+            .iter()
+            .filter(|h| swarm_outs.contains_key(*h) || (unreachable.contains(h) && in_swarm(h)))
             .map(|h| {
                 let vars = &p.inventory.hosts[h].vars;
                 let m = crate::cluster::Member {
@@ -901,6 +914,7 @@ pub async fn audit(
                         .unwrap_or_default(),
                     writable: false,
                     user: None,
+                    down: None,
                 };
                 let want = crate::cluster::audit::Want {
                     manager: managers.is_some_and(|g| g.contains(h)),
@@ -934,7 +948,17 @@ pub async fn audit(
             list.extend(f);
         }
     }
-    for (h, f) in crate::cluster::audit::etcd_findings(&etcd_outs) {
+    let etcd_down: Vec<String> = unreachable
+        .iter()
+        .filter(|h| {
+            p.inventory
+                .groups
+                .get("etcd")
+                .is_some_and(|g| g.contains(*h))
+        })
+        .cloned()
+        .collect();
+    for (h, f) in crate::cluster::audit::etcd_findings(&etcd_outs, &etcd_down) {
         if let Some((Ok(list), _)) = out.get_mut(&h) {
             list.extend(f);
         }
@@ -950,7 +974,17 @@ pub async fn audit(
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        for (h, f) in crate::cluster::ceph::audit::findings(&ceph_outs, &allow) {
+        let mons: Vec<String> = p
+            .hosts
+            .iter()
+            .filter(|h| ceph_want(&p.inventory, h).is_some_and(|w| w.mon))
+            .cloned()
+            .collect();
+        let down: Vec<(String, usize)> = unreachable
+            .iter()
+            .filter_map(|h| ceph_want(&p.inventory, h).map(|w| (h.clone(), w.devices.len())))
+            .collect();
+        for (h, f) in crate::cluster::ceph::audit::findings(&ceph_outs, &allow, &mons, &down) {
             if let Some((Ok(list), _)) = out.get_mut(&h) {
                 list.extend(f);
             }

@@ -257,6 +257,27 @@ impl PlayRun {
         }
     }
 
+    /// Why a play host takes no live part in a cluster step, or None when it does (or is
+    /// simply not this step's: a host outside `--limit` that the step does not read).
+    fn down_reason(
+        &self,
+        h: &str,
+        runs: &IndexMap<String, HostRun>,
+        extra: &IndexMap<String, Option<(Arc<Conn>, Map<String, Value>)>>,
+    ) -> Option<String> {
+        match runs.get(h) {
+            Some(r) if r.tally.unreachable > 0 => Some("unreachable".into()),
+            Some(r) if r.conn.is_none() && r.failed => {
+                Some("not connected (it failed to connect)".into())
+            }
+            Some(r) if r.failed => Some("failed earlier in this run".into()),
+            _ => match extra.get(h) {
+                Some(None) => Some("unreachable (outside --limit, could not be read)".into()),
+                _ => None,
+            },
+        }
+    }
+
     /// Runs the handlers each host was notified of, in the order their roles define them.
     async fn flush_handlers(
         &self,
@@ -360,7 +381,7 @@ impl PlayRun {
                 let ctx = HostCtx {
                     play: &play,
                     host: &inv.hosts[&name],
-                    conn: &conn,
+                    conn: Some(&conn),
                     hostvars: &shared.hostvars,
                     facts: Some(&facts),
                     published: &published,
@@ -521,7 +542,7 @@ impl PlayRun {
             let ctx = HostCtx {
                 play: &self.play,
                 host: &self.inv.hosts[h],
-                conn: &conn,
+                conn: Some(&conn),
                 hostvars: &self.shared.hostvars,
                 facts: facts.as_ref(),
                 published,
@@ -538,12 +559,52 @@ impl PlayRun {
                         args,
                         writable: is_writable,
                         user: host::cluster_user(&ctx, &task),
+                        down: None,
                     });
                     remotes.insert(h.clone(), conn.clone());
                 }
                 Ok(None) => {}
                 Err(e) if is_writable => failures.push((h.clone(), e)),
                 Err(_) => {}
+            }
+        }
+        // The play's other hosts (unreachable, failed earlier, not readable) are unknown,
+        // not gone: they take part as down members, counted and never probed or changed.
+        for h in all {
+            if members.iter().any(|m| &m.name == h) || failures.iter().any(|(f, _)| f == h) {
+                continue;
+            }
+            let Some(why) = self.down_reason(h, runs, extra) else {
+                continue;
+            };
+            let facts = runs.get(h).map(|r| &r.facts).filter(|f| !f.is_empty());
+            let ctx = HostCtx {
+                play: &self.play,
+                host: &self.inv.hosts[h],
+                conn: None,
+                hostvars: &self.shared.hostvars,
+                facts,
+                published,
+                shared_vars: &self.shared.vars,
+                derived: self.shared.derived(h),
+                o: &self.o,
+                rep: &self.rep,
+            };
+            let st = states.get(h).unwrap_or(&empty);
+            match host::cluster_args(&ctx, tr.role, env, &task, st) {
+                Ok(Some(args)) => members.push(Member {
+                    name: h.clone(),
+                    args,
+                    writable: false,
+                    user: None,
+                    down: Some(why),
+                }),
+                Ok(None) => {}
+                Err(e) => self.rep.warn(&format!(
+                    "{}: {h} is {why} and its arguments cannot be worked out without it ({e}); \
+                     the step goes on without counting it",
+                    task.name
+                )),
             }
         }
         for h in &writable {

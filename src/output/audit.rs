@@ -58,6 +58,9 @@ pub fn audit_report(
                 }
             }
         }
+        if let Some(d) = degraded_line(results) {
+            out!("{d}");
+        }
         last_line(drift, broken, seconds);
     }
     (drift, broken)
@@ -84,6 +87,36 @@ fn text_by_host(results: &IndexMap<String, (AuditResult, u64)>, verbose: u8) {
             }
         }
     }
+}
+
+/// One line when hosts did not answer: which, and what the others see of them.
+pub fn degraded_line(results: &IndexMap<String, (AuditResult, u64)>) -> Option<String> {
+    let down: Vec<&str> = results
+        .iter()
+        .filter(|(_, (r, _))| r.as_ref().is_err_and(|e| e.starts_with("unreachable")))
+        .map(|(h, _)| h.as_str())
+        .collect();
+    if down.is_empty() {
+        return None;
+    }
+    let seen: Vec<String> = results
+        .iter()
+        .filter_map(|(h, (r, _))| r.as_ref().ok().map(|f| (h, f)))
+        .flat_map(|(h, f)| {
+            f.iter()
+                .filter(|f| !f.pass && f.id.contains("-down-"))
+                .map(move |f| format!("{} (seen from {h})", f.actual))
+        })
+        .collect();
+    Some(format!(
+        "degraded: {} unreachable{}",
+        down.join(", "),
+        if seen.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", seen.join("; "))
+        }
+    ))
 }
 
 fn last_line(drift: usize, broken: usize, seconds: f64) {
@@ -170,6 +203,9 @@ fn text_summary(
             out!("{:>5} host(s)  {e}\n       {}", hs.len(), some_names(hs));
         }
     }
+    if let Some(d) = degraded_line(results) {
+        out!("{d}");
+    }
     last_line(drift, broken, seconds);
 }
 
@@ -202,7 +238,7 @@ fn json_report(
         }
     }
     let mut summary = json!({"event": "audit_summary", "hosts": hosts, "drift": drift,
-        "errors": broken, "seconds": seconds});
+        "errors": broken, "seconds": seconds, "degraded": degraded_line(results)});
     if view.summary {
         let (ok, drifted, not_checked) = counts(results);
         summary["summary"] = json!({"hosts": results.len(), "compliant": ok,

@@ -59,7 +59,13 @@ impl Target {
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error("cannot reach {addr}: {reason}")]
-    Unreachable { addr: String, reason: String },
+    Unreachable {
+        addr: String,
+        reason: String,
+        /// Refused or reset: the host answered and may take us on a retry. A timeout or
+        /// a missing route is not retried: a silent host costs one connect timeout, once.
+        transient: bool,
+    },
     #[error("{0}")]
     HostKey(String),
     #[error("authentication as `{user}` failed: {reason}")]
@@ -82,7 +88,13 @@ impl TransportError {
 
     /// Connection failures worth retrying (never host-key or auth failures).
     pub fn retryable(&self) -> bool {
-        matches!(self, TransportError::Unreachable { .. })
+        matches!(
+            self,
+            TransportError::Unreachable {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -144,9 +156,14 @@ async fn bastion(t: &Target) -> Result<Arc<Conn>, TransportError> {
         Box::pin(Conn::connect(t.clone()))
             .await
             .map_err(|e| match e {
-                TransportError::Unreachable { addr, reason } => TransportError::Unreachable {
+                TransportError::Unreachable {
+                    addr,
+                    reason,
+                    transient,
+                } => TransportError::Unreachable {
                     addr: format!("bastion {addr}"),
                     reason,
+                    transient,
                 },
                 TransportError::Auth { user, reason } => TransportError::Auth {
                     user: format!("{user} on bastion {}", t.address),
@@ -221,6 +238,12 @@ impl Conn {
         let unreachable = |reason: String| TransportError::Unreachable {
             addr: addr.clone(),
             reason,
+            transient: false,
+        };
+        let transient = |reason: String| TransportError::Unreachable {
+            addr: addr.clone(),
+            reason,
+            transient: true,
         };
         // Key exchanges are CPU work on both sides: a bounded number at once keeps a run
         // over hundreds of hosts from starving the controller (and a bastion's MaxStartups).
@@ -254,7 +277,15 @@ impl Conn {
             )
             .await
             .map_err(|_| unreachable(format!("no answer within {:?}", target.connect_timeout)))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| {
+                use std::io::ErrorKind::*;
+                match e.kind() {
+                    ConnectionRefused | ConnectionReset | ConnectionAborted => {
+                        transient(e.to_string())
+                    }
+                    _ => unreachable(e.to_string()),
+                }
+            })?;
             let _ = stream.set_nodelay(true);
             tokio::time::timeout(
                 target.connect_timeout,
@@ -269,7 +300,8 @@ impl Conn {
                 if let Some(msg) = verdict.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     return Err(TransportError::HostKey(msg));
                 }
-                return Err(unreachable(format!("SSH handshake failed: {e}")));
+                // Reset or closed during the handshake (sshd's MaxStartups): worth a retry.
+                return Err(transient(format!("SSH handshake failed: {e}")));
             }
         };
         CONNECTIONS.fetch_add(1, Ordering::Relaxed);

@@ -56,9 +56,13 @@ fn finding(
     }
 }
 
+/// `mons` are the inventory's monitors; `down` the Ceph hosts that did not answer, with
+/// their OSD device counts: what they explain is reported apart from what they do not.
 pub fn findings(
     outputs: &IndexMap<String, (String, Want)>,
     allow: &[String],
+    mons: &[String],
+    down: &[(String, usize)],
 ) -> IndexMap<String, Vec<Finding>> {
     let seen: IndexMap<String, (Obs, &Want)> = outputs
         .iter()
@@ -136,37 +140,48 @@ pub fn findings(
     });
     match view {
         Some((h, c)) => {
-            let checks: Vec<String> = c
-                .checks()
-                .into_iter()
-                .filter(|(k, _)| !allow.contains(k))
-                .map(|(k, m)| format!("{k}: {m}"))
-                .collect();
-            let unclean = c.unclean_pgs();
-            let q = c.quorum();
-            let mut bad = checks;
-            if !unclean.is_empty() {
-                bad.push(format!("PGs not active+clean: {}", unclean.join(", ")));
-            }
-            if q.len() < mon_hosts.len() {
-                bad.push(format!(
-                    "quorum {} of {} monitors",
-                    q.join(","),
-                    mon_hosts.len()
-                ));
-            }
-            out.entry(h.clone()).or_default().push(finding(
+            let wanted_osds = seen.values().map(|(_, w)| w.devices.len()).sum::<usize>();
+            let v = super::health::judge(
+                c,
+                &super::health::Gate {
+                    mons,
+                    down,
+                    wanted_osds,
+                    allow,
+                },
+            );
+            let f = out.entry(h.clone()).or_default();
+            f.push(finding(
                 "ceph-health",
                 "Ceph is healthy",
-                bad.is_empty(),
+                v.why.is_empty(),
                 "HEALTH_OK, every monitor in quorum, PGs active+clean".into(),
-                if bad.is_empty() {
+                if v.why.is_empty() {
                     c.health().to_owned()
                 } else {
-                    format!("{}: {}", c.health(), bad.join("; "))
+                    format!("{}: {}", c.health(), v.why.join("; "))
                 },
                 "a degraded cluster may lose data on the next failure",
             ));
+            if !down.is_empty() {
+                let names: Vec<&str> = down.iter().map(|(d, _)| d.as_str()).collect();
+                f.push(finding(
+                    "ceph-down-hosts",
+                    "every Ceph host answers",
+                    false,
+                    "every Ceph host reachable, its daemons in the cluster".into(),
+                    format!(
+                        "{} unreachable{}",
+                        names.join(", "),
+                        if v.explained.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", v.explained.join(", "))
+                        }
+                    ),
+                    "the cluster runs with less redundancy until they are back",
+                ));
+            }
         }
         None => {
             for h in mon_hosts {

@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod conf;
+mod health;
 pub mod keys;
 pub mod observe;
 
@@ -709,6 +710,16 @@ impl Step for Ceph {
             if !b.is_empty() {
                 return Ok(b.actions());
             }
+            let live = mons.iter().filter(|m| obs.contains_key(&m.name)).count();
+            if live <= mons.len() / 2 {
+                return Err(format!(
+                    "the Ceph monitors cannot form a quorum: it needs {} of {}, and only {live} answer; \
+                     down: {}. Bring them back, then run again",
+                    mons.len() / 2 + 1,
+                    mons.len(),
+                    super::down_list(members).join(", ")
+                ));
+            }
             let errs: Vec<String> = obs
                 .iter()
                 .filter_map(|(h, o)| o.query_error.as_ref().map(|e| format!("{h}: {e}")))
@@ -1012,43 +1023,46 @@ impl Step for Ceph {
             .filter(|h| obs.contains_key(&h.name))
             .map(|h| h.devices.len())
             .sum();
-        let (num, up, inn) = c.osd_counts();
-        let bad_checks: Vec<String> = c
-            .checks()
-            .into_iter()
-            .filter(|(k, _)| !self.cfg.health_allow.contains(k))
-            .map(|(k, m)| format!("{k}: {m}"))
+        let mon_names: Vec<String> = mons.iter().map(|m| m.name.clone()).collect();
+        let down: Vec<(String, usize)> = members
+            .iter()
+            .filter(|m| m.is_down())
+            .map(|m| {
+                let n = self.hosts.get(&m.name).map_or(0, |h| h.devices.len());
+                (m.name.clone(), n)
+            })
             .collect();
-        let unclean = c.unclean_pgs();
-        let mut why = Vec::new();
-        if quorum.len() < mons.len() {
-            why.push(format!(
-                "quorum is {} of {} monitors",
-                quorum.len(),
-                mons.len()
-            ));
-        }
-        if !c.mgr_available() {
-            why.push("no manager is active".into());
-        }
-        if (num as usize) < wanted_osds || up < num || inn < num {
-            why.push(format!(
-                "OSDs: {num} known, {up} up, {inn} in, {wanted_osds} wanted"
-            ));
-        }
-        if !unclean.is_empty() {
-            why.push(format!(
-                "placement groups not active+clean: {}",
-                unclean.join(", ")
-            ));
-        }
-        if !bad_checks.is_empty() {
-            why.push(format!("{} ({})", c.health(), bad_checks.join("; ")));
-        }
-        if !why.is_empty() {
-            return self.wait("Ceph to be healthy".into(), &why.join("; "), cx);
+        let verdict = health::judge(
+            &c,
+            &health::Gate {
+                mons: &mon_names,
+                down: &down,
+                wanted_osds,
+                allow: &self.cfg.health_allow,
+            },
+        );
+        if !verdict.why.is_empty() {
+            return self.wait("Ceph to be healthy".into(), &verdict.why.join("; "), cx);
         }
         self.waiting = None;
+        if !verdict.explained.is_empty() {
+            self.notes.push(format!(
+                "degraded: {}: {}",
+                super::down_list(members).join(", "),
+                verdict.explained.join(", ")
+            ));
+            // Restarting a daemon now could cost the quorum the down hosts already strain.
+            if self
+                .hosts
+                .values()
+                .any(|h| obs.get(&h.name).is_some_and(|o| !o.stale.is_empty()) && writable(&h.name))
+            {
+                self.notes.push(
+                    "daemons with older settings are restarted once every host is back".into(),
+                );
+            }
+            return Ok(Vec::new());
+        }
 
         // 8. Daemons running with old settings: restarted one at a time (monitors, managers,
         // OSDs, then metadata servers), each after the cluster is healthy again.
