@@ -46,13 +46,14 @@ impl State {
         match f.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = f.read_to_string(&mut holder);
+                let mut written = String::new();
+                let _ = f.read_to_string(&mut written);
+                // The kernel's word on who holds it now; the file may name an earlier run.
+                let holder = live_holder(&path).unwrap_or_else(|| written.trim().to_owned());
                 return Err(format!(
-                    "another provision run holds {} ({}): wait for it to finish; \
+                    "another provision run holds {} ({holder}): wait for it to finish; \
                      a run that died releases the lock by itself",
                     path.display(),
-                    holder.trim()
                 ));
             }
             Err(fs::TryLockError::Error(e)) => {
@@ -108,6 +109,87 @@ impl State {
     }
 }
 
+/// The process holding a flock on `path` now, from /proc/locks: pid, command line, user
+/// and start time.
+pub fn live_holder(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(path).ok()?.ino();
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let pid: u32 = locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"
+        let i = f.iter().position(|w| *w == "FLOCK")?;
+        let dev_ino = f.get(i + 4)?;
+        (dev_ino.rsplit(':').next()?.parse::<u64>().ok()? == ino)
+            .then(|| f.get(i + 3)?.parse().ok())
+            .flatten()
+    })?;
+    let proc_dir = Path::new("/proc").join(pid.to_string());
+    let cmd = fs::read(proc_dir.join("cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let uid = fs::metadata(&proc_dir).map(|m| m.uid()).ok();
+    let user = uid.map(|u| {
+        fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|p| {
+                p.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.get(2) == Some(&u.to_string().as_str())).then(|| f[0].to_owned())
+                })
+            })
+            .unwrap_or_else(|| format!("uid {u}"))
+    });
+    let started = fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|st| {
+            // Field 22 (start time in clock ticks after boot), counted after the ")" of comm.
+            let ticks: u64 = st
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(19)?
+                .parse()
+                .ok()?;
+            let btime: i64 = fs::read_to_string("/proc/stat")
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))?;
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            let t = time::OffsetDateTime::from_unix_timestamp(btime + (ticks / hz) as i64).ok()?;
+            Some(format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ))
+        });
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    Some(format!(
+        "pid {pid} on {host}{}{}{}",
+        user.map(|u| format!(" as {u}")).unwrap_or_default(),
+        started
+            .map(|s| format!(", started {s}"))
+            .unwrap_or_default(),
+        if cmd.is_empty() {
+            String::new()
+        } else {
+            format!(": {cmd}")
+        }
+    ))
+}
+
 /// Who holds a lock: process, machine, user and start time (shown to whoever waits).
 pub fn holder() -> String {
     let host = fs::read_to_string("/proc/sys/kernel/hostname")
@@ -155,5 +237,35 @@ mod tests {
         let b = State::lock(&dir).unwrap();
         assert_eq!(b.read("ca.key").unwrap(), b"k");
         assert!(State::read_only(&dir).write("x", b"", 0o600).is_err());
+    }
+
+    #[test]
+    fn the_lock_message_names_the_live_holder_not_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join(".provision");
+        fs::create_dir_all(&dir).unwrap();
+        // An earlier run's words are in the file; another process holds the lock now.
+        fs::write(dir.join("lock"), "pid 1 on old as nobody\n").unwrap();
+        let mut child = std::process::Command::new("flock")
+            .arg(dir.join("lock"))
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let e = loop {
+            match State::lock(&dir) {
+                Err(e) => break e,
+                Ok(s) if start.elapsed().as_secs() < 10 => {
+                    drop(s);
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Ok(_) => panic!("flock never took the lock"),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(e.contains(&format!("pid {}", child.id())), "{e}");
+        assert!(e.contains("flock") && e.contains("started "), "{e}");
+        assert!(!e.contains("pid 1 on old"), "{e}");
     }
 }

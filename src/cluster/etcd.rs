@@ -233,6 +233,10 @@ impl Step for Etcd {
         true
     }
 
+    fn counts_down_hosts(&self) -> bool {
+        true
+    }
+
     fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
         members
             .iter()

@@ -80,6 +80,11 @@ pub trait Step: Send + Sync {
     fn reads_outside_limit(&self) -> bool {
         false
     }
+    /// Whether the play's hosts that are down take part as down members (counted in
+    /// sizes and member lists). Steps that only act host by host do without them.
+    fn counts_down_hosts(&self) -> bool {
+        false
+    }
     /// A read-only script per host to probe.
     fn probes(&self, members: &[Member]) -> Vec<(String, String)>;
     /// The changes still needed, from what the probes saw. Runs on the controller and may

@@ -342,6 +342,10 @@ impl Step for Swarm {
         true
     }
 
+    fn counts_down_hosts(&self) -> bool {
+        true
+    }
+
     fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
         members
             .iter()

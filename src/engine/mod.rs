@@ -542,6 +542,36 @@ pub(crate) async fn connect_host(
     Ok((Arc::new(conn), facts))
 }
 
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// A host that trusts another provision CA than the state directory's is refused before
+/// anything runs on it: a replaced CA is never adopted silently.
+fn check_ca_pin(
+    facts: &Map<String, Value>,
+    pin: Option<&str>,
+    state_dir: &std::path::Path,
+) -> Result<(), ConnectError> {
+    let (Some(pin), Some(have)) = (
+        pin,
+        facts.get("provision_ca_sha256").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    if have.is_empty() || have == pin {
+        return Ok(());
+    }
+    Err(ConnectError::Failed(format!(
+        "this host trusts another provision CA (sha256 of its ca.crt {have}) than the state directory \
+         {} (ca.crt {pin}): refused, nothing was changed on it. Restore the CA this cluster uses \
+         into the state directory from your backup, or run with --new-ca to move every host to \
+         the state directory's CA",
+        state_dir.display()
+    )))
+}
+
 pub async fn execute(
     p: Prepared,
     o: Options,
@@ -551,6 +581,11 @@ pub async fn execute(
     let started = Instant::now();
     let inv = Arc::new(p.inventory);
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
+    // The CA the hosts must already trust: the state directory's (none yet: nothing pinned).
+    let pin: Option<Arc<String>> = match (o.new_ca, crate::pki::Ca::load(&state)) {
+        (false, Ok(Some(ca))) => Some(Arc::new(sha256_hex(ca.cert_pem.as_bytes()))),
+        _ => None,
+    };
     // Connect, lock and gather facts everywhere first.
     let mut joins = Vec::new();
     for h in &p.hosts {
@@ -558,9 +593,13 @@ pub async fn execute(
         let sem = sem.clone();
         let wants_root = inv.hosts[h].sudo;
         let (lock, wait) = (!o.check, o.lock_wait);
+        let pin = pin.clone();
+        let state_dir = state.dir.clone();
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            connect_host(t, wants_root, lock, wait).await
+            let (c, f) = connect_host(t, wants_root, lock, wait).await?;
+            check_ca_pin(&f, pin.as_deref().map(String::as_str), &state_dir)?;
+            Ok((c, f))
         }));
     }
     // A host starts as soon as its own facts are in, unless some template could read

@@ -570,7 +570,7 @@ impl PlayRun {
         }
         // The play's other hosts (unreachable, failed earlier, not readable) are unknown,
         // not gone: they take part as down members, counted and never probed or changed.
-        for h in all {
+        for h in all.iter().filter(|_| step.counts_down_hosts()) {
             if members.iter().any(|m| &m.name == h) || failures.iter().any(|(f, _)| f == h) {
                 continue;
             }

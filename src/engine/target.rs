@@ -28,6 +28,8 @@ ansible_memtotal_mb=$m
 ansible_processor_vcpus=$(nproc)
 ansible_user_id=${USER:-$(id -un)}
 provision_ssh_client=${SSH_CONNECTION%% *}"
+c=/usr/local/share/ca-certificates/provision-ca.crt; [ -r "$c" ] || c=/etc/provision/pki/ca.crt
+[ -r "$c" ] && { set -- $(sha256sum < "$c"); echo "provision_ca_sha256=$1"; }
 sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
 
 /// The names the facts script sets.
@@ -46,6 +48,7 @@ pub const FACT_NAMES: &[&str] = &[
     "ansible_processor_vcpus",
     "ansible_user_id",
     "provision_ssh_client",
+    "provision_ca_sha256",
     "ansible_sudo",
 ];
 

@@ -467,6 +467,10 @@ impl Step for Ceph {
         true
     }
 
+    fn counts_down_hosts(&self) -> bool {
+        true
+    }
+
     fn max_rounds(&self) -> usize {
         1000
     }
