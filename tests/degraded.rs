@@ -142,7 +142,7 @@ fn start_sampler(node: &str) {
 fn sampled(node: &str) -> String {
     ssh(
         node,
-        "sudo pkill -f /root/sampler.sh; sudo cat /root/argv.log",
+        "sudo pkill -f /root/sample[r].sh; sudo cat /root/argv.log",
     )
 }
 

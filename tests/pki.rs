@@ -295,6 +295,58 @@ fn pki_certificates_locks_cross_host_values_and_panics() {
     let (rc, out) = run(d, &[]);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
 
+    // Another CA put in the state directory: never adopted. Every host is refused at
+    // connect, both hashes named, nothing changed on any host.
+    std::fs::rename(&state, &backup).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=evil CA",
+            "-days",
+            "30",
+            "-keyout",
+        ])
+        .arg(state.join("ca.key"))
+        .arg("-out")
+        .arg(state.join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 2, "{out}");
+    assert!(
+        out.contains("trusts another provision CA") && out.contains("--new-ca"),
+        "{out}"
+    );
+    let hash = |p: &Path| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    assert!(out.contains(&hash(&state.join("ca.crt"))), "{out}");
+    assert!(out.contains(&hash(&backup.join("ca.crt"))), "{out}");
+    let after: Vec<String> = ["node1", "node2", "node3"]
+        .iter()
+        .map(|n| sha(n, "*.crt *.key ca.crt"))
+        .collect();
+    assert_eq!(before, after);
+    assert!(ssh(
+        "node1",
+        "sha256sum /usr/local/share/ca-certificates/provision-ca.crt"
+    )
+    .contains(&hash(&backup.join("ca.crt"))));
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::rename(&backup, &state).unwrap();
+    let (rc, out) = run(d, &[]);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
+
     // Two runs at once: the second refuses, naming the holder.
     let mut holder = std::process::Command::new("flock")
         .arg("-o")

@@ -582,8 +582,8 @@ pub async fn execute(
     let inv = Arc::new(p.inventory);
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     // The CA the hosts must already trust: the state directory's (none yet: nothing pinned).
-    let pin: Option<Arc<String>> = match (o.new_ca, crate::pki::Ca::load(&state)) {
-        (false, Ok(Some(ca))) => Some(Arc::new(sha256_hex(ca.cert_pem.as_bytes()))),
+    let pin: Option<Arc<String>> = match (o.new_ca, state.read("ca.crt")) {
+        (false, Some(pem)) => Some(Arc::new(sha256_hex(&pem))),
         _ => None,
     };
     // Connect, lock and gather facts everywhere first.

@@ -607,6 +607,9 @@ impl PlayRun {
                 )),
             }
         }
+        // In the play's order, down or not: lists made from members (mon_host, etcd's
+        // cluster) come out the same whoever answers.
+        members.sort_by_key(|m| all.iter().position(|h| *h == m.name).unwrap_or(usize::MAX));
         for h in &writable {
             self.rep.task_start(h, &role, &task.name);
         }

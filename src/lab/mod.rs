@@ -611,7 +611,8 @@ impl Lab {
     /// Boots a stopped host again with what it had (its files, docker data, loop device).
     pub fn start_host_again(&self, node: &str, log: &mut dyn FnMut(&str)) -> Result<()> {
         let (mut st, i) = self.find_host(node)?;
-        if alive(st.hosts[i].pid) {
+        // Its cgroup, not its old pid: a pid is reused once the host is gone.
+        if !cgroup::pids(node).is_empty() {
             bail!("lab host {node} is running; `provision lab stop {node}` first");
         }
         let image = image::ensure(&self.cache, log)?;

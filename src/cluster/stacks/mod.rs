@@ -26,13 +26,15 @@ struct Stacks {
     secrets: Vec<String>,
     /// Action message -> the stacks it deploys or waits for (for its progress).
     watching: IndexMap<String, Vec<String>>,
+    /// Stack -> deploys and waits planned in this run: a stack still not running after
+    /// its wait succeeded has tasks that flap, and the step stops instead of waiting again.
+    tries: IndexMap<String, u32>,
 }
 
 /// For the audit (on a manager): provision's services, their stack and replicas.
 pub fn audit_script() -> String {
-    "echo '==PROVISION stacks'; ids=$(docker service ls -q --filter label=provision.spec 2>/dev/null) && [ -n \"$ids\" ] && \
-     for i in $ids; do printf '%s|%s\\n' \"$(docker service inspect --format '{{.Spec.Name}}|{{index .Spec.Labels \"com.docker.stack.namespace\"}}' $i)\" \"$(docker service ls --filter id=$i --format '{{.Replicas}}')\"; done; true\n"
-        .into()
+    format!("{REPLICAS_FN}echo '==PROVISION stacks'; ids=$(docker service ls -q --filter label=provision.spec 2>/dev/null) && [ -n \"$ids\" ] && \
+     for i in $ids; do printf '%s|%s\\n' \"$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels \"com.docker.stack.namespace\"}}}}' $i)\" \"$(reps $i)\"; done; true\n")
 }
 
 /// Audit findings from `audit_script`'s output and the stacks the inventory lists.
@@ -83,12 +85,22 @@ pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::hardening::aud
     f
 }
 
+/// A shell function: `reps ID` prints a service's tasks running / wanted. Docker's own
+/// count takes the last state a down node reported (`Running`) for tasks swarm has already
+/// replaced (desired shutdown), so with a node down it says 3/2 for ever; this counts the
+/// tasks that should run and do.
+pub const REPLICAS_FN: &str = "reps() { r=$(docker service ls --filter id=\"$1\" --format '{{.Replicas}}' 2>/dev/null); \
+case \"$r\" in *completed*|'') printf '%s' \"$r\" ;; \
+*) n=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' \"$1\" 2>/dev/null | grep -c '^Running' || true); \
+printf '%s/%s' \"$n\" \"${r#*/}\" ;; esac; }\n";
+
 fn script() -> String {
     probe_info(true)
         + &format!(
             "echo '==PROVISION services'; ids=$(docker service ls -q 2>/dev/null) && [ -n \"$ids\" ] && \
              docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels \"com.docker.stack.namespace\"}}}}|{{{{index .Spec.Labels \"{SPEC_LABEL}\"}}}}' $ids 2>/dev/null\n\
-             echo '==PROVISION replicas'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null\n\
+             echo '==PROVISION replicas'; {REPLICAS_FN}for id in $(docker service ls -q 2>/dev/null); do \
+             printf '%s %s\\n' \"$(docker service inspect --format '{{{{.Spec.Name}}}}' \"$id\" 2>/dev/null)\" \"$(reps \"$id\")\"; done\n\
              echo '==PROVISION networks'; docker network ls --format '{{{{.Name}}}}' 2>/dev/null; true\n"
         )
 }
@@ -261,6 +273,26 @@ impl Step for Stacks {
         if !problems.is_empty() {
             return Err(format!("nothing was deployed: {}", problems.join("; ")));
         }
+        for name in waits
+            .iter()
+            .map(|s| &s.name)
+            .chain(todo.iter().filter(|(_, d)| *d).map(|(s, _)| &s.name))
+        {
+            let n = self.tries.entry(name.clone()).or_default();
+            *n += 1;
+            if *n > 2 {
+                let shown: Vec<String> = replicas
+                    .iter()
+                    .filter(|(svc, _)| svc.starts_with(&format!("{name}_")))
+                    .map(|(svc, r)| format!("{svc} {r}"))
+                    .collect();
+                return Err(format!(
+                    "stack {name}: its services do not stay running ({}) after being deployed and waited for: \
+                     their tasks exit or flap; see `docker service ps --no-trunc`",
+                    shown.join(", ")
+                ));
+            }
+        }
         let mut actions = Vec::new();
         let Some(owner) = owner else {
             for (s, _) in &todo {
@@ -357,9 +389,9 @@ impl Step for Stacks {
         let stacks: Vec<String> = names.iter().map(|n| quote(n)).collect();
         // `web_web 1/2 updating; ...`: tasks running / wanted and the update state.
         Some(format!(
-            "for s in {}; do for id in $(docker stack services -q \"$s\" 2>/dev/null); do \
+            "{REPLICAS_FN}for s in {}; do for id in $(docker stack services -q \"$s\" 2>/dev/null); do \
              n=$(docker service inspect --format '{{{{.Spec.Name}}}} {{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}{{{{end}}}}' \"$id\" 2>/dev/null); \
-             r=$(docker service ls --filter id=\"$id\" --format '{{{{.Replicas}}}}' 2>/dev/null); \
+             r=$(reps \"$id\"); \
              printf '%s %s %s; ' \"${{n%% *}}\" \"${{r%% (*}}\" \"${{n#* }}\"; done; done; echo",
             stacks.join(" ")
         ))

@@ -511,31 +511,38 @@ done
 pub fn wait_script(stack: &str, spec: &str, secs: u64) -> String {
     let st = quote(stack);
     format!(
-        r#"end=$(( $(date +%s) + {secs} )); since=$(date +%s); stuck=0; t0=${{t0:-$(date -u '+%Y-%m-%d %H:%M:%S')}}
+        r#"{reps}end=$(( $(date +%s) + {secs} )); since=$(date +%s); stuck=0; good=0; t0=${{t0:-$(date -u '+%Y-%m-%d %H:%M:%S')}}
 while :; do
   ok=1; report=
   for id in $(docker stack services -q {st}); do
     line=$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels "{SPEC_LABEL}"}}}}|{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}|{{{{.UpdateStatus.Message}}}}{{{{else}}}}|{{{{end}}}}' "$id")
     n=${{line%%|*}}; rest=${{line#*|}}; lab=${{rest%%|*}}; rest=${{rest#*|}}; ust=${{rest%%|*}}; umsg=${{rest#*|}}
-    # only tasks made since this deploy: an older spec's failures are history
+    rep=$(reps "$id")
+    case "$rep" in *completed*) job=1 ;; *) job=0 ;; esac
+    # only tasks made since this deploy: an older spec's failures are history; a service
+    # (not a job) whose task completed exited by itself and is restarted for ever
     err=$(for t in $(docker service ps -q "$id" 2>/dev/null | head -n 6); do docker inspect --format '{{{{.CreatedAt}}}}|{{{{.Status.State}}}}|{{{{.Status.Err}}}}' "$t" 2>/dev/null; done | \
-      awk -F'|' -v t0="$t0" '{{ c = substr($1, 1, 19); sub("T", " ", c) }} c >= t0 && ($2 == "rejected" || $2 == "failed") && $3 != "" {{ print $3; exit }}')
+      awk -F'|' -v t0="$t0" -v job="$job" '{{ c = substr($1, 1, 19); sub("T", " ", c) }} c >= t0 && ($2 == "rejected" || $2 == "failed") && $3 != "" {{ print $3; exit }}
+        c >= t0 && $2 == "complete" && job == 0 {{ print "its task exited by itself (state complete): a service command must keep running; restarted for ever"; exit }}')
     case "$ust" in rollback_*|paused) echo "service $n: update $ust: $umsg${{err:+ (a new task: $err)}}" >&2; exit 1 ;; esac
     [ "$lab" = "{spec}" ] || ok=0
     case "$ust" in updating) ok=0 ;; esac
-    rep=$(docker service ls --filter id="$id" --format '{{{{.Replicas}}}}')
     run=${{rep%%/*}}; want=${{rep#*/}}; want=${{want%% *}}
     case "$rep" in *completed*) done_=$(echo "$rep" | sed -n 's/.*(\([0-9]*\)\/\([0-9]*\) completed).*/\1 \2/p'); set -- $done_; [ "${{1:-0}}" = "${{2:-x}}" ] || ok=0 ;;
       *) [ "$run" = "$want" ] || ok=0 ;; esac
     report="$report $n=$rep"
+    case "$err" in *"exited by itself"*) echo "service $n: $err" >&2; exit 1 ;; esac
     if [ -n "$err" ] && [ "$run" != "$want" ]; then echo "service $n: $err" >&2; exit 1; fi
     pend=$(docker service ps "$id" --no-trunc --filter desired-state=running --format '{{{{.CurrentState}}}}|{{{{.Error}}}}' 2>/dev/null | grep -E '^Pending[^|]*\|.+' | head -n 1 || true)
     if [ -n "$pend" ]; then stuck=$((stuck+1)); if [ "$stuck" -ge 8 ]; then echo "service $n: ${{pend#*|}}" >&2; exit 1; fi; fi
   done
-  if [ "$ok" = 1 ]; then echo "converged in $(( $(date +%s) - since )) s:$report"; break; fi
+  # converged twice in a row, a second apart: a task that dies at once is seen doing so
+  if [ "$ok" = 1 ]; then good=$((good+1)); else good=0; fi
+  if [ "$good" -ge 2 ]; then echo "converged in $(( $(date +%s) - since )) s:$report"; break; fi
   if [ "$(date +%s)" -ge "$end" ]; then echo "not converged after {secs} s:$report" >&2; exit 1; fi
   sleep 1
-done"#
+done"#,
+        reps = super::REPLICAS_FN
     )
 }
 
