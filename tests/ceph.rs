@@ -13,19 +13,6 @@ use std::time::{Duration, Instant};
 
 const IMAGE: &str = "10.200.0.1:5000/busybox:lab";
 
-/// Each lab host's loop device, from the lab's state.
-fn disks() -> Vec<String> {
-    let st: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(lab_dir().join("lab.json")).unwrap())
-            .unwrap();
-    st["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["loopdev"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// node1-3 are managers, monitors and OSD hosts; `node4` is node4's OSD device (none when
 /// empty); with `five_mons`, node4 and node5 are monitors too.
 fn inventory(d: &Path, node4: &str, five_mons: bool) {

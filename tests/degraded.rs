@@ -11,19 +11,6 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Each lab host's loop device, from the lab's state.
-fn disks() -> Vec<String> {
-    let st: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(lab_dir().join("lab.json")).unwrap())
-            .unwrap();
-    st["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["loopdev"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn inventory(d: &Path, content: &str, node6: bool) {
     let disks = disks();
     let osd = |i: usize| {
@@ -104,18 +91,19 @@ fn members(from: &str) -> (usize, usize, usize, usize) {
     (nodes, etcd, mons, osds)
 }
 
-/// The content served by a running web task, from a live node.
+/// The content served by a task of the current spec (not one still shutting down).
 fn served(live: &[&str]) -> String {
-    for n in live {
-        let (_, id) = ssh_rc(n, "sudo docker ps -q -f name=web_web | head -1");
-        if !id.trim().is_empty() {
-            return ssh(
-                n,
-                &format!("sudo docker exec {} cat /www/index.html", id.trim()),
-            );
+    let tasks = ssh(
+        live[0],
+        "sudo docker service ps web_web --no-trunc --filter desired-state=running --format '{{.Node}} {{.Name}}.{{.ID}}'",
+    );
+    for l in tasks.lines() {
+        let Some((node, name)) = l.split_once(' ') else { continue };
+        if live.contains(&node) {
+            return ssh(node, &format!("sudo docker exec {name} cat /www/index.html"));
         }
     }
-    panic!("no task of web_web runs on {live:?}");
+    panic!("no task of web_web runs on {live:?}: {tasks}");
 }
 
 fn ceph_ok() -> bool {
@@ -287,7 +275,10 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
     inventory(d, "v3", true);
     let (rc, out, took) = run(d, &["--limit", "node6"]);
     eprintln!("node6 added with node1 down: {:.1} s", took.as_secs_f64());
-    assert_eq!(rc, 0, "{out}");
+    // node1's firewall must admit node6 too and cannot be reached: said, and exit 3.
+    assert_eq!(rc, 3, "{out}");
+    assert!(out.contains("join node6 as worker via node"), "{out}");
+    assert!(out.contains("node1 | unreachable"), "{out}");
     let ready = ssh(
         "node2",
         "sudo docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",

@@ -257,6 +257,28 @@ impl PlayRun {
         }
     }
 
+    /// A host's context for rendering a cluster task's arguments.
+    fn host_ctx<'a>(
+        &'a self,
+        h: &str,
+        conn: Option<&'a Conn>,
+        facts: Option<&'a Map<String, Value>>,
+        published: &'a Map<String, Value>,
+    ) -> HostCtx<'a> {
+        HostCtx {
+            play: &self.play,
+            host: &self.inv.hosts[h],
+            conn,
+            hostvars: &self.shared.hostvars,
+            facts,
+            published,
+            shared_vars: &self.shared.vars,
+            derived: self.shared.derived(h),
+            o: &self.o,
+            rep: &self.rep,
+        }
+    }
+
     /// Why a play host takes no live part in a cluster step, or None when it does (or is
     /// simply not this step's: a host outside `--limit` that the step does not read).
     fn down_reason(
@@ -539,18 +561,7 @@ impl PlayRun {
                     None => continue,
                 }
             };
-            let ctx = HostCtx {
-                play: &self.play,
-                host: &self.inv.hosts[h],
-                conn: Some(&conn),
-                hostvars: &self.shared.hostvars,
-                facts: facts.as_ref(),
-                published,
-                shared_vars: &self.shared.vars,
-                derived: self.shared.derived(h),
-                o: &self.o,
-                rep: &self.rep,
-            };
+            let ctx = self.host_ctx(h, Some(&conn), facts.as_ref(), published);
             let st = states.get(h).unwrap_or(&empty);
             match host::cluster_args(&ctx, tr.role, env, &task, st) {
                 Ok(Some(args)) => {
@@ -578,18 +589,7 @@ impl PlayRun {
                 continue;
             };
             let facts = runs.get(h).map(|r| &r.facts).filter(|f| !f.is_empty());
-            let ctx = HostCtx {
-                play: &self.play,
-                host: &self.inv.hosts[h],
-                conn: None,
-                hostvars: &self.shared.hostvars,
-                facts,
-                published,
-                shared_vars: &self.shared.vars,
-                derived: self.shared.derived(h),
-                o: &self.o,
-                rep: &self.rep,
-            };
+            let ctx = self.host_ctx(h, None, facts, published);
             let st = states.get(h).unwrap_or(&empty);
             match host::cluster_args(&ctx, tr.role, env, &task, st) {
                 Ok(Some(args)) => members.push(Member {

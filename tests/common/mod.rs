@@ -114,3 +114,16 @@ pub fn write(dir: &std::path::Path, rel: &str, text: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
 }
+
+/// Each lab host's loop device, from the lab's state.
+pub fn disks() -> Vec<String> {
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab_dir().join("lab.json")).unwrap())
+            .unwrap();
+    st["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["loopdev"].as_str().unwrap().to_owned())
+        .collect()
+}
