@@ -164,7 +164,7 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
 
     // A command that exits 0 at once: its tasks complete and are restarted for ever. The
     // wait sees it and fails with the reason, well within the stack's wait (300 s).
-    inventory(d, &(web("v2") + "      - { name: broken, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [\"true\"], replicas: 1 } }\n"));
+    inventory(d, &(web("v2") + "      - { name: broken, builtin: app, vars: { image: \"10.200.0.1:5000/busybox:lab\", command: [sh, -c, \"exit 0\"], replicas: 1 } }\n"));
     let t = std::time::Instant::now();
     let (rc, out) = run(d);
     assert_eq!(rc, 2, "{out}");
