@@ -98,9 +98,14 @@ fn served(live: &[&str]) -> String {
         "sudo docker service ps web_web --no-trunc --filter desired-state=running --format '{{.Node}} {{.Name}}.{{.ID}}'",
     );
     for l in tasks.lines() {
-        let Some((node, name)) = l.split_once(' ') else { continue };
+        let Some((node, name)) = l.split_once(' ') else {
+            continue;
+        };
         if live.contains(&node) {
-            return ssh(node, &format!("sudo docker exec {name} cat /www/index.html"));
+            return ssh(
+                node,
+                &format!("sudo docker exec {name} cat /www/index.html"),
+            );
         }
     }
     panic!("no task of web_web runs on {live:?}: {tasks}");
