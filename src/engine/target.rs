@@ -29,7 +29,7 @@ ansible_processor_vcpus=$(nproc)
 ansible_user_id=${USER:-$(id -un)}
 provision_ssh_client=${SSH_CONNECTION%% *}"
 c=/usr/local/share/ca-certificates/provision-ca.crt; [ -r "$c" ] || c=/etc/provision/pki/ca.crt
-[ -r "$c" ] && { set -- $(sha256sum < "$c"); echo "provision_ca_sha256=$1"; }
+h=; [ -r "$c" ] && { set -- $(sha256sum < "$c"); h=$1; }; echo "provision_ca_sha256=$h"
 sudo -n true 2>/dev/null && echo ansible_sudo=yes || echo ansible_sudo=no"#;
 
 /// The names the facts script sets.
