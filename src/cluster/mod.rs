@@ -119,6 +119,19 @@ pub trait Step: Send + Sync {
     }
 }
 
+/// An action that fails its host with `why` (a plain statement, shown as the failure)
+/// and changes nothing: a step's refusal of something it must not do.
+pub fn refusal(host: &str, why: String) -> Action {
+    Action {
+        host: host.to_owned(),
+        run_on: None,
+        msg: why,
+        script: "echo 'refused: nothing was changed' >&2; exit 3".into(),
+        stdin: None,
+        serial: false,
+    }
+}
+
 /// A script line writing `content` to `path` atomically (in the script, not on stdin,
 /// so one action may write several files). Not for secrets: scripts can be shown.
 pub fn put_inline(path: &str, content: &str, mode: &str, owner: &str, group: &str) -> String {

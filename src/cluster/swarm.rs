@@ -85,8 +85,6 @@ pub fn probe_info(with_nodes: bool) -> String {
     s
 }
 
-/// Runs a change to a swarm object again while the swarm answers "update out of sequence"
-/// (another change to the same node, such as its demotion, is still being applied).
 /// Joins through the Docker API with the request (and its token) on stdin, so the token
 /// is never in a process's command line (`docker swarm join --token` would put it there).
 const JOIN_SCRIPT: &str = "out=$(mktemp); trap 'rm -f \"$out\"' EXIT\n\
@@ -108,18 +106,8 @@ fn join_body(token: &str, addr: &str, data_addr: Option<&str>, manager: &str) ->
     b.to_string()
 }
 
-/// An action that fails its host with `why` and changes nothing.
-fn refusal(host: &str, why: String) -> Action {
-    Action {
-        host: host.to_owned(),
-        run_on: None,
-        script: "echo 'refused: nothing was changed' >&2; exit 3".into(),
-        msg: why,
-        stdin: None,
-        serial: false,
-    }
-}
-
+/// Runs a change to a swarm object again while the swarm answers "update out of sequence"
+/// (another change to the same node, such as its demotion, is still being applied).
 pub fn retrying(cmd: &str) -> String {
     format!(
         "for i in 1 2 3 4 5 6 7 8 9 10; do out=$({cmd} 2>&1) && exit 0; \
@@ -501,7 +489,7 @@ impl Step for Swarm {
                             })
                             .map(|n| n.description.hostname.as_str())
                             .collect();
-                        actions.push(refusal(
+                        actions.push(super::refusal(
                             &m.name,
                             format!(
                                 "{} cannot join as a manager while manager(s) {} are unreachable: \

@@ -121,29 +121,26 @@ pub async fn converge(
             }
             return oc;
         }
-        if let Some((a, why)) = actions.iter().find_map(|a| {
-            let on = a.run_on.as_deref().unwrap_or(&a.host);
-            members
-                .iter()
-                .find(|m| (m.name == a.host || m.name == on) && m.is_down())
-                .and_then(|m| m.down.clone().map(|w| (a, format!("{} is {w}", m.name))))
+        // Only members inside --limit may change, and none through a host that is down.
+        let blocked = |h: &str| members.iter().find(|m| m.name == h && m.is_down());
+        if let Some(a) = actions.iter().find(|a| {
+            !members.iter().any(|m| m.name == a.host && m.writable)
+                || a.run_on.as_deref().is_some_and(|on| blocked(on).is_some())
         }) {
-            oc.fatal = Some(format!(
-                "would have to {} on {}, but {why}: run again once it answers",
-                a.msg,
-                a.run_on.as_deref().unwrap_or(&a.host)
-            ));
-            return oc;
-        }
-        if let Some(a) = actions
-            .iter()
-            .find(|a| !members.iter().any(|m| m.name == a.host && m.writable))
-        {
-            oc.fatal = Some(format!(
-                "would have to change {} ({}), which is outside --limit or not in the play: \
-                 widen --limit to include it",
-                a.host, a.msg
-            ));
+            let on = a.run_on.as_deref().unwrap_or(&a.host);
+            oc.fatal = Some(match blocked(&a.host).or_else(|| blocked(on)) {
+                Some(m) => format!(
+                    "would have to {} on {on}, but {} is {}: run again once it answers",
+                    a.msg,
+                    m.name,
+                    m.down.as_deref().unwrap_or("down")
+                ),
+                None => format!(
+                    "would have to change {} ({}), which is outside --limit or not in the play: \
+                     widen --limit to include it",
+                    a.host, a.msg
+                ),
+            });
             return oc;
         }
         if cx.check {

@@ -542,11 +542,6 @@ pub(crate) async fn connect_host(
     Ok((Arc::new(conn), facts))
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
 /// A host that trusts another provision CA than the state directory's is refused before
 /// anything runs on it: a replaced CA is never adopted silently.
 fn check_ca_pin(
@@ -583,7 +578,7 @@ pub async fn execute(
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     // The CA the hosts must already trust: the state directory's (none yet: nothing pinned).
     let pin: Option<Arc<String>> = match (o.new_ca, state.read("ca.crt")) {
-        (false, Some(pem)) => Some(Arc::new(sha256_hex(&pem))),
+        (false, Some(pem)) => Some(Arc::new(crate::modules::sha256_hex(&pem))),
         _ => None,
     };
     // Connect, lock and gather facts everywhere first.

@@ -609,7 +609,12 @@ impl PlayRun {
         }
         // In the play's order, down or not: lists made from members (mon_host, etcd's
         // cluster) come out the same whoever answers.
-        members.sort_by_key(|m| all.iter().position(|h| *h == m.name).unwrap_or(usize::MAX));
+        let order: std::collections::HashMap<&str, usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.as_str(), i))
+            .collect();
+        members.sort_by_key(|m| order.get(m.name.as_str()).copied().unwrap_or(usize::MAX));
         for h in &writable {
             self.rep.task_start(h, &role, &task.name);
         }

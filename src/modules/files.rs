@@ -27,7 +27,7 @@ pub fn probe_file_sized(path: &str, wanted_len: usize) -> String {
     format!("if [ -f {p} ]; then stat -c 'E %a %U %G' {p} && printf 'H:' && sha256sum {p} | cut -c1-64; else echo N; fi")
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
 }

@@ -3,7 +3,7 @@
 //! the plan is simply not applied.
 
 mod files;
-pub use files::{parse_file, probe_file, Remote};
+pub use files::{parse_file, probe_file, sha256_hex, Remote};
 mod nftables;
 mod sshd;
 mod system;

@@ -41,11 +41,12 @@ fn short(h: &str) -> &str {
 /// OSD ids with their CRUSH host, up flag and in flag (reweight > 0).
 fn osds(c: &Cluster) -> Vec<(i64, String, bool, bool)> {
     let nodes: Vec<&Value> = c.tree["nodes"].as_array().into_iter().flatten().collect();
+    let hosts = c.crush_hosts();
     let host_of = |id: i64| {
-        c.crush_hosts()
-            .into_iter()
+        hosts
+            .iter()
             .find(|(_, ids)| ids.contains(&id))
-            .map(|(h, _)| h)
+            .map(|(h, _)| h.clone())
             .unwrap_or_default()
     };
     nodes

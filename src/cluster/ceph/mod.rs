@@ -917,14 +917,10 @@ impl Step for Ceph {
                 msgs.push(format!("create an OSD on {}", d.path));
             }
             if !why.is_empty() {
-                refused.push(Action {
-                    host: h.name.clone(),
-                    run_on: None,
-                    msg: format!("refuse OSD device(s): {}", why.join("; ")),
-                    script: "echo 'refused: nothing was done to the device' >&2; exit 3".into(),
-                    stdin: None,
-                    serial: false,
-                });
+                refused.push(super::refusal(
+                    &h.name,
+                    format!("refuse OSD device(s): {}", why.join("; ")),
+                ));
                 continue;
             }
             if !msgs.is_empty() {

@@ -85,22 +85,26 @@ pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::hardening::aud
     f
 }
 
-/// A shell function: `reps ID` prints a service's tasks running / wanted. Docker's own
-/// count takes the last state a down node reported (`Running`) for tasks swarm has already
-/// replaced (desired shutdown), so with a node down it says 3/2 for ever; this counts the
-/// tasks that should run and do.
-pub const REPLICAS_FN: &str = "reps() { r=$(docker service ls --filter id=\"$1\" --format '{{.Replicas}}' 2>/dev/null); \
-case \"$r\" in *completed*|'') printf '%s' \"$r\" ;; \
-*) n=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' \"$1\" 2>/dev/null | grep -c '^Running' || true); \
-printf '%s/%s' \"$n\" \"${r#*/}\" ;; esac; }\n";
+/// A shell function: `reps ID [REPLICAS]` prints a service's tasks running / wanted.
+/// Docker's own count takes the last state a down node reported (`Running`) for tasks swarm
+/// has already replaced (desired shutdown): with a node down it says 3/2 for ever, or 2/2
+/// while a replacement is still pending. So while a node is not Ready, or the count is off,
+/// the tasks that should run and do are counted; otherwise Docker's count stands (no extra
+/// call per service on a healthy swarm).
+pub const REPLICAS_FN: &str = "down_nodes=$(docker node ls --format '{{.Status}}' 2>/dev/null | grep -vc '^Ready$' || true)\n\
+reps() { r=${2:-$(docker service ls --filter id=\"$1\" --format '{{.Replicas}}' 2>/dev/null)}; a=${r%%/*}; b=${r#*/}; b=${b%% *}; \
+case \"$r\" in *completed*|'') printf '%s' \"$r\"; return ;; esac; \
+if [ \"$a\" = \"$b\" ] && [ \"${down_nodes:-0}\" = 0 ]; then printf '%s' \"$r\"; return; fi; \
+n=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' \"$1\" 2>/dev/null | grep -c '^Running' || true); \
+printf '%s/%s' \"$n\" \"${r#*/}\"; }\n";
 
 fn script() -> String {
     probe_info(true)
         + &format!(
             "echo '==PROVISION services'; ids=$(docker service ls -q 2>/dev/null) && [ -n \"$ids\" ] && \
              docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels \"com.docker.stack.namespace\"}}}}|{{{{index .Spec.Labels \"{SPEC_LABEL}\"}}}}' $ids 2>/dev/null\n\
-             echo '==PROVISION replicas'; {REPLICAS_FN}for id in $(docker service ls -q 2>/dev/null); do \
-             printf '%s %s\\n' \"$(docker service inspect --format '{{{{.Spec.Name}}}}' \"$id\" 2>/dev/null)\" \"$(reps \"$id\")\"; done\n\
+             echo '==PROVISION replicas'; {REPLICAS_FN}docker service ls --format '{{{{.ID}}}}|{{{{.Name}}}}|{{{{.Replicas}}}}' 2>/dev/null | \
+             while IFS='|' read -r id name r; do printf '%s %s\\n' \"$name\" \"$(reps \"$id\" \"$r\")\"; done\n\
              echo '==PROVISION networks'; docker network ls --format '{{{{.Name}}}}' 2>/dev/null; true\n"
         )
 }
