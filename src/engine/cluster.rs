@@ -19,25 +19,33 @@ pub struct Outcome {
     /// The step itself failed: the play stops.
     pub fatal: Option<String>,
     pub rounds: usize,
+    /// Hosts whose connection was lost during the step (with why): unreachable, not failed.
+    pub lost: IndexMap<String, String>,
 }
+
+/// One command's result, and whether the host's connection is gone.
+type Ran = (String, Result<Output, String>, bool);
 
 async fn run_all(
     jobs: Vec<(String, Option<String>, String, Option<Vec<u8>>)>,
     remotes: &IndexMap<String, Arc<dyn Remote>>,
-) -> Vec<(String, Result<Output, String>)> {
+) -> Vec<Ran> {
     let mut set = tokio::task::JoinSet::new();
     let mut v = Vec::new();
     for (i, (host, user, script, stdin)) in jobs.into_iter().enumerate() {
         let Some(r) = remotes.get(&host).cloned() else {
-            v.push((i, host.clone(), Err(format!("{host} is not connected"))));
+            v.push((
+                i,
+                (host.clone(), Err(format!("{host} is not connected")), false),
+            ));
             continue;
         };
         set.spawn(async move {
             let res = r
                 .run_script(&script, stdin.as_deref(), user.as_deref())
-                .await
-                .map_err(|e| e.to_string());
-            (i, host, res)
+                .await;
+            let lost = res.as_ref().is_err_and(|e| e.is_lost());
+            (i, (host, res.map_err(|e| e.to_string()), lost))
         });
     }
     while let Some(j) = set.join_next().await {
@@ -45,13 +53,24 @@ async fn run_all(
             Ok(x) => v.push(x),
             Err(e) => v.push((
                 usize::MAX,
-                String::new(),
-                Err(format!("internal error: {e}")),
+                (String::new(), Err(format!("internal error: {e}")), false),
             )),
         }
     }
-    v.sort_by_key(|(i, _, _)| *i);
-    v.into_iter().map(|(_, h, r)| (h, r)).collect()
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A host whose connection was lost becomes a down member for the rest of the step: the
+/// step plans without it, as it does for a host that was unreachable from the start.
+fn lose(members: &mut [Member], oc: &mut Outcome, host: &str, why: &str) {
+    if let Some(m) = members.iter_mut().find(|m| m.name == host) {
+        m.writable = false;
+        m.down = Some("unreachable (its connection was lost during this step)".into());
+    }
+    oc.lost
+        .entry(host.to_owned())
+        .or_insert_with(|| why.to_owned());
 }
 
 fn down(members: &[Member], host: &str) -> bool {
@@ -87,6 +106,8 @@ pub async fn converge(
     progress: &(dyn Fn(&str, &str) + Sync),
 ) -> Outcome {
     let mut oc = Outcome::default();
+    let mut members: Vec<Member> = members.to_vec();
+    let members = &mut members;
     for round in 1..=step.max_rounds() {
         oc.rounds = round;
         if crate::interrupt::requested() {
@@ -99,7 +120,15 @@ pub async fn converge(
             .filter(|(h, _)| !oc.failed.contains_key(h) && !down(members, h))
             .map(|(h, s)| (h.clone(), user_of(members, &h), s, None))
             .collect();
-        let seen: Seen = run_all(probes, remotes).await.into_iter().collect();
+        let mut seen = Seen::new();
+        for (h, res, lost) in run_all(probes, remotes).await {
+            match (lost, res) {
+                (true, Err(e)) => lose(members, &mut oc, &h, &e),
+                (_, res) => {
+                    seen.insert(h, res);
+                }
+            }
+        }
         let planned = step.plan(members, &seen, cx);
         hide(step.secrets());
         let actions: Vec<Action> = match planned {
@@ -196,8 +225,18 @@ pub async fn converge(
                 _ = tick => unreachable!("the progress loop never ends"),
             }
         };
-        for (a, (_, res)) in batch.iter().zip(results.iter()) {
+        for (a, (_, res, lost)) in batch.iter().zip(results.iter()) {
+            let on = a.run_on.as_deref().unwrap_or(&a.host);
             match failure(res) {
+                // The host is gone, not wrong: the step goes on without it (the next round
+                // plans with it down), whether or not the change was quorum-sensitive.
+                Some(e) if *lost => {
+                    lose(members, &mut oc, on, &e);
+                    // Made through another host (a manager): planned again through a live one.
+                    if on == a.host {
+                        oc.failed.insert(a.host.clone(), format!("{}: {e}", a.msg));
+                    }
+                }
                 Some(e) => {
                     let msg = format!("{}: {e}", a.msg);
                     if serial {
@@ -273,6 +312,12 @@ mod tests {
                         ["put", k, v] => {
                             f.insert(k.to_string(), v.to_string());
                         }
+                        ["die"] => {
+                            return Err(TransportError::Lost {
+                                host: self.name.clone(),
+                                reason: "reset by peer".into(),
+                            })
+                        }
                         ["fail"] => {
                             return Ok(Output {
                                 rc: 1,
@@ -332,6 +377,8 @@ mod tests {
                     msg: format!("copy the value from {src}"),
                     script: if m.name == "bad" {
                         "fail".into()
+                    } else if m.name == "gone" {
+                        "die".into()
                     } else {
                         format!("put value {v}")
                     },
@@ -609,5 +656,73 @@ mod tests {
             !oc.changed.contains_key("c"),
             "nothing after a failed serial change"
         );
+    }
+
+    #[test]
+    fn a_host_lost_mid_step_is_unreachable_and_the_step_goes_on_without_it() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "x"), ("gone", ""), ("c", "")], &log);
+        let m = members(&["a", "gone", "c"], &["a", "gone", "c"]);
+        let oc = go(
+            &mut Relay {
+                serial: true,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
+        assert!(oc.fatal.is_none(), "{:?}", oc.fatal);
+        assert!(oc.lost["gone"].contains("lost"), "{:?}", oc.lost);
+        assert!(oc.changed.contains_key("c"), "the others go on: {oc:?}");
+        let log = log.lock().unwrap();
+        let died = log.iter().position(|l| l == "gone die").unwrap();
+        assert!(
+            !log[died + 1..].iter().any(|l| l.starts_with("gone ")),
+            "a lost host is not probed again: {log:?}"
+        );
+    }
+
+    #[test]
+    fn a_down_member_is_never_probed_and_never_changed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let r = lab(&[("a", "x"), ("b", ""), ("c", "")], &log);
+        let mut m = members(&["a", "b", "c"], &["a", "c"]);
+        m[1].down = Some("unreachable".into());
+        let oc = go(
+            &mut Relay {
+                serial: false,
+                secret: None,
+            },
+            &m,
+            &r,
+            false,
+        );
+        assert!(oc.fatal.is_none(), "{:?}", oc.fatal);
+        assert!(oc.changed.contains_key("c"));
+        assert!(!log.lock().unwrap().iter().any(|l| l.starts_with("b ")));
+        // A step that plans a change on the down host is stopped, saying why.
+        struct OnB;
+        impl Step for OnB {
+            fn prepare(&mut self, _: &[Member], _: &Ctx) -> Result<(), String> {
+                Ok(())
+            }
+            fn probes(&self, _: &[Member]) -> Vec<(String, String)> {
+                Vec::new()
+            }
+            fn plan(&mut self, _: &[Member], _: &Seen, _: &Ctx) -> Result<Vec<Action>, String> {
+                Ok(vec![Action {
+                    host: "c".into(),
+                    run_on: Some("b".into()),
+                    msg: "label c".into(),
+                    script: "put value y".into(),
+                    stdin: None,
+                    serial: false,
+                }])
+            }
+        }
+        let oc = go(&mut OnB, &m, &r, false);
+        let f = oc.fatal.unwrap();
+        assert!(f.contains("on b, but b is unreachable"), "{f}");
     }
 }

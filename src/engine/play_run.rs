@@ -670,6 +670,15 @@ impl PlayRun {
             };
             st.done_at = Some(done);
             let in_step = members.iter().any(|m| &m.name == h);
+            if let Some(e) = oc.lost.get(h) {
+                st.tally.unreachable += 1;
+                self.rep
+                    .task_done(h, &role, &task.name, Status::Unreachable, e, None);
+                if let Some(r) = runs.get_mut(h) {
+                    r.failed = true;
+                }
+                continue;
+            }
             // The step failed for everyone (fatal), or this host's change failed.
             let failure = fatal
                 .as_ref()
