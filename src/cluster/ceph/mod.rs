@@ -60,6 +60,11 @@ struct Ceph {
     cfg: Cfg,
     secrets: Option<Secrets>,
     waiting: Option<(String, Instant)>,
+    /// This run changed something or waited: the gate must then hold on two probes a few
+    /// seconds apart (the PG states the manager reports lag the OSD map by seconds).
+    stirred: bool,
+    /// When the gate first passed after a change.
+    healthy_since: Option<Instant>,
     notes: Vec<String>,
     published: Value,
 }
@@ -367,6 +372,8 @@ impl Ceph {
             self.waiting = None;
             return Ok(Vec::new());
         }
+        self.stirred = true;
+        self.healthy_since = None;
         let since = match &self.waiting {
             Some((w, t)) if *w == why => *t,
             _ => Instant::now(),
@@ -509,6 +516,42 @@ impl Step for Ceph {
     }
 
     fn plan(&mut self, members: &[Member], seen: &Seen, cx: &Ctx) -> Result<Vec<Action>, String> {
+        let planned = self.plan_phases(members, seen, cx);
+        if planned.as_ref().is_ok_and(|a| !a.is_empty()) {
+            self.stirred = true;
+            self.healthy_since = None;
+        }
+        planned
+    }
+
+    fn wants_reprobe(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.secrets
+            .as_ref()
+            .map(|s| s.keys.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn publish(&self) -> Value {
+        self.published.clone()
+    }
+}
+
+impl Ceph {
+    /// The phases, in order; the first with something to do returns its actions.
+    fn plan_phases(
+        &mut self,
+        members: &[Member],
+        seen: &Seen,
+        cx: &Ctx,
+    ) -> Result<Vec<Action>, String> {
         self.notes.clear();
         let writable = |h: &str| members.iter().any(|m| m.name == h && m.writable);
         let obs: IndexMap<String, Obs> = seen
@@ -1044,6 +1087,19 @@ impl Step for Ceph {
         if !verdict.why.is_empty() {
             return self.wait("Ceph to be healthy".into(), &verdict.why.join("; "), cx);
         }
+        // After a change or a wait, healthy once is not enough: it must still hold a few
+        // seconds later (an OSD just up is in the OSD map before its PGs show peering).
+        if self.stirred && !cx.check {
+            let since = *self.healthy_since.get_or_insert_with(Instant::now);
+            if since.elapsed().as_secs() < 3 {
+                let w = self.waiting.take();
+                self.waiting = Some((
+                    "Ceph to stay healthy".into(),
+                    w.map_or_else(Instant::now, |(_, t)| t),
+                ));
+                return Ok(Vec::new());
+            }
+        }
         self.waiting = None;
         if !verdict.explained.is_empty() {
             self.notes.push(format!(
@@ -1083,25 +1139,6 @@ impl Step for Ceph {
             }
         }
         Ok(Vec::new())
-    }
-
-    fn wants_reprobe(&self) -> bool {
-        self.waiting.is_some()
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.notes.clone()
-    }
-
-    fn secrets(&self) -> Vec<String> {
-        self.secrets
-            .as_ref()
-            .map(|s| s.keys.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn publish(&self) -> Value {
-        self.published.clone()
     }
 }
 
