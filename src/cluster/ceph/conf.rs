@@ -107,15 +107,17 @@ pub const MOUNT_SERVICE: &str = "provision-cephfs.service";
 pub fn mount_service(path: &str, client: &str, fs: &str) -> String {
     format!(
         "# Managed by provision (ceph_cluster)\n[Unit]\nDescription=CephFS {fs} on {path} (ceph-fuse)\n\
-         After=network-online.target remote-fs-pre.target\nWants=network-online.target\n\
-         Before=remote-fs.target docker.service\n\n\
+         After=network-online.target\nWants=network-online.target\n\
+         # Before docker only, not a remote filesystem target, which logins wait for (a slow\n\
+         # mount at boot must not keep operators out of SSH).\n\
+         Before=docker.service\n\n\
          [Service]\nType=simple\nExecStartPre=/bin/mkdir -p {path}\n\
          ExecStartPre=-/bin/umount -l {path}\n\
          ExecStart=/usr/bin/ceph-fuse -f --id {client} --client_fs {fs} {path}\n\
          # Started means mounted: docker, ordered after this unit, finds the volume there.\n\
          ExecStartPost=/bin/sh -c 'for i in $(seq 120); do mountpoint -q {path} && exit 0; sleep 1; done; exit 1'\n\
          ExecStopPost=-/bin/umount -l {path}\nRestart=on-failure\nRestartSec=5\nTimeoutStartSec=150\n\n\
-         [Install]\nWantedBy=multi-user.target remote-fs.target\n"
+         [Install]\nWantedBy=multi-user.target\n"
     )
 }
 
@@ -186,7 +188,9 @@ mod tests {
             "{u}"
         );
         assert!(u.contains("mountpoint -q /mnt/cephfs") && u.contains("Restart=on-failure"));
-        assert!(u.contains("Before=remote-fs.target docker.service"));
+        assert!(u.contains("\nBefore=docker.service\n"), "{u}");
+        // Logins wait for remote-fs.target: the mount must not be part of it.
+        assert!(!u.contains("remote-fs"), "{u}");
     }
 
     #[test]
