@@ -313,12 +313,18 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
     // without it, nothing is lowered or removed, and the next run finishes the restarts.
     inventory_with(d, "v3", true, ", osd_scrub_sleep: 0.1");
     let log = d.join("midrun.log");
-    let mut child = std::process::Command::new(BIN)
-        .arg(d.join("inventory.yml"))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // -v lists the tasks that changed nothing too: the swarm's shows the run went on.
+    let spawn = |log: &Path| {
+        let f = std::fs::File::create(log).unwrap();
+        std::process::Command::new(BIN)
+            .arg(d.join("inventory.yml"))
+            .arg("-v")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(&log);
     let t = Instant::now();
     while ssh_rc("node4", "grep -q osd_scrub_sleep /etc/ceph/ceph.conf").0 != 0 {
         assert!(
@@ -359,12 +365,7 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
 
     // A host powered off while a stack update rolls out: the update converges on the others.
     inventory_with(d, "v4", true, ", osd_scrub_sleep: 0.1");
-    let mut child = std::process::Command::new(BIN)
-        .arg(d.join("inventory.yml"))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&log);
     let t = Instant::now();
     let spec = ssh(
         "node1",

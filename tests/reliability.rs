@@ -477,8 +477,10 @@ fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
         .and_then(|l| l.split("time=").nth(1))
         .and_then(|t| t.trim_end_matches('s').trim().parse().ok())
         .unwrap_or_else(|| panic!("no time for node1: {out}"));
+    // The ghost costs one connect attempt (no route or no answer is not retried), never
+    // the three it used to; node1's own time is a small part of the run either way.
     assert!(
-        total >= 8.0 && own < 4.0,
+        own < 4.0 && own * 3.0 < total && total < 12.0,
         "node1 took {own} s of the run's {total:.1} s"
     );
 }
