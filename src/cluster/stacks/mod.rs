@@ -89,14 +89,17 @@ pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::hardening::aud
 /// Docker's own count takes the last state a down node reported (`Running`) for tasks swarm
 /// has already replaced (desired shutdown): with a node down it says 3/2 for ever, or 2/2
 /// while a replacement is still pending. So while a node is not Ready, or the count is off,
-/// the tasks that should run and do are counted; otherwise Docker's count stands (no extra
-/// call per service on a healthy swarm).
-pub const REPLICAS_FN: &str = "down_nodes=$(docker node ls --format '{{.Status}}' 2>/dev/null | grep -vc '^Ready$' || true)\n\
+/// the tasks that should run and do, on nodes that are Ready, are counted (a global service
+/// wants none on a node that is down); otherwise Docker's count stands (no extra call per
+/// service on a healthy swarm).
+pub const REPLICAS_FN: &str = "down_names=$(docker node ls --format '{{.Hostname}} {{.Status}}' 2>/dev/null | awk '$2 != \"Ready\" {printf \"%s \", $1}')\n\
 reps() { r=${2:-$(docker service ls --filter id=\"$1\" --format '{{.Replicas}}' 2>/dev/null)}; a=${r%%/*}; b=${r#*/}; b=${b%% *}; \
 case \"$r\" in *completed*|'') printf '%s' \"$r\"; return ;; esac; \
-if [ \"$a\" = \"$b\" ] && [ \"${down_nodes:-0}\" = 0 ]; then printf '%s' \"$r\"; return; fi; \
-n=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' \"$1\" 2>/dev/null | grep -c '^Running' || true); \
-printf '%s/%s' \"$n\" \"${r#*/}\"; }\n";
+if [ \"$a\" = \"$b\" ] && [ -z \"$down_names\" ]; then printf '%s' \"$r\"; return; fi; \
+g=$(docker service inspect --format '{{if .Spec.Mode.Global}}g{{end}}' \"$1\" 2>/dev/null); \
+n=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}|{{.Node}}' \"$1\" 2>/dev/null | \
+awk -F'|' -v down=\" $down_names\" 'index(down, \" \" $2 \" \") { d++; next } $1 ~ /^Running/ { c++ } END { print c + 0, d + 0 }'); \
+set -- $n; [ \"$g\" = g ] && b=$((b - $2)); printf '%s/%s' \"$1\" \"$b\"; }\n";
 
 fn script() -> String {
     probe_info(true)
