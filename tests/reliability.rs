@@ -235,6 +235,37 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
         "a lost connection waited for the command timeout"
     );
 
+    // The same during an upload (a write waiting for a window that never comes): lost at
+    // once, the old file kept, no temp file left.
+    let t = Instant::now();
+    let up = spawn_play(d.path(), "big.yml");
+    loop {
+        let size = ssh("node1", "stat -c %s /tmp/.provision.* 2>/dev/null | head -1");
+        if size.parse::<u64>().unwrap_or(0) > 1 << 20 {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 60, "the upload never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = ssh_rc("node1", "sudo pkill -9 -f 'sshd: admin'");
+    let cut = Instant::now();
+    let o = up.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("connection to node1 lost"), "{out}");
+    assert_eq!(recap(&out, "node1", "unreachable"), 1, "{out}");
+    assert!(
+        cut.elapsed().as_secs() < 30,
+        "an upload on a dead connection waited {:?}",
+        cut.elapsed()
+    );
+    assert_eq!(ssh("node1", "cat /tmp/big.txt"), "old");
+    assert_eq!(
+        ssh("node1", "ls -a /tmp | grep -c '^.provision' || true"),
+        "0",
+        "a temp file was left behind"
+    );
+
     // A handler notified on a host that then fails is run by the next run.
     write(d.path(), "roles/h/tasks/main.yml", "- name: a change that notifies\n  copy: { dest: /tmp/h1, content: \"x\\n\" }\n  notify: mark\n- name: fails the first time\n  command: test -e /tmp/ok\n");
     write(

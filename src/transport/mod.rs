@@ -403,13 +403,55 @@ for s in $sids; do $S pkill -KILL -s "$s"; done; true"#
         let _ = tokio::time::timeout(Duration::from_secs(10), self.exec(&script, None)).await;
     }
 
+    /// A channel error on a connection that is gone (closed, reset, keepalive unanswered)
+    /// is a lost connection, the host unreachable; anything else a protocol error.
+    fn lost_or(&self, e: russh::Error) -> TransportError {
+        use russh::Error as E;
+        let gone = matches!(
+            e,
+            E::SendError
+                | E::RecvError
+                | E::Disconnect
+                | E::HUP
+                | E::IO(_)
+                | E::KeepaliveTimeout
+                | E::InactivityTimeout
+                | E::ConnectionTimeout
+        );
+        if gone || self.handle.is_closed() {
+            TransportError::Lost {
+                host: self.target.name.clone(),
+                reason: e.to_string(),
+            }
+        } else {
+            TransportError::Protocol(e.to_string())
+        }
+    }
+
     async fn exec(&self, cmd: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
         self.commands.fetch_add(1, Ordering::Relaxed);
-        let proto = |e: russh::Error| TransportError::Protocol(e.to_string());
+        let proto = |e| self.lost_or(e);
         let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
         ch.exec(false, cmd).await.map_err(proto)?;
         if let Some(data) = stdin {
-            ch.data(data).await.map_err(proto)?;
+            // A write waits for the host's window; if the connection dies meanwhile no window
+            // ever comes: watch the connection, so a dead one is seen within a second (or
+            // within the keepalive for a silent one).
+            let send = ch.data(data);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => { r.map_err(proto)?; break; }
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if self.handle.is_closed() {
+                            return Err(TransportError::Lost {
+                                host: self.target.name.clone(),
+                                reason: "the SSH connection closed during an upload".into(),
+                            });
+                        }
+                    }
+                }
+            }
         }
         ch.eof().await.map_err(proto)?;
         let (mut out, mut err, mut rc) = (Vec::new(), Vec::new(), None);
@@ -453,7 +495,7 @@ for s in $sids; do $S pkill -KILL -s "$s"; done; true"#
         ready: &str,
     ) -> Result<Result<String, Output>, TransportError> {
         self.commands.fetch_add(1, Ordering::Relaxed);
-        let proto = |e: russh::Error| TransportError::Protocol(e.to_string());
+        let proto = |e| self.lost_or(e);
         let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
         ch.exec(false, wrap(script, None, false, "provision-lock"))
             .await
