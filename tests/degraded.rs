@@ -12,11 +12,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn inventory(d: &Path, content: &str, node6: bool) {
-    inventory_with(d, content, node6, "")
+    inventory_with(d, content, node6, "", "b")
 }
 
-/// `conf`: more ceph_conf settings (", key: value").
-fn inventory_with(d: &Path, content: &str, node6: bool, conf: &str) {
+/// `conf`: more ceph_conf settings (", key: value"); `zone`: node5's zone label.
+fn inventory_with(d: &Path, content: &str, node6: bool, conf: &str, zone: &str) {
     let disks = disks();
     let osd = |i: usize| {
         format!(
@@ -36,7 +36,7 @@ fn inventory_with(d: &Path, content: &str, node6: bool, conf: &str) {
              vars: {{ image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr }}\n        \
              configs: {{ site: {{ content: \"hello {content}\\n\" }} }}\n  \
              children:\n    managers:\n      hosts:\n        node1: {{ ansible_host: 10.200.0.11 }}\n        node2: {{ ansible_host: 10.200.0.12 }}\n        node3: {{ ansible_host: 10.200.0.13 }}\n    \
-             workers:\n      hosts:\n        node4: {{ ansible_host: 10.200.0.14, swarm_labels: {{ disk: ssd }} }}\n        node5: {{ ansible_host: 10.200.0.15, swarm_labels: {{ zone: b }} }}\n{node6}    \
+             workers:\n      hosts:\n        node4: {{ ansible_host: 10.200.0.14, swarm_labels: {{ disk: ssd }} }}\n        node5: {{ ansible_host: 10.200.0.15, swarm_labels: {{ zone: {zone} }} }}\n{node6}    \
              etcd:\n      children: {{ managers: {{}} }}\n    \
              ceph_osds:\n      hosts:\n{osds}",
             vars = lab_vars(),
@@ -311,7 +311,7 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
     // A host powered off in the middle of the Ceph step, while a new setting restarts the
     // daemons one at a time: it is unreachable from then on, the step and the run go on
     // without it, nothing is lowered or removed, and the next run finishes the restarts.
-    inventory_with(d, "v3", true, ", osd_scrub_sleep: 0.1");
+    inventory_with(d, "v3", true, ", osd_scrub_sleep: 0.1", "b");
     let log = d.join("midrun.log");
     // -v lists the tasks that changed nothing too: the swarm's shows the run went on.
     let spawn = |log: &Path| {
@@ -360,6 +360,55 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
     );
     assert_eq!(rc, 0, "{out}");
     assert!(ceph_ok(), "{}", ssh("node1", "sudo ceph health detail"));
+    let (rc, out) = audit(d);
+    assert_eq!(rc, 0, "{out}");
+
+    // A worker powered off in the swarm step (its new label to set, then a stack update to
+    // roll out): unreachable from then on, the update converges on the others within the
+    // stack's wait, nothing removed; the next run sets the label.
+    inventory_with(d, "v4", true, ", osd_scrub_sleep: 0.1", "c");
+    let mut child = spawn(&log);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("swarm : swarm membership")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(240) && child.try_wait().unwrap().is_none(),
+            "the run never reached the swarm step:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = provision(&["lab", "stop", "node5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let off = Instant::now();
+    let rc = child.wait().unwrap().code().unwrap_or(-1);
+    let out = std::fs::read_to_string(&log).unwrap();
+    eprintln!(
+        "node5 powered off in the swarm step: the run ended {:.1} s later (exit {rc})",
+        off.elapsed().as_secs_f64()
+    );
+    assert_eq!(rc, 3, "{out}");
+    assert!(out.contains("node5 | unreachable"), "{out}");
+    assert!(!out.contains("node5 | failed"), "{out}");
+    assert!(
+        off.elapsed() < Duration::from_secs(240),
+        "the run waited out a timeout for a powered-off worker\n{out}"
+    );
+    let live = ["node1", "node2", "node3", "node4", "node6"];
+    assert_eq!(served(&live), "hello v4", "{out}");
+    assert_eq!(members("node1"), before_members, "{out}");
+    assert_eq!(pools(), before_pools, "{out}");
+    let o = provision(&["lab", "start", "node5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (rc, out, _) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    let zone = ssh(
+        "node1",
+        "sudo docker node inspect node5 --format '{{index .Spec.Labels \"zone\"}}'",
+    );
+    assert_eq!(zone, "c", "{out}");
     let (rc, out) = audit(d);
     assert_eq!(rc, 0, "{out}");
 }

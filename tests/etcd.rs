@@ -292,4 +292,69 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
         "openssl x509 -in /etc/provision/pki/etcd.crt -noout -ext subjectAltName"
     )
     .contains("etcd.example"));
+
+    // A planned CA rotation under the same writer: three runs (both CAs trusted, every
+    // certificate reissued, the old CA dropped), the members restarted one at a time in
+    // each; then every certificate is the new CA's and no host trusts the old one.
+    let state = d.join(".provision");
+    let old_ca = std::fs::read_to_string(state.join("ca.crt")).unwrap();
+    let stop = writer("c", Some(&all.join(",")));
+    let o = std::process::Command::new(BIN)
+        .arg(d.join("inventory.yml"))
+        .arg("-p")
+        .arg(d.join("etcd.yml"))
+        .arg("--rotate-ca")
+        .output()
+        .unwrap();
+    let w = stop();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for p in [
+        "phase 1 of 3",
+        "phase 2 of 3",
+        "phase 3 of 3",
+        "CA rotation done",
+    ] {
+        assert!(out.contains(p), "{p}: {out}");
+    }
+    assert_eq!(
+        out.matches("(restarted, one member at a time)").count(),
+        15,
+        "every member restarted once per phase: {out}"
+    );
+    eprintln!("writer during the CA rotation: {w}");
+    let failed: usize = w.rsplit("failed=").next().unwrap().parse().unwrap();
+    assert!(failed <= 15, "{w}");
+    let new_ca = std::fs::read_to_string(state.join("ca.crt")).unwrap();
+    assert_ne!(new_ca, old_ca);
+    for f in ["ca.next.crt", "ca.next.key", "ca.old.crt", "ca.rotation"] {
+        assert!(!state.join(f).exists(), "{f} left in the state directory");
+    }
+    let old_line = old_ca.lines().nth(1).unwrap().to_owned();
+    for i in 1..=5 {
+        let n = format!("node{i}");
+        assert_eq!(ssh(&n, "cat /etc/provision/pki/ca.crt"), new_ca.trim_end());
+        let v = ssh(
+            &n,
+            "cd /etc/provision/pki && openssl verify -CAfile ca.crt etcd.crt host.crt",
+        );
+        assert_eq!(v.matches(": OK").count(), 2, "{n}: {v}");
+        let (rc, _) = ssh_rc(
+            &n,
+            &format!("grep -qF '{old_line}' /etc/ssl/certs/ca-certificates.crt /usr/local/share/ca-certificates/provision-ca.crt"),
+        );
+        assert_eq!(rc, 1, "{n} still trusts the old CA");
+    }
+    assert_eq!(healthy("node3"), 5);
+    assert_eq!(
+        ssh("node5", &format!("{E} get greeting --print-value-only")),
+        "hello"
+    );
+    let (rc, out) = run(d, &[]);
+    assert!(rc == Some(0) && out.contains("no changes"), "{out}");
+    let f = etcd_findings(d);
+    assert!(
+        !f.is_empty() && f.iter().all(|f| f.ends_with("true")),
+        "{f:?}"
+    );
 }

@@ -240,7 +240,10 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
     let t = Instant::now();
     let up = spawn_play(d.path(), "big.yml");
     loop {
-        let size = ssh("node1", "stat -c %s /tmp/.provision.* 2>/dev/null | head -1");
+        let size = ssh(
+            "node1",
+            "stat -c %s /tmp/.provision.* 2>/dev/null | head -1",
+        );
         if size.parse::<u64>().unwrap_or(0) > 1 << 20 {
             break;
         }

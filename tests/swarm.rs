@@ -382,4 +382,34 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
     assert!(settled(&ns), "{ns:?}");
     let (rc, out) = run(d, &[]);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
+
+    // A wedged dockerd (stopped, not dead) on a worker: every Docker call has a client-side
+    // bound, so the run fails that host and ends instead of waiting out the command timeout
+    // (900 s). The bound is 120 s; the test hook makes it 5 s.
+    ssh("node5", "sudo pkill -STOP -x dockerd");
+    let t = std::time::Instant::now();
+    let o = std::process::Command::new(BIN)
+        .arg(d.join("inventory.yml"))
+        .env("PROVISION_TEST_DOCKER_BOUND", "5")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    ssh("node5", "sudo pkill -CONT -x dockerd");
+    let out = text(&o);
+    eprintln!(
+        "a run with node5's dockerd wedged: {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("node5 | failed"), "{out}");
+    assert!(!out.contains("node1 | failed"), "{out}");
+    assert!(took.as_secs() < 300, "waited {took:?}: {out}");
+    let t = std::time::Instant::now();
+    let mut ns = nodes("node1");
+    while !ns.iter().all(|(_, s, _)| s == "Ready") && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        ns = nodes("node1");
+    }
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
 }

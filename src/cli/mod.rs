@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// Make a new root CA when the state directory lost its own (reissues every host certificate)
     #[arg(long)]
     pub new_ca: bool,
+    /// Rotate the root CA: three runs (both CAs trusted, every certificate reissued, the old
+    /// CA removed); an interrupted rotation goes on where it stopped
+    #[arg(long, conflicts_with_all = ["new_ca", "check", "limit", "tags", "skip_tags", "list_hosts", "list_tasks"])]
+    pub rotate_ca: bool,
     /// Seconds to wait for another provision run to release a host (at least 1)
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_timeout: u64,

@@ -6,6 +6,69 @@ use std::sync::Arc;
 
 pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
     let inventory = lab_or(inventory)?;
+    if a.rotate_ca {
+        return rotate_ca(inventory, &a);
+    }
+    once(inventory, &a)
+}
+
+/// `--rotate-ca`: each phase is a whole run that must succeed on every host before the
+/// next begins; the phase reached is kept in the state directory.
+fn rotate_ca(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
+    use crate::pki::rotation;
+    let state_dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::state::default_dir(&inventory));
+    let name = inventory
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let step = |f: &dyn Fn(&crate::state::State) -> Result<Option<rotation::Phase>, String>| {
+        let st = crate::state::State::lock(&state_dir)?;
+        f(&st)
+    };
+    let mut phase = match step(&|st| rotation::begin(st, &name).map(Some)) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(exit::OK),
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was changed: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    loop {
+        eprintln!(
+            "CA rotation, phase {} of 3 ({}): {}",
+            phase.number(),
+            phase.name(),
+            phase.what()
+        );
+        let code = once(inventory.clone(), a)?;
+        if code != exit::OK {
+            eprintln!(
+                "error: CA rotation stopped in phase {} ({}): the run did not succeed on every host;                  fix what it reports and run again with --rotate-ca to go on from this phase",
+                phase.number(),
+                phase.name()
+            );
+            return Ok(code);
+        }
+        match step(&|st| rotation::advance(st, phase)) {
+            Ok(Some(p)) => phase = p,
+            Ok(None) => {
+                eprintln!("CA rotation done: every host trusts the new CA alone and holds certificates it signed");
+                return Ok(exit::OK);
+            }
+            Err(e) => {
+                eprintln!("error: CA rotation: {e}");
+                return Ok(exit::FAILED);
+            }
+        }
+    }
+}
+
+fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
+    let a = a.clone();
     let opts = crate::engine::Options {
         inventory,
         playbook: a.playbook,

@@ -41,7 +41,7 @@ impl Want {
     fn significant(&self, cert_sha: &str) -> String {
         let u = self.client_url();
         format!(
-            "# Managed by provision (etcd_cluster); certificate sha256 {cert_sha}\n\
+            "# Managed by provision (etcd_cluster); certificate and CA sha256 {cert_sha}\n\
              ETCD_NAME={}\nETCD_DATA_DIR={}\n\
              ETCD_LISTEN_PEER_URLS={}\nETCD_LISTEN_CLIENT_URLS={u},https://127.0.0.1:2379\n\
              ETCD_ADVERTISE_CLIENT_URLS={u}\nETCD_INITIAL_ADVERTISE_PEER_URLS={}\n\
@@ -105,12 +105,14 @@ pub struct Obs {
     pub members: Option<Vec<EtcdMember>>,
 }
 
-pub fn probe_script(w_ctl: &str, data_dir: &str, config: &str, cert: &str) -> String {
+/// `cert`: the sha256 of the member's certificate and its CA file together (either
+/// changing restarts the member: etcd reads its trusted CAs only when it starts).
+pub fn probe_script(w_ctl: &str, data_dir: &str, config: &str, cert: &str, ca: &str) -> String {
     format!(
         "echo '==PROVISION active'; systemctl is-active etcd 2>/dev/null\n\
          echo '==PROVISION data'; [ -d {d}/member ] && echo yes || echo no\n\
          echo '==PROVISION config'; cat {cf} 2>/dev/null\n\
-         echo '==PROVISION cert'; sha256sum {c} 2>/dev/null | cut -d' ' -f1\n\
+         echo '==PROVISION cert'; [ -r {c} ] && cat {c} {ca} 2>/dev/null | sha256sum | cut -d' ' -f1\n\
          if systemctl is-active --quiet etcd; then\n\
            echo '==PROVISION health'; {ctl} endpoint health >/dev/null 2>&1 && echo healthy\n\
            echo '==PROVISION members'; {ctl} member list -w json 2>/dev/null\n\
@@ -118,6 +120,7 @@ pub fn probe_script(w_ctl: &str, data_dir: &str, config: &str, cert: &str) -> St
         d = quote(data_dir),
         cf = quote(config),
         c = quote(cert),
+        ca = quote(ca),
         ctl = w_ctl
     )
 }
@@ -246,7 +249,7 @@ impl Step for Etcd {
                 if self.waiting {
                     s += "sleep 2\n";
                 }
-                s += &probe_script(&w.etcdctl(), &w.data_dir, &w.config, &w.cert);
+                s += &probe_script(&w.etcdctl(), &w.data_dir, &w.config, &w.cert, &w.ca);
                 (m.name.clone(), s)
             })
             .collect()

@@ -39,7 +39,10 @@ struct HostCerts {
 #[derive(Default)]
 struct Tls {
     hosts: indexmap::IndexMap<String, HostCerts>,
+    /// The CA that signs.
     ca: Option<Ca>,
+    /// What hosts trust: the CA, or both CAs while a rotation is under way.
+    bundle: String,
     /// The CA was made in this run (not yet saved).
     new_ca: bool,
 }
@@ -151,7 +154,10 @@ impl Step for Tls {
         for m in members {
             self.hosts.insert(m.name.clone(), host_certs(m)?);
         }
-        self.ca = Ca::load(cx.state)?;
+        if let Some(t) = pki::rotation::trust(cx.state)? {
+            self.bundle = t.bundle;
+            self.ca = Some(t.signer);
+        }
         Ok(())
     }
 
@@ -210,6 +216,7 @@ impl Step for Tls {
             if !cx.check {
                 ca.save(cx.state)?;
             }
+            self.bundle = ca.cert_pem.clone();
             self.ca = Some(ca);
             self.new_ca = true;
         }
@@ -266,12 +273,13 @@ impl Step for Tls {
                     msgs.push(format!("sign a {} certificate for {h} ({why})", c.name));
                 }
             }
-            if s.get("ca").map(String::as_str) != Some(ca.cert_pem.as_str()) {
-                script += &put_inline(&hc.ca_file, &ca.cert_pem, "644", "root", "root");
+            let bundle = self.bundle.as_str();
+            if s.get("ca").map(String::as_str) != Some(bundle) {
+                script += &put_inline(&hc.ca_file, bundle, "644", "root", "root");
                 msgs.push(format!("install the CA certificate at {}", hc.ca_file));
             }
-            if hc.trust && s.get("trust").map(String::as_str) != Some(ca.cert_pem.as_str()) {
-                script += &put_inline(TRUST, &ca.cert_pem, "644", "root", "root");
+            if hc.trust && s.get("trust").map(String::as_str) != Some(bundle) {
+                script += &put_inline(TRUST, bundle, "644", "root", "root");
                 script += "update-ca-certificates >/dev/null 2>&1 || { echo 'update-ca-certificates failed' >&2; exit 1; }\n";
                 msgs.push("add the CA to the system trust store".into());
             }

@@ -42,7 +42,7 @@ async fn run_all(
         };
         set.spawn(async move {
             let res = r
-                .run_script(&script, stdin.as_deref(), user.as_deref())
+                .run_script(&docker_bounded(&script), stdin.as_deref(), user.as_deref())
                 .await;
             let lost = res.as_ref().is_err_and(|e| e.is_lost());
             (i, (host, res.map_err(|e| e.to_string()), lost))
@@ -210,7 +210,10 @@ pub async fn converge(
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     for (h, on, user, w) in &watches {
                         if let Some(r) = remotes.get(on) {
-                            if let Ok(o) = r.run_script(w, None, user.as_deref()).await {
+                            if let Ok(o) = r
+                                .run_script(&docker_bounded(w), None, user.as_deref())
+                                .await
+                            {
                                 let line = o.stdout.trim();
                                 if o.rc == 0 && !line.is_empty() {
                                     progress(h, line);
@@ -267,6 +270,31 @@ pub async fn converge(
         step.max_rounds()
     ));
     oc
+}
+
+/// Every Docker CLI call of a step's script gets a client-side bound: a daemon that does
+/// not answer (a manager without quorum, a wedged dockerd) fails that call, naming it,
+/// instead of holding the step until the command timeout.
+pub const DOCKER_BOUND: u32 = 120;
+
+fn docker_bound() -> u32 {
+    // Tests make a wedged daemon cost seconds, not minutes.
+    std::env::var("PROVISION_TEST_DOCKER_BOUND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DOCKER_BOUND)
+}
+
+pub fn docker_bounded(script: &str) -> std::borrow::Cow<'_, str> {
+    if !script.contains("docker ") {
+        return script.into();
+    }
+    let b = docker_bound();
+    format!(
+        "docker() {{ timeout -k 5 {b} docker \"$@\" || {{ r=$?; [ \"$r\" != 124 ] || \
+         echo \"docker $1 ${{2:-}}: the Docker daemon did not answer within {b} s\" >&2; return \"$r\"; }}; }}\n{script}"
+    )
+    .into()
 }
 
 #[cfg(test)]

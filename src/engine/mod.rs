@@ -546,16 +546,16 @@ pub(crate) async fn connect_host(
 /// anything runs on it: a replaced CA is never adopted silently.
 fn check_ca_pin(
     facts: &Map<String, Value>,
-    pin: Option<&str>,
+    pins: &[String],
     state_dir: &std::path::Path,
 ) -> Result<(), ConnectError> {
     let (Some(pin), Some(have)) = (
-        pin,
+        pins.first(),
         facts.get("provision_ca_sha256").and_then(Value::as_str),
     ) else {
         return Ok(());
     };
-    if have.is_empty() || have == pin {
+    if have.is_empty() || pins.iter().any(|p| p == have) {
         return Ok(());
     }
     Err(ConnectError::Failed(format!(
@@ -577,10 +577,12 @@ pub async fn execute(
     let inv = Arc::new(p.inventory);
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     // The CA the hosts must already trust: the state directory's (none yet: nothing pinned).
-    let pin: Option<Arc<String>> = match (o.new_ca, state.read("ca.crt")) {
-        (false, Some(pem)) => Some(Arc::new(crate::modules::sha256_hex(&pem))),
-        _ => None,
-    };
+    // (during a CA rotation, either CA or both)
+    let pins: Arc<Vec<String>> = Arc::new(if o.new_ca {
+        Vec::new()
+    } else {
+        crate::pki::rotation::accepted_pins(&state)
+    });
     // Connect, lock and gather facts everywhere first.
     let mut joins = Vec::new();
     for h in &p.hosts {
@@ -588,12 +590,12 @@ pub async fn execute(
         let sem = sem.clone();
         let wants_root = inv.hosts[h].sudo;
         let (lock, wait) = (!o.check, o.lock_wait);
-        let pin = pin.clone();
+        let pins = pins.clone();
         let state_dir = state.dir.clone();
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let (c, f) = connect_host(t, wants_root, lock, wait).await?;
-            check_ca_pin(&f, pin.as_deref().map(String::as_str), &state_dir)?;
+            check_ca_pin(&f, &pins, &state_dir)?;
             Ok((c, f))
         }));
     }
@@ -797,6 +799,7 @@ pub async fn audit(
                     &v("etcd_data_dir", "/var/lib/etcd/provision"),
                     "/etc/default/etcd",
                     &crt,
+                    &ca,
                 )
             });
         let ceph = ceph_want(&p.inventory, h).map(|w| {
@@ -859,6 +862,7 @@ pub async fn audit(
             let mut swarm_out = None;
             let mut etcd_out = None;
             let mut ceph_out = None;
+            let script = cluster::docker_bounded(&script);
             let res = match conn.run(&script, None, Some("root")).await {
                 Ok(out) if out.stderr.contains("sudo:") => Err(format!(
                     "the audit needs root through sudo: {}",

@@ -15,6 +15,8 @@ use x509_parser::prelude::*;
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const CA_DAYS: i64 = 3650;
+
+pub mod rotation;
 pub const DEFAULT_DAYS: i64 = 365;
 
 /// What a certificate is for.
@@ -117,38 +119,47 @@ impl Ca {
     /// The CA of the state directory: None when it has none, Err when it is unreadable
     /// or half there (never replaced silently).
     pub fn load(state: &State) -> Result<Option<Ca>, String> {
-        let (c, k) = (state.read(CA_CERT), state.read(CA_KEY));
+        Ca::load_pair(state, CA_CERT, CA_KEY)
+    }
+
+    /// A CA kept as `cert_name` and `key_name` in the state directory.
+    pub fn load_pair(state: &State, cert_name: &str, key_name: &str) -> Result<Option<Ca>, String> {
+        let (c, k) = (state.read(cert_name), state.read(key_name));
         let dir = state.dir.display();
         match (c, k) {
             (None, None) => Ok(None),
             (Some(c), Some(k)) => {
                 let cert_pem =
-                    String::from_utf8(c).map_err(|_| format!("{dir}/{CA_CERT} is not text"))?;
+                    String::from_utf8(c).map_err(|_| format!("{dir}/{cert_name} is not text"))?;
                 let key_pem =
-                    String::from_utf8(k).map_err(|_| format!("{dir}/{CA_KEY} is not text"))?;
+                    String::from_utf8(k).map_err(|_| format!("{dir}/{key_name} is not text"))?;
                 let key = KeyPair::from_pem(&key_pem)
-                    .map_err(|e| format!("{dir}/{CA_KEY}: not a private key: {e}"))?;
-                let der = pem_der(&cert_pem).map_err(|e| format!("{dir}/{CA_CERT}: {e}"))?;
+                    .map_err(|e| format!("{dir}/{key_name}: not a private key: {e}"))?;
+                let der = pem_der(&cert_pem).map_err(|e| format!("{dir}/{cert_name}: {e}"))?;
                 let ca = Ca { cert_pem, key, der };
-                let (_, x) =
-                    parse_x509_certificate(&ca.der).map_err(|e| format!("{dir}/{CA_CERT}: {e}"))?;
+                let (_, x) = parse_x509_certificate(&ca.der)
+                    .map_err(|e| format!("{dir}/{cert_name}: {e}"))?;
                 if x.public_key().raw != ca.key.subject_public_key_info().as_slice() {
-                    return Err(format!("{dir}/{CA_KEY} does not belong to {dir}/{CA_CERT}: restore both from the same backup"));
+                    return Err(format!("{dir}/{key_name} does not belong to {dir}/{cert_name}: restore both from the same backup"));
                 }
                 Ok(Some(ca))
             }
             (Some(_), None) => Err(format!(
-                "{dir} has {CA_CERT} but no {CA_KEY}: restore the key from your backup"
+                "{dir} has {cert_name} but no {key_name}: restore the key from your backup"
             )),
             (None, Some(_)) => Err(format!(
-                "{dir} has {CA_KEY} but no {CA_CERT}: restore the certificate from your backup"
+                "{dir} has {key_name} but no {cert_name}: restore the certificate from your backup"
             )),
         }
     }
 
     pub fn save(&self, state: &State) -> Result<(), String> {
-        state.write(CA_KEY, self.key.serialize_pem().as_bytes(), 0o600)?;
-        state.write(CA_CERT, self.cert_pem.as_bytes(), 0o644)
+        self.save_pair(state, CA_CERT, CA_KEY)
+    }
+
+    pub fn save_pair(&self, state: &State, cert: &str, key: &str) -> Result<(), String> {
+        state.write(key, self.key.serialize_pem().as_bytes(), 0o600)?;
+        state.write(cert, self.cert_pem.as_bytes(), 0o644)
     }
 
     fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, String> {
