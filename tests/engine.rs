@@ -19,7 +19,9 @@ fn count(line: &str, key: &str) -> u32 {
 
 #[test]
 fn modules_idempotence_check_mode_and_host_keys() {
-    let _lab = LabGuard::up(3);
+    let Some(_lab) = LabGuard::up(3) else {
+        return;
+    };
     let inv = lab_dir().join("inventory.yml");
     let inv = inv.to_str().unwrap();
     let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

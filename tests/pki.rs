@@ -55,7 +55,9 @@ fn run(d: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn pki_certificates_locks_cross_host_values_and_panics() {
-    let _lab = LabGuard::up(3);
+    let Some(_lab) = LabGuard::up(3) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     inventory(d, "", "");

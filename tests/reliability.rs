@@ -156,7 +156,9 @@ fn the_inventory_command_shows_groups_hosts_and_precedence() {
 
 #[test]
 fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
-    let _lab = LabGuard::up(1);
+    let Some(_lab) = LabGuard::up(1) else {
+        return;
+    };
     let d = tempfile::tempdir().unwrap();
     let big = d.path().join("big.txt");
     std::fs::write(&big, "0123456789abcdef".repeat(12 * 1024 * 1024)).unwrap(); // 192 MiB
@@ -342,7 +344,9 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
 
 #[test]
 fn ctrl_c_mid_apt_stops_the_remote_commands_and_a_rerun_finishes() {
-    let _lab = LabGuard::fresh(1);
+    let Some(_lab) = LabGuard::fresh(1) else {
+        return;
+    };
     let d = tempfile::tempdir().unwrap();
     let lab_inv = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
     // node1 as a manager: the docker role installs docker.io, a long dpkg run.
@@ -395,7 +399,9 @@ fn ctrl_c_mid_apt_stops_the_remote_commands_and_a_rerun_finishes() {
 
 #[test]
 fn a_full_backup_disk_changes_nothing_and_a_silently_cut_link_is_given_up() {
-    let _lab = LabGuard::up(1);
+    let Some(_lab) = LabGuard::up(1) else {
+        return;
+    };
     let d = tempfile::tempdir().unwrap();
     let lab_inv = std::fs::read_to_string(lab_dir().join("inventory.yml")).unwrap();
     write(d.path(), "inventory.yml", &lab_inv);

@@ -69,7 +69,9 @@ fn tool(args: &[std::ffi::OsString], extra: &[&str]) -> (Option<i32>, String, St
 
 #[test]
 fn fifty_light_hosts() {
-    let lab = LabGuard::start(&["lab", "up", &N.to_string(), "--init", "minimal"]);
+    let Some(lab) = LabGuard::start(&["lab", "up", &N.to_string(), "--init", "minimal"]) else {
+        return;
+    };
     // Every host answers SSH under its own name; a light host is small.
     let names: std::collections::BTreeSet<String> = [1, 17, 33, N]
         .iter()

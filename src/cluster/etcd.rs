@@ -216,7 +216,7 @@ impl Step for Etcd {
             .get("etcd")
             .map_or(0, |g| g.len())
             .max(self.want.len());
-        if n % 2 == 0 && n > 0 {
+        if n.is_multiple_of(2) && n > 0 {
             let even_ok = members
                 .first()
                 .map(|m| crate::modules::Args(&m.args).bool("allow_even_members", false))

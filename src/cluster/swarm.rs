@@ -173,10 +173,13 @@ pub fn owner(members: &[Member], src: &str, seen: &IndexMap<String, Seen1>) -> O
         .map(|m| m.name.clone())
 }
 
+/// The manager to act through: (its name, the nodes it sees, its cluster id).
+pub type Source<'a> = (String, &'a Vec<Node>, String);
+
 pub fn source<'a>(
     members: &[Member],
     seen: &'a IndexMap<String, Seen1>,
-) -> Result<Option<(String, &'a Vec<Node>, String)>, String> {
+) -> Result<Option<Source<'a>>, String> {
     let mut clusters: IndexMap<String, Vec<String>> = IndexMap::new();
     for m in members {
         if let Some(s) = seen.get(&m.name) {
@@ -203,7 +206,7 @@ pub fn source<'a>(
         ));
     }
     // Prefer a manager inside --limit, then the leader.
-    let mut best: Option<(String, &Vec<Node>, String, (bool, bool))> = None;
+    let mut best: Option<(Source, (bool, bool))> = None;
     for m in members {
         let Some(s) = seen.get(&m.name) else { continue };
         let (Some(nodes), Some(c)) = (&s.nodes, &s.info.cluster) else {
@@ -216,11 +219,11 @@ pub fn source<'a>(
             .iter()
             .any(|n| n.id == s.info.node_id && n.manager_status.as_ref().is_some_and(|m| m.leader));
         let rank = (m.writable, leader);
-        if best.as_ref().is_none_or(|b| rank > b.3) {
-            best = Some((m.name.clone(), nodes, c.id.clone(), rank));
+        if best.as_ref().is_none_or(|b| rank > b.1) {
+            best = Some(((m.name.clone(), nodes, c.id.clone()), rank));
         }
     }
-    Ok(best.map(|(a, b, c, _)| (a, b, c)))
+    Ok(best.map(|(s, _)| s))
 }
 
 #[derive(Clone, Debug)]

@@ -26,10 +26,10 @@ pub struct Outcome {
 /// One command's result, and whether the host's connection is gone.
 type Ran = (String, Result<Output, String>, bool);
 
-async fn run_all(
-    jobs: Vec<(String, Option<String>, String, Option<Vec<u8>>)>,
-    remotes: &IndexMap<String, Arc<dyn Remote>>,
-) -> Vec<Ran> {
+/// A script to run: (host, as user, script, stdin).
+type Job = (String, Option<String>, String, Option<Vec<u8>>);
+
+async fn run_all(jobs: Vec<Job>, remotes: &IndexMap<String, Arc<dyn Remote>>) -> Vec<Ran> {
     let mut set = tokio::task::JoinSet::new();
     let mut v = Vec::new();
     for (i, (host, user, script, stdin)) in jobs.into_iter().enumerate() {

@@ -328,23 +328,23 @@ fn text_reads_facts(v: &Value, facts: &[&str]) -> bool {
 fn play_reads_facts(p: &Play) -> bool {
     let facts = target::FACT_NAMES;
     let task = |t: &play::Task| {
-        text_reads_facts(&t.args.to_json(), &facts)
+        text_reads_facts(&t.args.to_json(), facts)
             || [&t.when, &t.changed_when].iter().any(|w| {
                 w.as_ref()
-                    .is_some_and(|w| target::reads_facts_via_hostvars(w, &facts))
+                    .is_some_and(|w| target::reads_facts_via_hostvars(w, facts))
             })
             || t.items
                 .as_ref()
-                .is_some_and(|i| text_reads_facts(&i.to_json(), &facts))
-            || text_reads_facts(&Value::Object(t.vars.clone()), &facts)
+                .is_some_and(|i| text_reads_facts(&i.to_json(), facts))
+            || text_reads_facts(&Value::Object(t.vars.clone()), facts)
     };
-    text_reads_facts(&Value::Object(p.vars.clone()), &facts)
+    text_reads_facts(&Value::Object(p.vars.clone()), facts)
         || p.roles.iter().any(|r| {
             r.tasks.iter().chain(&r.handlers).any(task)
                 || r.templates
                     .iter()
-                    .any(|(_, t)| target::reads_facts_via_hostvars(t, &facts))
-                || text_reads_facts(&Value::Object(r.defaults.clone()), &facts)
+                    .any(|(_, t)| target::reads_facts_via_hostvars(t, facts))
+                || text_reads_facts(&Value::Object(r.defaults.clone()), facts)
         })
 }
 
@@ -352,7 +352,7 @@ fn inv_reads_facts(inv: &Inventory) -> bool {
     let facts = target::FACT_NAMES;
     inv.hosts
         .values()
-        .any(|h| h.vars.values().any(|v| text_reads_facts(v, &facts)))
+        .any(|h| h.vars.values().any(|v| text_reads_facts(v, facts)))
 }
 
 /// Roles whose state on a host names other hosts (a firewall admits its peers) also run,

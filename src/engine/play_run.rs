@@ -19,6 +19,10 @@ use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// A host outside the play's hosts that a cluster step read: its connection and facts
+/// (None when it could not be reached).
+type Extra = (Arc<Conn>, Map<String, Value>);
+
 /// A task of the play: role index, task index, handler or not.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskRef {
@@ -116,7 +120,7 @@ impl PlayRun {
         hosts: &[String],
         all: &[String],
         runs: &mut IndexMap<String, HostRun>,
-        extra: &mut IndexMap<String, Option<(Arc<Conn>, Map<String, Value>)>>,
+        extra: &mut IndexMap<String, Option<Extra>>,
         published: &mut Map<String, Value>,
     ) -> bool {
         let segs = segments(&self.play, &self.o);
@@ -285,7 +289,7 @@ impl PlayRun {
         &self,
         h: &str,
         runs: &IndexMap<String, HostRun>,
-        extra: &IndexMap<String, Option<(Arc<Conn>, Map<String, Value>)>>,
+        extra: &IndexMap<String, Option<Extra>>,
     ) -> Option<String> {
         match runs.get(h) {
             Some(r) if r.tally.unreachable > 0 => Some("unreachable".into()),
@@ -471,7 +475,7 @@ impl PlayRun {
         tr: TaskRef,
         all: &[String],
         runs: &mut IndexMap<String, HostRun>,
-        extra: &mut IndexMap<String, Option<(Arc<Conn>, Map<String, Value>)>>,
+        extra: &mut IndexMap<String, Option<Extra>>,
         states: &mut IndexMap<String, HostState>,
         published: &mut Map<String, Value>,
     ) -> bool {

@@ -191,6 +191,35 @@ pub fn evaluate(rules: &[Rule], out: &str, sysctl_file: &str) -> Vec<Finding> {
         .collect()
 }
 
+/// Findings for the certificates provision keeps on a host (none found: none listed).
+pub fn certificates(listing: &str, ca_pem: Option<&str>) -> Vec<Finding> {
+    crate::pki::rows(listing, ca_pem, crate::pki::now())
+        .into_iter()
+        .map(|r| Finding {
+            id: format!("pki-cert:{}", r.file),
+            title: format!("certificate {}", r.file),
+            reason: "an expired or foreign certificate breaks TLS between the cluster's services"
+                .into(),
+            pass: r.healthy() && ca_pem.is_some(),
+            expected: "issued by this inventory's CA, outside its renewal window".into(),
+            actual: match (&r.error, ca_pem) {
+                (Some(e), _) => e.clone(),
+                (None, None) => "no CA in the state directory to check it against".into(),
+                (None, Some(_)) => format!(
+                    "{}, {} days left{}",
+                    if r.issuer_ok {
+                        "issued by this CA"
+                    } else {
+                        "issued by another CA"
+                    },
+                    r.days_left,
+                    if r.expiring { " (due for renewal)" } else { "" }
+                ),
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,33 +304,4 @@ mod tests {
         let f = evaluate(&rules, "garbage", "/x");
         assert!(!f[0].pass && !f[6].pass && !f[4].pass);
     }
-}
-
-/// Findings for the certificates provision keeps on a host (none found: none listed).
-pub fn certificates(listing: &str, ca_pem: Option<&str>) -> Vec<Finding> {
-    crate::pki::rows(listing, ca_pem, crate::pki::now())
-        .into_iter()
-        .map(|r| Finding {
-            id: format!("pki-cert:{}", r.file),
-            title: format!("certificate {}", r.file),
-            reason: "an expired or foreign certificate breaks TLS between the cluster's services"
-                .into(),
-            pass: r.healthy() && ca_pem.is_some(),
-            expected: "issued by this inventory's CA, outside its renewal window".into(),
-            actual: match (&r.error, ca_pem) {
-                (Some(e), _) => e.clone(),
-                (None, None) => "no CA in the state directory to check it against".into(),
-                (None, Some(_)) => format!(
-                    "{}, {} days left{}",
-                    if r.issuer_ok {
-                        "issued by this CA"
-                    } else {
-                        "issued by another CA"
-                    },
-                    r.days_left,
-                    if r.expiring { " (due for renewal)" } else { "" }
-                ),
-            },
-        })
-        .collect()
 }

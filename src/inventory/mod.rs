@@ -409,8 +409,11 @@ fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     }
 }
 
+/// A group's or host's variables from a side file, and where they came from.
+type SideVars = (Map<String, Value>, Loc);
+
 /// Variables from `group_vars/NAME(.yml|.yaml)` files and `group_vars/NAME/` folders.
-fn side_vars(dir: &Path) -> Result<IndexMap<String, (Map<String, Value>, Loc)>, Located> {
+fn side_vars(dir: &Path) -> Result<IndexMap<String, SideVars>, Located> {
     let mut out = IndexMap::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Ok(out);

@@ -486,10 +486,9 @@ fn check_args(t: &Task, assets: &Assets) -> Result<(), Located> {
         if let Some((_, _, v)) = entries.iter().find(|(k, _, _)| k == "src") {
             if let Kind::Str(s) = &v.kind {
                 let local = Path::new(s);
-                if !s.contains("{{")
-                    && !assets.files.iter().any(|(n, _)| n == s)
-                    && !(local.is_absolute() && local.is_file())
-                {
+                let found = assets.files.iter().any(|(n, _)| n == s)
+                    || (local.is_absolute() && local.is_file());
+                if !s.contains("{{") && !found {
                     return Err(err(
                         &v.loc,
                         format!("file `{s}` not found for role `{}`", t.role),

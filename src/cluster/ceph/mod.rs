@@ -207,9 +207,14 @@ fn cfg_of(m: &Member) -> Result<Cfg, String> {
 }
 
 /// Accumulates one phase's changes, one action per host.
+/// Where a batched script runs: (host, on behalf of).
+type BatchKey = (String, Option<String>);
+/// What is batched there: (messages, script, stdin).
+type BatchBody = (Vec<String>, String, Vec<u8>);
+
 #[derive(Default)]
 struct Batch {
-    per: IndexMap<(String, Option<String>), (Vec<String>, String, Vec<u8>)>,
+    per: IndexMap<BatchKey, BatchBody>,
     serial: bool,
 }
 
@@ -450,7 +455,7 @@ impl Step for Ceph {
             .map(|m| crate::modules::Args(&m.args).bool("allow_even_mons", false))
             .transpose()?
             .unwrap_or(false);
-        if n % 2 == 0 && !even_ok {
+        if n.is_multiple_of(2) && !even_ok {
             return Err(format!(
                 "{n} Ceph monitors: an even number adds no fault tolerance; use an odd number or set ceph_allow_even_mons: true"
             ));

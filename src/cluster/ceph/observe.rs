@@ -362,7 +362,7 @@ mod tests {
         let o = parse(out, 2);
         assert!(o.mon_data && o.active("ceph-mon@n1") && !o.active("ceph-mgr@n1"));
         assert_eq!(o.files["/etc/ceph/ceph.conf"], "abc");
-        assert_eq!(o.osds[&0], true);
+        assert!(o.osds[&0]);
         assert_eq!(o.raw[0].device, "/dev/loop1");
         assert!(o.devices[0].signatures.is_empty() && !o.devices[0].missing);
         assert_eq!(o.devices[1].signatures, vec!["TYPE=ext4", "UUID=x"]);
