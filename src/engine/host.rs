@@ -382,12 +382,28 @@ async fn run_task(
             }
         };
         if let Err(e) = run_item(h, task, env, module.as_ref(), &c, st, &mut run).await {
-            run.lost |= e.starts_with(&format!("connection to {} lost", h.conn().target.name));
-            run.failed = Some(e);
+            run.lost |= matches!(&e, ItemError::Transport(t) if t.is_lost());
+            run.failed = Some(e.to_string());
             break;
         }
     }
     finish(h, role, ri, task, st, run, list.len())
+}
+
+/// Why a task's item did not finish.
+#[derive(Debug, thiserror::Error)]
+enum ItemError {
+    /// From the connection: a lost one makes the host unreachable, not failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for ItemError {
+    fn from(s: String) -> Self {
+        ItemError::Failed(s)
+    }
 }
 
 /// One item: probe (from the batch when it is there), plan, apply, prove access, changed_when.
@@ -399,23 +415,20 @@ async fn run_item(
     c: &Map<String, Value>,
     st: &mut HostState,
     run: &mut TaskRun,
-) -> Result<(), String> {
+) -> Result<(), ItemError> {
     let user = become_user(h, task);
     let probe = match module.probe() {
         None => Default::default(),
         Some(script) => match st.probes.get(user, &script) {
             Some(out) => out,
             None => {
-                let out = h
-                    .conn()
-                    .run(&script, None, user)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let out = h.conn().run(&script, None, user).await?;
                 if out.stderr.contains("sudo: a password is required") {
                     return Err(format!(
                         "sudo needs a password for {}: allow NOPASSWD or use --ask-become-pass",
                         h.conn().target.user
-                    ));
+                    )
+                    .into());
                 }
                 out
             }
@@ -436,7 +449,7 @@ async fn run_item(
             ));
             return Ok(());
         }
-        Plan::Fail(m) => return Err(m),
+        Plan::Fail(m) => return Err(m.into()),
         Plan::Change {
             script,
             stdin,
@@ -461,11 +474,7 @@ async fn run_item(
         return Ok(());
     }
     st.probes.invalidate();
-    let out = h
-        .conn()
-        .run(&script, stdin.as_deref(), user)
-        .await
-        .map_err(|e| e.to_string())?;
+    let out = h.conn().run(&script, stdin.as_deref(), user).await?;
     run.last = json!({"changed": true, "rc": out.rc, "stdout": out.stdout.trim_end(), "stderr": out.stderr.trim_end()});
     if out.rc != 0 {
         let shown = if task.no_log {
@@ -477,7 +486,8 @@ async fn run_item(
             "exit code {}\n  ran: {shown}\n  stderr: {}",
             out.rc,
             crate::sys::tail(out.stderr.trim(), 8)
-        ));
+        )
+        .into());
     }
     if let Some(rollback) = module.rollback() {
         prove_access(h, &rollback, module.confirm().as_deref()).await?;

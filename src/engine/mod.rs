@@ -822,13 +822,13 @@ pub async fn audit(
             let _permit = sem.acquire_owned().await;
             let _tick = Tick(done);
             let wall = match wall {
-                Some(Err(e)) => return (Err(format!("firewall: {e}")), 0, None, None, None),
+                Some(Err(e)) => return HostAudit::failed(format!("firewall: {e}"), false),
                 Some(Ok(w)) => Some(w),
                 None => None,
             };
             let conn = match Conn::connect(t).await {
                 Ok(c) => c,
-                Err(e) => return (Err(format!("unreachable: {e}")), 0, None, None, None),
+                Err(e) => return HostAudit::failed(format!("unreachable: {e}"), true),
             };
             let script = format!(
                 "{}echo '@@pki'\n{}{}",
@@ -900,36 +900,42 @@ pub async fn audit(
                 }
                 Err(e) => Err(e.to_string()),
             };
-            let n = conn.commands();
+            let round_trips = conn.commands();
             conn.close().await;
-            (res, n, swarm_out, etcd_out, ceph_out)
+            HostAudit {
+                findings: res,
+                round_trips,
+                swarm: swarm_out,
+                etcd: etcd_out,
+                ceph: ceph_out,
+                unreachable: false,
+            }
         }));
     }
     let mut out = IndexMap::new();
     let mut swarm_outs = IndexMap::new();
     let mut etcd_outs = IndexMap::new();
     let mut ceph_outs = IndexMap::new();
+    // Hosts that did not answer: unknown, not gone; the others' view of them is reported.
+    let mut unreachable: Vec<String> = Vec::new();
     for (h, j) in p.hosts.iter().zip(joins) {
-        let (r, n, sw, et, ce) = j
+        let a = j
             .await
-            .unwrap_or_else(|e| (Err(format!("internal error: {e}")), 0, None, None, None));
-        if let Some(ce) = ce {
+            .unwrap_or_else(|e| HostAudit::failed(format!("internal error: {e}"), false));
+        if let Some(ce) = a.ceph {
             ceph_outs.insert(h.clone(), ce);
         }
-        if let Some(sw) = sw {
+        if let Some(sw) = a.swarm {
             swarm_outs.insert(h.clone(), sw);
         }
-        if let Some(et) = et {
+        if let Some(et) = a.etcd {
             etcd_outs.insert(h.clone(), et);
         }
-        out.insert(h.clone(), (r, n));
+        if a.unreachable {
+            unreachable.push(h.clone());
+        }
+        out.insert(h.clone(), (a.findings, a.round_trips));
     }
-    // Hosts that did not answer: unknown, not gone; the others' view of them is reported.
-    let unreachable: Vec<String> = out
-        .iter()
-        .filter(|(_, (r, _))| r.as_ref().is_err_and(|e| e.starts_with("unreachable")))
-        .map(|(h, _)| h.clone())
-        .collect();
     // The swarm is judged across hosts, from what each one printed.
     if !swarm_outs.is_empty() {
         let managers = p.inventory.groups.get("managers");
@@ -1032,6 +1038,31 @@ pub async fn audit(
 }
 
 /// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
+/// What one host's audit returned.
+struct HostAudit {
+    findings: Result<Vec<crate::hardening::audit::Finding>, String>,
+    round_trips: u64,
+    /// The raw sections the cross-host checks judge.
+    swarm: Option<String>,
+    etcd: Option<String>,
+    ceph: Option<(String, crate::cluster::ceph::audit::Want)>,
+    /// It could not be reached: unknown, not gone.
+    unreachable: bool,
+}
+
+impl HostAudit {
+    fn failed(e: String, unreachable: bool) -> HostAudit {
+        HostAudit {
+            findings: Err(e),
+            round_trips: 0,
+            swarm: None,
+            etcd: None,
+            ceph: None,
+            unreachable,
+        }
+    }
+}
+
 fn ceph_want(
     inv: &crate::inventory::Inventory,
     h: &str,
