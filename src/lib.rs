@@ -8,9 +8,12 @@ macro_rules! out {
     }};
 }
 
+pub mod args;
+pub mod assets;
 pub mod cli;
 pub mod cluster;
 pub mod engine;
+pub mod finding;
 pub mod firewall;
 pub mod hardening;
 pub mod interrupt;
@@ -20,6 +23,7 @@ pub mod modules;
 pub mod output;
 pub mod pki;
 pub mod play;
+pub mod probe;
 pub mod state;
 pub mod sys;
 pub mod template;

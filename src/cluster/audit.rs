@@ -3,7 +3,7 @@
 
 use super::labels::{diff, MANAGED};
 use super::swarm::{parse, Seen1};
-use crate::hardening::audit::Finding;
+use crate::finding::Finding;
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
 

@@ -219,7 +219,7 @@ impl Step for Etcd {
         if n.is_multiple_of(2) && n > 0 {
             let even_ok = members
                 .first()
-                .map(|m| crate::modules::Args(&m.args).bool("allow_even_members", false))
+                .map(|m| crate::args::Args(&m.args).bool("allow_even_members", false))
                 .transpose()
                 .map_err(|e| format!("etcd_cluster: {e}"))?
                 .unwrap_or(false);

@@ -50,6 +50,9 @@ pub fn down_list(members: &[Member]) -> Vec<String> {
 /// What each probed host returned; Err when it could not be asked.
 pub type Seen = IndexMap<String, Result<Output, String>>;
 
+/// A step's default bound on probe, plan and apply rounds.
+pub const MAX_ROUNDS: usize = 12;
+
 /// One change to one host. It runs on `host` itself, or on `run_on` (a manager that
 /// changes the host's swarm node); either way `host` must be inside `--limit`.
 #[derive(Clone, Debug)]
@@ -98,7 +101,7 @@ pub trait Step: Send + Sync {
     /// Rounds of probe, plan and apply before the step gives up; a step that waits for a
     /// cluster to settle bounds its wait by time instead.
     fn max_rounds(&self) -> usize {
-        crate::engine::cluster::MAX_ROUNDS
+        MAX_ROUNDS
     }
     /// What the operator should know but nothing changes for (a node unknown to the inventory).
     fn notes(&self) -> Vec<String> {
@@ -145,37 +148,9 @@ pub fn put_inline(path: &str, content: &str, mode: &str, owner: &str, group: &st
 
 /// A string argument of a member.
 pub fn arg(m: &Member, k: &str) -> Result<Option<String>, String> {
-    crate::modules::Args(&m.args)
+    crate::args::Args(&m.args)
         .str(k)
         .map_err(|e| format!("host `{}`: {e}", m.name))
 }
 
-/// Splits `out` into the sections a probe printed after `==NAME` marker lines.
-pub fn sections(out: &str) -> IndexMap<String, String> {
-    let mut m: IndexMap<String, String> = IndexMap::new();
-    let mut cur: Option<String> = None;
-    for line in out.split_inclusive('\n') {
-        if let Some(name) = line.strip_prefix("==PROVISION ") {
-            let name = name.trim().to_owned();
-            m.entry(name.clone()).or_default();
-            cur = Some(name);
-        } else if let Some(c) = &cur {
-            if let Some(s) = m.get_mut(c) {
-                s.push_str(line);
-            }
-        }
-    }
-    m
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sections_split_on_markers() {
-        let s = super::sections("junk\n==PROVISION a\nx\ny\n==PROVISION b\n==PROVISION c\nz");
-        assert_eq!(s["a"], "x\ny\n");
-        assert_eq!(s["b"], "");
-        assert_eq!(s["c"], "z");
-        assert_eq!(s.len(), 3);
-    }
-}
+pub use crate::probe::sections;

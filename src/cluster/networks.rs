@@ -4,7 +4,7 @@
 
 use super::swarm::{owner, parse, probe_info, source, Seen1};
 use super::{sections, Action, Ctx, Member, Seen, Step};
-use crate::modules::Args;
+use crate::args::Args;
 use crate::transport::quote;
 use indexmap::IndexMap;
 use serde::Deserialize;

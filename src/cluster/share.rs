@@ -25,7 +25,7 @@ impl Step for Share {
         };
         let from = arg(first, "from")?.unwrap_or_default();
         self.command = arg(first, "command")?.unwrap_or_default();
-        self.secret = crate::modules::Args(&first.args)
+        self.secret = crate::args::Args(&first.args)
             .bool("secret", false)
             .map_err(|e| format!("share: {e}"))?;
         for m in members {
@@ -68,7 +68,7 @@ impl Step for Share {
             if let (true, Ok(Some(dest))) = (m.writable, arg(m, "dest")) {
                 s += &format!(
                     "echo '==PROVISION dest'; {}",
-                    crate::modules::probe_file(&dest)
+                    crate::probe::probe_file(&dest)
                 );
             }
             if !s.is_empty() {
@@ -115,9 +115,9 @@ impl Step for Share {
                     .unwrap_or_default(),
                 _ => continue,
             };
-            let cur = crate::modules::parse_file(&cur);
+            let cur = crate::probe::parse_file(&cur);
             let want = format!("{value}\n");
-            let mode = crate::modules::Args(&m.args)
+            let mode = crate::args::Args(&m.args)
                 .mode("mode")
                 .map_err(|e| format!("host `{}`: {e}", m.name))?
                 .unwrap_or_else(|| {

@@ -284,7 +284,7 @@ impl Step for Swarm {
             );
         }
         if let Some(first) = members.first() {
-            self.pools = crate::modules::Args(&first.args)
+            self.pools = crate::args::Args(&first.args)
                 .list("default_addr_pool")
                 .map_err(|e| format!("swarm: {e}"))?;
             self.pool_mask = match first.args.get("default_addr_pool_mask_length") {
@@ -297,7 +297,7 @@ impl Step for Swarm {
                         as u32,
                 ),
             };
-            let even_ok = crate::modules::Args(&first.args)
+            let even_ok = crate::args::Args(&first.args)
                 .bool("allow_even_managers", false)
                 .map_err(|e| format!("swarm: {e}"))?;
             let managers = self.want.values().filter(|w| w.manager).count();
@@ -529,7 +529,16 @@ impl Step for Swarm {
                 }
                 "down" => {
                     if writable(&m.name) {
-                        return Err(format!("docker is not running on {}: start it (the docker role does), then run again", m.name));
+                        // That host fails; the others go on (its swarm state is unknown:
+                        // nothing is decided from it).
+                        actions.push(super::refusal(
+                            &m.name,
+                            format!(
+                                "docker does not answer on {} (not running, or not responding):                                  start it (the docker role does), then run again",
+                                m.name
+                            ),
+                        ));
+                        continue;
                     }
                     self.notes.push(format!(
                         "{} (outside --limit): docker is not running there",

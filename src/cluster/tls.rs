@@ -3,7 +3,7 @@
 //! inventory says; a certificate is reissued only when it must be (pki::reissue_reason).
 
 use super::{put_inline, sections, Action, Ctx, Member, Seen, Step};
-use crate::modules::Args;
+use crate::args::Args;
 use crate::pki::{self, Ca, Profile};
 use crate::transport::quote;
 use serde_json::{json, Value};

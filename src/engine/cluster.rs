@@ -7,7 +7,7 @@ use crate::transport::{Output, Remote};
 use indexmap::IndexMap;
 use std::sync::Arc;
 
-pub const MAX_ROUNDS: usize = 12;
+pub use crate::cluster::MAX_ROUNDS;
 
 /// What a step did, per host.
 #[derive(Default, Debug)]

@@ -3,19 +3,10 @@
 
 use super::{Check, Rule};
 use crate::transport::quote as q;
-use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub id: String,
-    pub title: String,
-    pub reason: String,
-    pub pass: bool,
-    pub expected: String,
-    pub actual: String,
-}
+pub use crate::finding::Finding;
 
 /// One script reading everything the rules need. It writes nothing, not even temp files.
 pub fn script(rules: &[Rule], sysctl_file: &str) -> String {

@@ -1,78 +1,10 @@
 //! Modules that manage file contents and metadata.
 
 use super::{q, Args, Diff, Module, Plan};
+pub use crate::probe::{
+    parse_file, probe_file, probe_file_sized, sha256_hex, FileState as Remote, BIG,
+};
 use crate::transport::{put_script, put_script_verified, Output};
-use base64::Engine;
-
-/// The state of one remote file as read by `probe_file`.
-pub struct Remote {
-    pub exists: bool,
-    pub mode: String,
-    owner: String,
-    group: String,
-    pub content: String,
-    /// For a large file, only its sha256 is read (see `probe_file_sized`).
-    sha: Option<String>,
-}
-
-/// Above this size a file is compared by its hash, not read back (and shown in no diff).
-const BIG: usize = 64 * 1024;
-
-/// Like `probe_file`, but a file meant to hold more than 64 KiB is hashed on the host.
-pub fn probe_file_sized(path: &str, wanted_len: usize) -> String {
-    if wanted_len <= BIG {
-        return probe_file(path);
-    }
-    let p = q(path);
-    format!("if [ -f {p} ]; then stat -c 'E %a %U %G' {p} && printf 'H:' && sha256sum {p} | cut -c1-64; else echo N; fi")
-}
-
-pub fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-pub fn probe_file(path: &str) -> String {
-    let p = q(path);
-    format!("if [ -f {p} ]; then stat -c 'E %a %U %G' {p} && base64 -w0 {p}; echo; else echo N; fi")
-}
-
-pub fn parse_file(out: &str) -> Remote {
-    let mut lines = out.lines();
-    let head: Vec<&str> = lines.next().unwrap_or("N").split_whitespace().collect();
-    if head.first() != Some(&"E") || head.len() < 4 {
-        return Remote {
-            exists: false,
-            mode: String::new(),
-            owner: String::new(),
-            group: String::new(),
-            content: String::new(),
-            sha: None,
-        };
-    }
-    let second = lines.next().unwrap_or("").trim();
-    if let Some(h) = second.strip_prefix("H:") {
-        return Remote {
-            exists: true,
-            mode: head[1].to_owned(),
-            owner: head[2].to_owned(),
-            group: head[3].to_owned(),
-            content: String::new(),
-            sha: Some(h.to_owned()),
-        };
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(second)
-        .unwrap_or_default();
-    Remote {
-        exists: true,
-        mode: head[1].to_owned(),
-        owner: head[2].to_owned(),
-        group: head[3].to_owned(),
-        content: String::from_utf8_lossy(&raw).into_owned(),
-        sha: None,
-    }
-}
 
 /// Plans a file with `content`, mode and owner, changing only what differs.
 pub(super) fn plan_content(

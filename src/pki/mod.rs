@@ -530,7 +530,7 @@ impl Row {
 /// Reads what `list_script` printed; `ca_pem` is the CA to check the certificates against.
 pub fn rows(out: &str, ca_pem: Option<&str>, now: i64) -> Vec<Row> {
     let ca = ca_pem.and_then(|p| pem_der(p).ok());
-    crate::cluster::sections(out)
+    crate::probe::sections(out)
         .into_iter()
         .map(|(file, pem)| match inspect(&pem, ca.as_deref()) {
             Ok(c) => {

@@ -117,7 +117,7 @@ pub fn trust(state: &State) -> Result<Option<Trust>, String> {
 /// The sha256 of every CA file a host may hold while the state directory is as it is (the
 /// rotation's bundles included): anything else is another CA, refused.
 pub fn accepted_pins(state: &State) -> Vec<String> {
-    let sha = |b: &[u8]| crate::modules::sha256_hex(b);
+    let sha = |b: &[u8]| crate::probe::sha256_hex(b);
     let Some(cur) = state.read(CA_CERT) else {
         return Vec::new();
     };
@@ -205,7 +205,7 @@ mod tests {
         let t = trust(&st).unwrap().unwrap();
         assert_eq!(t.signer.cert_pem, old.cert_pem);
         assert_eq!(t.bundle, old.cert_pem.clone() + &next_pem);
-        let sha = |s: &str| crate::modules::sha256_hex(s.as_bytes());
+        let sha = |s: &str| crate::probe::sha256_hex(s.as_bytes());
         let pins = accepted_pins(&st);
         assert!(pins.contains(&sha(&old.cert_pem)) && pins.contains(&sha(&t.bundle)));
 

@@ -4,20 +4,10 @@
 use crate::inventory::vars_map;
 use crate::modules;
 use crate::yaml::{self, check_keys, closest, err, Kind, Loc, Located, Node};
-use include_dir::{include_dir, Dir};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-static ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
-static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
-
-/// A file of the built-in templates/ folder (the built-in stacks' compose templates).
-pub fn builtin_file(rel: &str) -> Option<String> {
-    TEMPLATES
-        .get_file(rel)
-        .and_then(|f| f.contents_utf8())
-        .map(str::to_owned)
-}
+use crate::assets::{ROLES, TEMPLATES};
 
 /// The built-in cluster playbook: groups mapped to roles, in order. The etcd play is
 /// there when the inventory has an `etcd` group, the Ceph play with a `ceph_osds` group,

@@ -2,7 +2,7 @@
 //! mount on its clients, and the cluster's health from the first monitor that answers.
 
 use super::observe::{self, Obs};
-use crate::hardening::audit::Finding;
+use crate::finding::Finding;
 use indexmap::IndexMap;
 use serde_json::Value;
 

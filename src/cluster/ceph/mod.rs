@@ -111,7 +111,7 @@ fn devices_of(m: &Member) -> Result<Vec<Dev>, String> {
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad(v))?
                     .to_owned(),
-                wipe: crate::modules::Args(o)
+                wipe: crate::args::Args(o)
                     .bool("wipe", false)
                     .map_err(|e| format!("host `{}`: ceph_osd_devices: {e}", m.name))?,
             },
@@ -135,7 +135,7 @@ fn devices_of(m: &Member) -> Result<Vec<Dev>, String> {
 }
 
 fn cfg_of(m: &Member) -> Result<Cfg, String> {
-    let a = crate::modules::Args(&m.args);
+    let a = crate::args::Args(&m.args);
     let e = |e: String| format!("ceph_cluster: {e}");
     let mut extra = IndexMap::new();
     match m.args.get("conf") {
@@ -413,7 +413,7 @@ fn daemon_start(kind: &str, name: &str) -> String {
 impl Step for Ceph {
     fn prepare(&mut self, members: &[Member], cx: &Ctx) -> Result<(), String> {
         for m in members {
-            let a = crate::modules::Args(&m.args);
+            let a = crate::args::Args(&m.args);
             let e = |e: String| format!("host `{}`: {e}", m.name);
             let addr = arg(m, "address")?.unwrap_or_default();
             if addr.parse::<std::net::IpAddr>().is_err() {
@@ -452,7 +452,7 @@ impl Step for Ceph {
         }
         let even_ok = members
             .first()
-            .map(|m| crate::modules::Args(&m.args).bool("allow_even_mons", false))
+            .map(|m| crate::args::Args(&m.args).bool("allow_even_mons", false))
             .transpose()?
             .unwrap_or(false);
         if n.is_multiple_of(2) && !even_ok {

@@ -8,7 +8,7 @@ pub mod render;
 
 use super::swarm::{owner, parse, probe_info, source, Seen1};
 use super::{sections, Action, Ctx, Member, Seen, Step};
-use crate::modules::Args;
+use crate::args::Args;
 use crate::transport::quote;
 use indexmap::IndexMap;
 use render::{Stack, Swarm, SPEC_LABEL};
@@ -38,8 +38,8 @@ pub fn audit_script() -> String {
 }
 
 /// Audit findings from `audit_script`'s output and the stacks the inventory lists.
-pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::hardening::audit::Finding> {
-    use crate::hardening::audit::Finding;
+pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::finding::Finding> {
+    use crate::finding::Finding;
     let listing = sections(out).get("stacks").cloned().unwrap_or_default();
     let mut f = Vec::new();
     let mut deployed: Vec<String> = Vec::new();
@@ -131,7 +131,7 @@ impl Step for Stacks {
             Some(serde_json::Value::Array(a)) => a.clone(),
             Some(v) => return Err(format!("`stacks` must be a list, found {v}")),
         };
-        let builtin = |name: &str| crate::play::builtin_file(&format!("stacks/{name}.yml.j2"));
+        let builtin = |name: &str| crate::assets::builtin_file(&format!("stacks/{name}.yml.j2"));
         for e in &list {
             let s = render::stack(e, &base, &builtin)?;
             if self.want.iter().any(|w| w.name == s.name) {

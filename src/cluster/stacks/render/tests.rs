@@ -189,7 +189,7 @@ fn the_deploy_script_carries_secrets_on_stdin_only() {
 
 #[test]
 fn the_built_in_stacks_render_and_pass_the_checks() {
-    let builtin = |n: &str| crate::play::builtin_file(&format!("stacks/{n}.yml.j2"));
+    let builtin = |n: &str| crate::assets::builtin_file(&format!("stacks/{n}.yml.j2"));
     let cases = [
         (
             "traefik",
