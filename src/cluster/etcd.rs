@@ -523,6 +523,247 @@ impl Etcd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::testing::{members, seen, with_ctx, with_down};
+
+    fn want(i: u8) -> Want {
+        Want {
+            name: format!("n{i}"),
+            addr: format!("10.0.0.{i}"),
+            cert: "/c".into(),
+            key: "/k".into(),
+            ca: "/ca".into(),
+            data_dir: "/d".into(),
+            config: "/etc/default/etcd".into(),
+            token: "t".into(),
+        }
+    }
+
+    fn step(n: u8) -> Etcd {
+        Etcd {
+            want: (1..=n).map(|i| (format!("n{i}"), want(i))).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A member's probe output: (id, name, learner) of every member it lists.
+    fn probe(
+        active: bool,
+        data: bool,
+        healthy: bool,
+        config: &str,
+        list: &[(u64, &str, bool)],
+    ) -> String {
+        let ms: Vec<String> = list
+            .iter()
+            .map(|(id, n, l)| {
+                let i = n.trim_start_matches('n');
+                format!("{{\"ID\":{id},\"name\":\"{n}\",\"peerURLs\":[\"https://10.0.0.{i}:2380\"],\"isLearner\":{l}}}")
+            })
+            .collect();
+        let mut o = format!(
+            "==PROVISION active\n{}\n==PROVISION data\n{}\n==PROVISION config\n{config}==PROVISION cert\nsha\n",
+            if active { "active" } else { "inactive" },
+            if data { "yes" } else { "no" }
+        );
+        if active {
+            o += &format!(
+                "==PROVISION health\n{}\n==PROVISION members\n{{\"members\":[{}]}}\n",
+                if healthy { "healthy" } else { "" },
+                ms.join(",")
+            );
+        }
+        o
+    }
+
+    /// A running member with its settings as wanted.
+    fn settled(i: u8, list: &[(u64, &str, bool)]) -> String {
+        probe(
+            true,
+            true,
+            true,
+            &want(i).config("sha", "", "existing"),
+            list,
+        )
+    }
+
+    const THREE: &[(u64, &str, bool)] = &[(1, "n1", false), (2, "n2", false), (3, "n3", false)];
+
+    fn plan(s: &mut Etcd, m: &[Member], outs: &[(&str, String)]) -> Result<Vec<Action>, String> {
+        with_ctx(false, |cx| s.plan(m, &seen(outs), cx))
+    }
+
+    #[test]
+    fn a_settled_cluster_plans_nothing_and_a_member_outside_the_inventory_is_left_alone() {
+        let mut s = step(3);
+        let list = [THREE, &[(9, "old", false)]].concat();
+        let outs: Vec<(&str, String)> = ["n1", "n2", "n3"]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, settled(i as u8 + 1, &list)))
+            .collect();
+        let a = plan(
+            &mut s,
+            &members(&["n1", "n2", "n3"], &["n1", "n2", "n3"]),
+            &outs,
+        )
+        .unwrap();
+        assert!(
+            a.is_empty(),
+            "{:?}",
+            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
+        );
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.contains("old") && n.contains("not in the inventory")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn new_settings_restart_one_member_at_a_time_and_only_when_all_are_healthy() {
+        let stale = probe(
+            true,
+            true,
+            true,
+            &want(1).config("old-sha", "", "existing"),
+            THREE,
+        );
+        let outs = vec![
+            ("n1", stale.clone()),
+            ("n2", settled(2, THREE)),
+            ("n3", settled(3, THREE)),
+        ];
+        let m = members(&["n1", "n2", "n3"], &["n1", "n2", "n3"]);
+        let a = plan(&mut step(3), &m, &outs).unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(
+            a[0].serial && a[0].host == "n1" && a[0].msg.contains("one member at a time"),
+            "{}",
+            a[0].msg
+        );
+        // n3 not healthy: nothing restarts, the step waits.
+        let sick = probe(
+            true,
+            true,
+            false,
+            &want(3).config("sha", "", "existing"),
+            THREE,
+        );
+        let outs = vec![("n1", stale), ("n2", settled(2, THREE)), ("n3", sick)];
+        let mut s = step(3);
+        let a = plan(&mut s, &m, &outs).unwrap();
+        assert!(
+            a.is_empty() && s.waiting,
+            "{:?}",
+            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_member_whose_data_is_gone_is_removed_only_when_quorum_allows() {
+        let m = members(&["n1", "n2", "n3"], &["n1", "n2", "n3"]);
+        let wiped = probe(false, false, false, "", &[]);
+        let outs = vec![
+            ("n1", settled(1, THREE)),
+            ("n2", settled(2, THREE)),
+            ("n3", wiped.clone()),
+        ];
+        let a = plan(&mut step(3), &m, &outs).unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(
+            a[0].msg.contains("remove n3's stale etcd member")
+                && a[0].run_on.as_deref() == Some("n1"),
+            "{}",
+            a[0].msg
+        );
+        // n2 wiped while n3 is unhealthy: removing n2 would leave one healthy voter of
+        // three: refused, with the numbers.
+        let sick = probe(
+            true,
+            true,
+            false,
+            &want(3).config("sha", "", "existing"),
+            THREE,
+        );
+        let outs = vec![("n1", settled(1, THREE)), ("n2", wiped), ("n3", sick)];
+        let e = plan(&mut step(3), &m, &outs).unwrap_err();
+        assert!(
+            e.contains("would cost quorum") && e.contains("3 voting members"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_new_member_joins_as_a_learner_via_a_healthy_member_then_is_promoted() {
+        let m = members(&["n1", "n2", "n3", "n4", "n5"], &["n4"]);
+        let fresh = probe(false, false, false, "", &[]);
+        let mut outs: Vec<(&str, String)> = vec![
+            ("n1", settled(1, THREE)),
+            ("n2", settled(2, THREE)),
+            ("n3", settled(3, THREE)),
+            ("n4", fresh.clone()),
+        ];
+        outs.push(("n5", fresh));
+        let mut s = step(5);
+        let a = plan(&mut s, &m, &outs).unwrap();
+        assert_eq!(a.len(), 1, "one membership change at a time");
+        assert!(
+            a[0].msg.contains("add n4 to etcd as a learner")
+                && a[0].script.contains("snapshot save"),
+            "{}",
+            a[0].msg
+        );
+        // n5 outside --limit is never added.
+        assert!(!a.iter().any(|a| a.host == "n5"));
+        // Added and started as a learner: promoted.
+        let four = [THREE, &[(4, "n4", true)]].concat();
+        let learner = probe(
+            true,
+            true,
+            false,
+            &want(4).config("sha", "", "existing"),
+            &four,
+        );
+        let outs = vec![
+            ("n1", settled(1, &four)),
+            ("n2", settled(2, &four)),
+            ("n3", settled(3, &four)),
+            ("n4", learner),
+        ];
+        let a = plan(
+            &mut step(4),
+            &members(&["n1", "n2", "n3", "n4"], &["n4"]),
+            &outs,
+        )
+        .unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(a[0].msg.contains("promote n4"), "{}", a[0].msg);
+    }
+
+    #[test]
+    fn a_down_member_is_never_removed_nor_restarted_through() {
+        // n3 is down (not probed): n1's new settings wait for a healthy cluster, and n3's
+        // member is not touched.
+        let stale = probe(
+            true,
+            true,
+            true,
+            &want(1).config("old-sha", "", "existing"),
+            THREE,
+        );
+        let m = with_down(members(&["n1", "n2", "n3"], &["n1", "n2", "n3"]), &["n3"]);
+        let outs = vec![("n1", stale), ("n2", settled(2, THREE))];
+        let mut s = step(3);
+        let a = plan(&mut s, &m, &outs).unwrap();
+        assert!(
+            !a.iter().any(|a| a.msg.contains("remove")),
+            "{:?}",
+            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
+        );
+        assert!(!a.iter().any(|a| a.host == "n3"));
+    }
 
     #[test]
     fn parses_etcdctl_and_keeps_initial_lines_out_of_restarts() {

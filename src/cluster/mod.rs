@@ -11,6 +11,8 @@ pub mod networks;
 pub mod share;
 pub mod stacks;
 pub mod swarm;
+#[cfg(test)]
+pub mod testing;
 pub mod tls;
 
 use crate::state::State;

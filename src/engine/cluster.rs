@@ -300,6 +300,7 @@ pub fn docker_bounded(script: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::testing::{members, with_ctx};
     use crate::cluster::{sections, Step};
     use crate::transport::TransportError;
     use std::collections::HashMap;
@@ -439,31 +440,6 @@ mod tests {
                 (n.to_string(), r)
             })
             .collect()
-    }
-
-    fn members(names: &[&str], writable: &[&str]) -> Vec<Member> {
-        names
-            .iter()
-            .map(|n| Member {
-                name: n.to_string(),
-                args: Default::default(),
-                writable: writable.contains(n),
-                user: None,
-                down: None,
-            })
-            .collect()
-    }
-
-    fn with_ctx<T>(check: bool, f: impl FnOnce(&Ctx) -> T) -> T {
-        let d = tempfile::tempdir().unwrap();
-        let state = crate::state::State::read_only(d.path());
-        let inv = crate::inventory::Inventory::default();
-        f(&Ctx {
-            state: &state,
-            inventory: &inv,
-            check,
-            new_ca: false,
-        })
     }
 
     /// Runs a step to convergence on fake hosts, secrets dropped.

@@ -1037,7 +1037,6 @@ pub async fn audit(
     out
 }
 
-/// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
 /// What one host's audit returned.
 struct HostAudit {
     findings: Result<Vec<crate::hardening::audit::Finding>, String>,
@@ -1063,6 +1062,7 @@ impl HostAudit {
     }
 }
 
+/// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
 fn ceph_want(
     inv: &crate::inventory::Inventory,
     h: &str,
