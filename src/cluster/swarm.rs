@@ -712,6 +712,186 @@ mod tests {
         }
     }
 
+    /// A node's probe: its state, and (for an active manager) the swarm's nodes as
+    /// (name, role, manager reachability).
+    fn info(state: &str, id: &str, nodes: &[(&str, &str, &str)]) -> String {
+        let control = !nodes.is_empty();
+        let mut o = format!(
+            "==PROVISION info\n{{\"NodeID\":\"{id}\",\"NodeAddr\":\"10.0.0.1\",\"LocalNodeState\":\"{state}\",\"ControlAvailable\":{control},\"Cluster\":{}}}\n",
+            if state == "active" { "{\"ID\":\"c1\"}" } else { "null" }
+        );
+        if control {
+            o += "==PROVISION nodes\n";
+            for (n, role, reach) in nodes {
+                let ms = if *role == "manager" {
+                    format!(
+                        ",\"ManagerStatus\":{{\"Leader\":{},\"Reachability\":\"{reach}\"}}",
+                        *n == "m1"
+                    )
+                } else {
+                    String::new()
+                };
+                o += &format!("{{\"ID\":\"id-{n}\",\"Spec\":{{\"Role\":\"{role}\",\"Availability\":\"active\"}},\"Description\":{{\"Hostname\":\"{n}\"}},\"Status\":{{\"State\":\"ready\"}}{ms}}}\n");
+            }
+            o += "==PROVISION tokens\nSWMTKN-w\nSWMTKN-m\n";
+        }
+        o
+    }
+
+    fn planned(ms: &[Member], outs: &[(&str, String)]) -> Result<Vec<Action>, String> {
+        crate::cluster::testing::with_ctx(false, |cx| {
+            let mut s = Swarm::default();
+            s.prepare(ms, cx)?;
+            s.plan(ms, &crate::cluster::testing::seen(outs), cx)
+        })
+    }
+
+    fn msgs(a: &[Action]) -> Vec<&str> {
+        a.iter().map(|a| a.msg.as_str()).collect()
+    }
+
+    #[test]
+    fn managers_join_one_at_a_time_and_workers_together_with_the_token_on_stdin() {
+        let ms = vec![
+            member("m1", "manager", true),
+            member("m2", "manager", true),
+            member("m3", "manager", true),
+            member("w1", "worker", true),
+            member("w2", "worker", true),
+        ];
+        let swarm = [("m1", "manager", "reachable")];
+        let outs = vec![
+            ("m1", info("active", "id-m1", &swarm)),
+            ("m2", info("inactive", "", &[])),
+            ("m3", info("inactive", "", &[])),
+            ("w1", info("inactive", "", &[])),
+            ("w2", info("inactive", "", &[])),
+        ];
+        let a = planned(&ms, &outs).unwrap();
+        let joins: Vec<&Action> = a.iter().filter(|a| a.msg.starts_with("join")).collect();
+        assert_eq!(joins.len(), 4, "{:?}", msgs(&a));
+        for j in &joins {
+            assert_eq!(j.serial, j.msg.contains("as manager"), "{}", j.msg);
+            assert!(!j.script.contains("SWMTKN"), "a token in a script");
+            assert!(String::from_utf8_lossy(j.stdin.as_deref().unwrap()).contains("SWMTKN"));
+        }
+    }
+
+    #[test]
+    fn a_manager_join_is_refused_at_once_while_a_manager_is_unreachable() {
+        let ms = vec![
+            member("m1", "manager", true),
+            member("m2", "manager", true),
+            member("m3", "manager", true),
+            member("w1", "worker", true),
+        ];
+        let swarm = [
+            ("m1", "manager", "reachable"),
+            ("m2", "manager", "unreachable"),
+        ];
+        let outs = vec![
+            ("m1", info("active", "id-m1", &swarm)),
+            ("m3", info("inactive", "", &[])),
+            ("w1", info("inactive", "", &[])),
+        ];
+        let a = planned(&ms, &outs).unwrap();
+        let m3: Vec<&Action> = a.iter().filter(|a| a.host == "m3").collect();
+        assert_eq!(m3.len(), 1, "{:?}", msgs(&a));
+        assert!(
+            m3[0].msg.contains("cannot join as a manager") && m3[0].msg.contains("m2"),
+            "{}",
+            m3[0].msg
+        );
+        assert!(m3[0].script.contains("exit 3"), "a refusal changes nothing");
+        // The worker still joins, through the live manager.
+        assert!(
+            a.iter()
+                .any(|a| a.host == "w1" && a.msg.contains("join w1 as worker via m1")),
+            "{:?}",
+            msgs(&a)
+        );
+    }
+
+    #[test]
+    fn promotions_come_before_demotions() {
+        // w1 becomes a manager and m3 a worker: promote first, so the count never dips.
+        let ms = vec![
+            member("m1", "manager", true),
+            member("m2", "manager", true),
+            member("m3", "worker", true),
+            member("w1", "manager", true),
+        ];
+        let swarm = [
+            ("m1", "manager", "reachable"),
+            ("m2", "manager", "reachable"),
+            ("m3", "manager", "reachable"),
+            ("w1", "worker", ""),
+        ];
+        let node = |n: &str| info("active", &format!("id-{n}"), &[]);
+        let outs = vec![
+            ("m1", info("active", "id-m1", &swarm)),
+            ("m2", node("m2")),
+            ("m3", node("m3")),
+            ("w1", node("w1")),
+        ];
+        let a = planned(&ms, &outs).unwrap();
+        let m = msgs(&a);
+        let p = m
+            .iter()
+            .position(|x| x.contains("promote w1"))
+            .expect("promoted");
+        assert!(
+            !m.iter().any(|x| x.contains("demote m3"))
+                || m.iter().position(|x| x.contains("demote m3")).unwrap() > p,
+            "{m:?}"
+        );
+        assert!(a[p].serial);
+    }
+
+    #[test]
+    fn no_swarm_is_created_while_a_manager_does_not_answer_and_a_silent_docker_fails_alone() {
+        // Nobody in a swarm, m2 not read: creating one now could make a second swarm.
+        let ms = vec![
+            member("m1", "manager", true),
+            member("m2", "manager", true),
+            member("m3", "manager", true),
+        ];
+        let outs = vec![
+            ("m1", info("inactive", "", &[])),
+            ("m3", info("inactive", "", &[])),
+        ];
+        match planned(&ms, &outs) {
+            Ok(a) => assert!(!a.iter().any(|a| a.msg.contains("init")), "{:?}", msgs(&a)),
+            Err(e) => assert!(e.contains("m2"), "{e}"),
+        }
+        // In a swarm, a worker whose docker does not answer fails alone; the others go on.
+        let ms = vec![
+            member("m1", "manager", true),
+            member("w1", "worker", true),
+            member("w2", "worker", true),
+        ];
+        let swarm = [("m1", "manager", "reachable")];
+        let outs = vec![
+            ("m1", info("active", "id-m1", &swarm)),
+            ("w1", info("down", "", &[])),
+            ("w2", info("inactive", "", &[])),
+        ];
+        let a = planned(&ms, &outs).unwrap();
+        assert!(
+            a.iter().any(|a| a.host == "w1"
+                && a.msg.contains("docker does not answer on w1")
+                && a.script.contains("exit 3")),
+            "{:?}",
+            msgs(&a)
+        );
+        assert!(
+            a.iter()
+                .any(|a| a.host == "w2" && a.msg.contains("join w2")),
+            "{:?}",
+            msgs(&a)
+        );
+    }
+
     #[test]
     fn out_of_sequence_updates_are_retried_other_errors_are_not() {
         let d = tempfile::tempdir().unwrap();
