@@ -105,7 +105,7 @@ fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     if a.list_tasks {
-        for (play, hosts, _) in &prepared.plays {
+        for crate::engine::PlannedPlay { play, hosts, .. } in &prepared.plays {
             out!("play {} ({} hosts)", play.name, hosts.len());
             for r in &play.roles {
                 for t in &r.tasks {

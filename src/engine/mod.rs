@@ -55,11 +55,22 @@ impl Options {
     }
 }
 
+/// A host connected (locked) and its facts.
+pub(crate) type Connected = (Arc<Conn>, Map<String, Value>);
+
+/// A play with the hosts it runs on.
+pub struct PlannedPlay {
+    pub play: Play,
+    /// Its hosts inside `--limit` (changed).
+    pub hosts: Vec<String>,
+    /// All its hosts (cluster steps may read those outside the limit).
+    pub every: Vec<String>,
+}
+
 /// Everything validated, before any connection.
 pub struct Prepared {
     pub inventory: Inventory,
-    /// Each play with its hosts inside `--limit`, and all its hosts.
-    pub plays: Vec<(Play, Vec<String>, Vec<String>)>,
+    pub plays: Vec<PlannedPlay>,
     /// Every host inside `--limit`, in inventory order.
     pub hosts: Vec<String>,
     pub targets: IndexMap<String, Target>,
@@ -163,7 +174,11 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
                 all.push(h.clone());
             }
         }
-        out.push((p, hosts, every));
+        out.push(PlannedPlay {
+            play: p,
+            hosts,
+            every,
+        });
     }
     if limit.is_some() && o.lockout_check {
         follow_limit(&mut inventory, &mut out, &mut all, &mut seen)?;
@@ -199,7 +214,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         targets.insert(h.clone(), t);
     }
     let mut outside = IndexMap::new();
-    for (_, _, every) in &out {
+    for PlannedPlay { every, .. } in &out {
         for h in every {
             if !seen.contains(h) && !outside.contains_key(h) {
                 let t = target::target(o, &inventory, &inventory.hosts[h], &cfg);
@@ -212,7 +227,10 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
     let mut rules = IndexMap::new();
     // The roles each host runs (for the role hooks), and its firewall where it has one.
     let mut host_roles: std::collections::HashMap<&str, Vec<&play::Role>> = Default::default();
-    for (p, hs, _) in &out {
+    for PlannedPlay {
+        play: p, hosts: hs, ..
+    } in &out
+    {
         for h in hs {
             host_roles.entry(h).or_default().extend(&p.roles);
         }
@@ -290,12 +308,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
 }
 
 /// Records a host's connection (or why there is none) in its run.
-fn connected(
-    rep: &Reporter,
-    h: &str,
-    run: &mut HostRun,
-    c: Result<(Arc<Conn>, Map<String, Value>), ConnectError>,
-) {
+fn connected(rep: &Reporter, h: &str, run: &mut HostRun, c: Result<Connected, ConnectError>) {
     match c {
         Ok((c, f)) => {
             run.conn = Some(c);
@@ -360,13 +373,13 @@ fn inv_reads_facts(inv: &Inventory) -> bool {
 /// being added is admitted before it joins.
 fn follow_limit(
     inv: &mut Inventory,
-    out: &mut Vec<(Play, Vec<String>, Vec<String>)>,
+    out: &mut Vec<PlannedPlay>,
     all: &mut Vec<String>,
     seen: &mut std::collections::HashSet<String>,
 ) -> Result<(), Invalid> {
     let mut extra = Vec::new();
     let mut notes = Vec::new();
-    for (p, _, every) in out.iter() {
+    for PlannedPlay { play: p, every, .. } in out.iter() {
         for role in &p.roles {
             let Some(dep) = hooks::depends(&role.name) else {
                 continue;
@@ -401,7 +414,14 @@ fn follow_limit(
                 all.push(h.clone());
             }
         }
-        out.insert(0, (fp, hs, every));
+        out.insert(
+            0,
+            PlannedPlay {
+                play: fp,
+                hosts: hs,
+                every,
+            },
+        );
     }
     inv.warnings.extend(notes);
     Ok(())
@@ -489,7 +509,7 @@ pub(crate) async fn connect_host(
     wants_root: bool,
     lock: bool,
     lock_wait: Duration,
-) -> Result<(Arc<Conn>, Map<String, Value>), ConnectError> {
+) -> Result<Connected, ConnectError> {
     let unreachable =
         |e: crate::transport::TransportError| ConnectError::Unreachable(e.to_string());
     let conn = Conn::connect(t).await.map_err(unreachable)?;
@@ -601,7 +621,7 @@ pub async fn execute(
     }
     // A host starts as soon as its own facts are in, unless some template could read
     // another host's facts through `hostvars` (then every host's are gathered first).
-    let early = !p.plays.iter().any(|(pl, _, _)| play_reads_facts(pl)) && !inv_reads_facts(&inv);
+    let early = !p.plays.iter().any(|pp| play_reads_facts(&pp.play)) && !inv_reads_facts(&inv);
     let mut runs: IndexMap<String, HostRun> = IndexMap::new();
     let mut connecting = IndexMap::new();
     for (h, j) in p.hosts.iter().zip(joins) {
@@ -653,7 +673,7 @@ pub async fn execute(
     let outside = Arc::new(p.outside);
     let mut extra = IndexMap::new();
     let mut published = Map::new();
-    for (play, hosts, every) in p.plays {
+    for PlannedPlay { play, hosts, every } in p.plays {
         let envs = match play_run::environments(&play) {
             Ok(e) => e,
             Err(e) => {

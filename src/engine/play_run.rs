@@ -19,9 +19,9 @@ use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// A host outside the play's hosts that a cluster step read: its connection and facts
-/// (None when it could not be reached).
-type Extra = (Arc<Conn>, Map<String, Value>);
+/// A host outside the play's hosts that a cluster step read (None when it could not be
+/// reached).
+type Extra = super::Connected;
 
 /// A task of the play: role index, task index, handler or not.
 #[derive(Clone, Copy, Debug)]
@@ -735,15 +735,14 @@ impl PlayRun {
 }
 
 /// A host's connection being made: the connection and its facts, or why not.
-pub type Connecting =
-    tokio::task::JoinHandle<Result<(Arc<Conn>, Map<String, Value>), ConnectError>>;
+pub type Connecting = tokio::task::JoinHandle<Result<super::Connected, ConnectError>>;
 
 enum Start {
-    Ready((Arc<Conn>, Map<String, Value>)),
+    Ready(super::Connected),
     Pending(Connecting),
 }
 
-async fn joined(p: Connecting) -> Result<(Arc<Conn>, Map<String, Value>), ConnectError> {
+async fn joined(p: Connecting) -> Result<super::Connected, ConnectError> {
     p.await
         .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))))
 }
