@@ -851,12 +851,12 @@ pub async fn audit(
                 Err(e) => return HostAudit::failed(format!("unreachable: {e}"), true),
             };
             let script = format!(
-                "{}echo '@@pki'\n{}{}",
+                "{}echo '==PROVISION audit:pki'\n{}{}",
                 crate::hardening::audit::script(&rules_file.0, &rules_file.1),
                 crate::pki::list_script(&pki_dir),
                 if swarm {
                     format!(
-                        "echo '@@swarm'\n{}{}",
+                        "echo '==PROVISION audit:swarm'\n{}{}",
                         crate::cluster::swarm::probe_info(true),
                         if first_manager {
                             crate::cluster::stacks::audit_script()
@@ -869,11 +869,11 @@ pub async fn audit(
                 }
             ) + &etcd
                 .as_ref()
-                .map(|e| format!("echo '@@etcd'\n{e}"))
+                .map(|e| format!("echo '==PROVISION audit:etcd'\n{e}"))
                 .unwrap_or_default()
                 + &ceph
                     .as_ref()
-                    .map(|(_, c)| format!("echo '@@ceph'\n{c}"))
+                    .map(|(_, c)| format!("echo '==PROVISION audit:ceph'\n{c}"))
                     .unwrap_or_default()
                 + &wall
                     .as_ref()
@@ -891,21 +891,29 @@ pub async fn audit(
                 Ok(out) => {
                     let (rest, fw) = out
                         .stdout
-                        .split_once("\n@@fw-file\n")
+                        .split_once("\n==PROVISION fw-file\n")
                         .unwrap_or((&out.stdout, ""));
-                    let (rest, ce) = rest.split_once("\n@@ceph\n").unwrap_or((rest, ""));
+                    let (rest, ce) = rest
+                        .split_once("\n==PROVISION audit:ceph\n")
+                        .unwrap_or((rest, ""));
                     if let Some((w, _)) = &ceph {
                         ceph_out = Some((ce.to_owned(), w.clone()));
                     }
-                    let (rest, et) = rest.split_once("\n@@etcd\n").unwrap_or((rest, ""));
+                    let (rest, et) = rest
+                        .split_once("\n==PROVISION audit:etcd\n")
+                        .unwrap_or((rest, ""));
                     if etcd.is_some() {
                         etcd_out = Some(et.to_owned());
                     }
-                    let (rest, sw) = rest.split_once("\n@@swarm\n").unwrap_or((rest, ""));
+                    let (rest, sw) = rest
+                        .split_once("\n==PROVISION audit:swarm\n")
+                        .unwrap_or((rest, ""));
                     if swarm {
                         swarm_out = Some(sw.to_owned());
                     }
-                    let (hard, pki) = rest.split_once("\n@@pki\n").unwrap_or((rest, ""));
+                    let (hard, pki) = rest
+                        .split_once("\n==PROVISION audit:pki\n")
+                        .unwrap_or((rest, ""));
                     let mut f =
                         crate::hardening::audit::evaluate(&rules_file.0, hard, &rules_file.1);
                     f.extend(crate::hardening::audit::certificates(
@@ -913,7 +921,7 @@ pub async fn audit(
                         ca_pem.as_deref(),
                     ));
                     if let Some((nft, _, f2b)) = &wall {
-                        let fw = format!("@@fw-file\n{fw}");
+                        let fw = format!("==PROVISION fw-file\n{fw}");
                         f.extend(crate::firewall::audit::findings(nft, &fw, *f2b));
                     }
                     Ok(f)

@@ -9,22 +9,22 @@ pub fn script(file: &str, fail2ban: bool) -> String {
     let f = quote(file);
     let l = quote(&format!("{file}.loaded"));
     let mut s = format!(
-        "echo '@@fw-file'; cat {f} 2>/dev/null; echo '@@fw-loaded'; cat {l} 2>/dev/null; \
-         echo '@@fw-live'; nft list table inet {TABLE} 2>/dev/null; true\n"
+        "echo '==PROVISION fw-file'; cat {f} 2>/dev/null; echo '==PROVISION fw-loaded'; cat {l} 2>/dev/null; \
+         echo '==PROVISION fw-live'; nft list table inet {TABLE} 2>/dev/null; true\n"
     );
     if fail2ban {
-        s += "echo '@@fw-f2b'; fail2ban-client status sshd 2>&1; true\n";
+        s += "echo '==PROVISION fw-f2b'; fail2ban-client status sshd 2>&1; true\n";
     }
     s
 }
 
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
-    let start = format!("@@{name}\n");
+    let start = format!("==PROVISION {name}\n");
     let Some(i) = out.find(&start) else {
         return "";
     };
     let rest = &out[i + start.len()..];
-    match rest.find("\n@@fw-") {
+    match rest.find("\n==PROVISION fw-") {
         Some(j) => &rest[..=j],
         None => rest,
     }
@@ -144,7 +144,7 @@ mod tests {
         let loaded = "table inet provision {\n\tchain input {\n\t\ttcp dport 22 accept\n\t}\n}\n";
         let live = loaded.replace("accept\n", "accept\n\t\ttcp dport 8080 accept\n");
         let out = format!(
-            "@@fw-file\n{wanted}@@fw-loaded\n{loaded}@@fw-live\n{live}@@fw-f2b\nStatus for the jail: sshd\n   `- Banned IP list:\t10.0.0.7 10.0.0.8\n"
+            "==PROVISION fw-file\n{wanted}==PROVISION fw-loaded\n{loaded}==PROVISION fw-live\n{live}==PROVISION fw-f2b\nStatus for the jail: sshd\n   `- Banned IP list:\t10.0.0.7 10.0.0.8\n"
         );
         let f = findings(wanted, &out, true);
         assert!(f[0].pass, "{:?}", f[0].actual);
@@ -156,7 +156,11 @@ mod tests {
             f[2].actual
         );
         assert!(f[2].title.contains("2 address"));
-        let none = findings(wanted, "@@fw-file\n@@fw-loaded\n@@fw-live\n", false);
+        let none = findings(
+            wanted,
+            "==PROVISION fw-file\n==PROVISION fw-loaded\n==PROVISION fw-live\n",
+            false,
+        );
         assert!(!none[0].pass && !none[1].pass && none.len() == 2);
         assert!(none[1].actual.contains("accepts every connection"));
     }

@@ -10,27 +10,30 @@ pub use crate::finding::Finding;
 
 /// One script reading everything the rules need. It writes nothing, not even temp files.
 pub fn script(rules: &[Rule], sysctl_file: &str) -> String {
-    let mut s = String::from("echo '@@sshd'; sshd -T 2>&1\n");
-    s += &format!("echo '@@persisted'; cat {} 2>/dev/null\n", q(sysctl_file));
+    let mut s = String::from("echo '==PROVISION sshd'; sshd -T 2>&1\n");
+    s += &format!(
+        "echo '==PROVISION persisted'; cat {} 2>/dev/null\n",
+        q(sysctl_file)
+    );
     for r in rules {
         match &r.check {
             Check::Sysctl { key, .. } => {
                 let path = format!("/proc/sys/{}", key.replace('.', "/"));
                 s += &format!(
-                    "echo '@@sysctl {key}'; cat {} 2>/dev/null || echo '<missing>'\n",
+                    "echo '==PROVISION sysctl {key}'; cat {} 2>/dev/null || echo '<missing>'\n",
                     q(&path)
                 );
             }
             Check::File { path, .. } => {
                 s += &format!(
-                    "echo '@@file {path}'; stat -c '%F|%a|%U|%G' {} 2>/dev/null || echo absent\n",
+                    "echo '==PROVISION file {path}'; stat -c '%F|%a|%U|%G' {} 2>/dev/null || echo absent\n",
                     q(path)
                 );
             }
             _ => {}
         }
     }
-    s += "echo '@@docker'; cat /etc/docker/daemon.json 2>/dev/null\n";
+    s += "echo '==PROVISION docker'; cat /etc/docker/daemon.json 2>/dev/null\n";
     s
 }
 
@@ -38,7 +41,7 @@ fn sections(out: &str) -> HashMap<String, String> {
     let mut map = HashMap::new();
     let mut cur: Option<String> = None;
     for line in out.lines() {
-        if let Some(name) = line.strip_prefix("@@") {
+        if let Some(name) = line.strip_prefix("==PROVISION ") {
             cur = Some(name.to_owned());
             map.entry(name.to_owned()).or_insert_with(String::new);
         } else if let Some(c) = &cur {
@@ -285,7 +288,7 @@ mod tests {
                 },
             ),
         ];
-        let out = "@@sshd\nport 22\npermitrootlogin without-password\nmaxauthtries 6\n@@persisted\nnet.x = 1\n@@sysctl net.x\n1\n@@sysctl net.y\n1\n@@file /f\nregular file|640|root|shadow\n@@file /g\nabsent\n@@docker\n{\"icc\": false}\n";
+        let out = "==PROVISION sshd\nport 22\npermitrootlogin without-password\nmaxauthtries 6\n==PROVISION persisted\nnet.x = 1\n==PROVISION sysctl net.x\n1\n==PROVISION sysctl net.y\n1\n==PROVISION file /f\nregular file|640|root|shadow\n==PROVISION file /g\nabsent\n==PROVISION docker\n{\"icc\": false}\n";
         let f = evaluate(&rules, out, "/etc/sysctl.d/x.conf");
         let pass: Vec<bool> = f.iter().map(|x| x.pass).collect();
         assert_eq!(pass, [true, false, true, false, true, true, true]);

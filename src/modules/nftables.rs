@@ -97,18 +97,23 @@ fn restore_script(path: &str) -> String {
 impl Module for Nftables {
     fn probe(&self) -> Option<String> {
         Some(format!(
-            "{}; echo @@loaded; cat {} 2>/dev/null; echo @@live; \
+            "{}; echo '==PROVISION loaded'; cat {} 2>/dev/null; echo '==PROVISION live'; \
              if command -v nft >/dev/null 2>&1; then nft list table inet {TABLE} 2>/dev/null; else echo NO-NFT; fi; \
-             echo @@pending; [ -f {TIMER} ] && echo PENDING; true",
+             echo '==PROVISION pending'; [ -f {TIMER} ] && echo PENDING; true",
             probe_file(&self.path),
             q(&self.loaded())
         ))
     }
 
     fn plan(&self, p: &Output) -> Plan {
-        let (file, rest) = p.stdout.split_once("@@loaded\n").unwrap_or((&p.stdout, ""));
-        let (loaded, rest) = rest.split_once("@@live\n").unwrap_or((rest, ""));
-        let (live, pending) = rest.split_once("@@pending\n").unwrap_or((rest, ""));
+        let (file, rest) = p
+            .stdout
+            .split_once("==PROVISION loaded\n")
+            .unwrap_or((&p.stdout, ""));
+        let (loaded, rest) = rest.split_once("==PROVISION live\n").unwrap_or((rest, ""));
+        let (live, pending) = rest
+            .split_once("==PROVISION pending\n")
+            .unwrap_or((rest, ""));
         let cur = parse_file(file);
         if !self.present {
             if !cur.exists && live.trim().is_empty() {

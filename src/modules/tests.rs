@@ -366,7 +366,7 @@ fn every_module_plans_from_captured_probes() {
             out(
                 0,
                 &format!(
-                    "{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\n",
+                    "{}==PROVISION loaded\n{LIVE}==PROVISION live\n{LIVE}==PROVISION pending\n",
                     file("600", NFT)
                 ),
             ),
@@ -378,7 +378,7 @@ fn every_module_plans_from_captured_probes() {
             out(
                 0,
                 &format!(
-                    "{}@@loaded\n{LIVE}@@live\n{LIVE}\ttcp dport 8080 accept\n@@pending\n",
+                    "{}==PROVISION loaded\n{LIVE}==PROVISION live\n{LIVE}\ttcp dport 8080 accept\n==PROVISION pending\n",
                     file("600", NFT)
                 ),
             ),
@@ -390,7 +390,7 @@ fn every_module_plans_from_captured_probes() {
             out(
                 0,
                 &format!(
-                    "{}@@loaded\n{LIVE}@@live\n{LIVE}@@pending\nPENDING\n",
+                    "{}==PROVISION loaded\n{LIVE}==PROVISION live\n{LIVE}==PROVISION pending\nPENDING\n",
                     file("600", NFT)
                 ),
             ),
@@ -399,31 +399,31 @@ fn every_module_plans_from_captured_probes() {
         (
             "nftables",
             json!({"path": "/etc/p.nft", "content": NFT}),
-            out(0, "N\n@@loaded\n@@live\n@@pending\n"),
+            out(0, "N\n==PROVISION loaded\n==PROVISION live\n==PROVISION pending\n"),
             Want::Change("setsid sh -c 'sleep 30"),
         ),
         (
             "nftables",
             json!({"path": "/etc/p.nft", "content": NFT, "ssh_sources": ["10.0.0.0/8"], "client": "192.168.1.1"}),
-            out(0, "N\n@@loaded\n@@live\n@@pending\n"),
+            out(0, "N\n==PROVISION loaded\n==PROVISION live\n==PROVISION pending\n"),
             Want::Fail("would not admit this connection's address 192.168.1.1"),
         ),
         (
             "nftables",
             json!({"path": "/etc/p.nft", "content": NFT}),
-            out(0, "N\n@@loaded\n@@live\nNO-NFT\n@@pending\n"),
+            out(0, "N\n==PROVISION loaded\n==PROVISION live\nNO-NFT\n==PROVISION pending\n"),
             Want::Fail("nftables package"),
         ),
         (
             "nftables",
             json!({"path": "/etc/p.nft", "state": "absent"}),
-            out(0, "N\n@@loaded\n@@live\n@@pending\n"),
+            out(0, "N\n==PROVISION loaded\n==PROVISION live\n==PROVISION pending\n"),
             Want::Ok,
         ),
         (
             "nftables",
             json!({"path": "/etc/p.nft", "state": "absent"}),
-            out(0, &format!("N\n@@loaded\n@@live\n{LIVE}@@pending\n")),
+            out(0, &format!("N\n==PROVISION loaded\n==PROVISION live\n{LIVE}==PROVISION pending\n")),
             Want::Change("nft delete table inet provision"),
         ),
     ];
