@@ -53,6 +53,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     (OK_INV, "- hosts: all\n  roles: [t8]\n", "tasks/main.yml:1:10", "exactly one of `content` and `src`"),
     (OK_INV, "- hosts: all\n  roles: [t9]\n", "tasks/main.yml:1:25", "file `nope.txt` not found"),
     (OK_INV, "- hosts: all\n  roles: [t10]\n", "tasks/main.yml:3:3", "key `copy` appears twice"),
+    (OK_INV, "- hosts: all\n  roles: [t11]\n", "tasks/main.yml:2:13", "`throttle` must be a positive number"),
 ];
 
 const OK_INV: &str = "all:\n  hosts:\n    a:\n      ansible_host: 192.0.2.10\n";
@@ -88,6 +89,10 @@ const ROLES: &[(&str, &str)] = &[
     (
         "t10/tasks/main.yml",
         "- name: twice\n  copy: {dest: /x, content: y}\n  copy: {dest: /z, content: y}\n",
+    ),
+    (
+        "t11/tasks/main.yml",
+        "- copy: {dest: /x, content: y}\n  throttle: 0\n",
     ),
 ];
 

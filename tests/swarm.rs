@@ -385,6 +385,43 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
     let (rc, out) = run(d, &[]);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
 
+    // The managers' Docker API certificates reissued: their dockerd restart one after
+    // another (throttle: 1), each back in the swarm before the next, never together.
+    let managers: Vec<String> = nodes("node1")
+        .into_iter()
+        .filter(|(_, _, m)| !m.is_empty())
+        .map(|(h, _, _)| h)
+        .collect();
+    assert_eq!(managers.len(), 3, "{managers:?}");
+    for m in &managers {
+        ssh(m, "sudo rm /etc/provision/pki/docker.crt");
+    }
+    let (rc, out) = run(d, &[]);
+    assert_eq!(rc, 0, "{out}");
+    // Lab hosts share this machine's kernel, so their monotonic clocks compare.
+    let mut starts: Vec<u64> = managers
+        .iter()
+        .map(|m| {
+            ssh(
+                m,
+                "systemctl show -p ExecMainStartTimestampMonotonic --value docker",
+            )
+            .parse()
+            .unwrap()
+        })
+        .collect();
+    starts.sort();
+    let gaps: Vec<f64> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64 / 1e6)
+        .collect();
+    eprintln!("managers' dockerd restarts, seconds apart: {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g >= 1.0),
+        "restarted together: {gaps:?}\n{out}"
+    );
+    assert!(nodes("node1").iter().all(|(_, s, _)| s == "Ready"));
+
     // A wedged dockerd (stopped, not dead) on a worker: every Docker call has a client-side
     // bound, so the run fails that host and ends instead of waiting out the command timeout
     // (900 s). The bound is 120 s; the test hook makes it 5 s.

@@ -32,6 +32,8 @@ pub struct HostCtx<'a> {
     pub derived: &'a [(&'static str, minijinja::Value)],
     pub o: &'a Options,
     pub rep: &'a Reporter,
+    /// The run's shared state (throttled tasks' gates).
+    pub shared: &'a super::Shared,
 }
 
 /// Where a host stands in a play; carried across the play's segments.
@@ -352,6 +354,16 @@ async fn run_task(
     task: &Task,
     st: &mut HostState,
 ) -> bool {
+    // A throttled task waits for its turn (a rolling restart: one host after another).
+    let _turn = match task.throttle {
+        Some(n) => h
+            .shared
+            .throttle(&task.loc.to_string(), n)
+            .acquire_owned()
+            .await
+            .ok(),
+        None => None,
+    };
     h.rep.task_start(&h.host.name, &role.name, &task.name);
     let base = context(h, role, &st.registered, task);
     let mut run = TaskRun {

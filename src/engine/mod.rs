@@ -454,9 +454,19 @@ pub struct Shared {
     pub hostvars: Map<String, Value>,
     pub vars: [(&'static str, minijinja::Value); 2],
     pub derived: IndexMap<String, Derived>,
+    /// The hosts a `throttle`d task may run on at once, per task (by its place).
+    pub throttles: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Shared {
+    /// The gate of a throttled task, shared by every host of the run.
+    pub fn throttle(&self, task: &str, n: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut m = self.throttles.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(task.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(n)))
+            .clone()
+    }
+
     pub fn derived(&self, h: &str) -> &[(&'static str, minijinja::Value)] {
         self.derived.get(h).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -667,6 +677,7 @@ pub async fn execute(
         hostvars,
         vars,
         derived: p.derived,
+        throttles: Default::default(),
     });
     let total_hosts = p.hosts.len();
     let o = Arc::new(o);

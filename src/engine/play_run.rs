@@ -280,6 +280,7 @@ impl PlayRun {
             derived: self.shared.derived(h),
             o: &self.o,
             rep: &self.rep,
+            shared: &self.shared,
         }
     }
 
@@ -415,6 +416,7 @@ impl PlayRun {
                     derived: shared.derived(&name),
                     o: &o,
                     rep: &rep,
+                    shared: &shared,
                 };
                 let steps: Vec<(usize, &Task)> =
                     refs.iter().map(|r| (r.role, r.task(&play))).collect();

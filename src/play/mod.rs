@@ -48,6 +48,7 @@ const TASK_KEYS: &[&str] = &[
     "vars",
     "listen",
     "changed_when",
+    "throttle",
 ];
 const PLAY_KEYS: &[&str] = &["name", "hosts", "roles", "vars", "become", "tags"];
 
@@ -67,6 +68,8 @@ pub struct Task {
     pub become_user: Option<String>,
     pub ignore_errors: bool,
     pub no_log: bool,
+    /// At most this many hosts run the task at once (1: one host after another).
+    pub throttle: Option<usize>,
     pub vars: Map<String, Value>,
     pub loc: Loc,
 }
@@ -356,6 +359,7 @@ fn parse_task(node: &Node, role: &str, assets: &Assets) -> Result<Task, Located>
         sudo: None,
         become_user: None,
         ignore_errors: false,
+        throttle: None,
         no_log: false,
         vars: Map::new(),
         loc: node.loc.clone(),
@@ -389,6 +393,16 @@ fn parse_task(node: &Node, role: &str, assets: &Assets) -> Result<Task, Located>
             "become_user" => t.become_user = Some(v.scalar_string("become_user")?),
             "ignore_errors" => t.ignore_errors = v.as_bool("ignore_errors")?,
             "no_log" => t.no_log = v.as_bool("no_log")?,
+            "throttle" => {
+                let n = match &v.kind {
+                    Kind::Int(n) if *n > 0 => *n as usize,
+                    _ => {
+                        return Err(err(&v.loc, "`throttle` must be a positive number of hosts")
+                            .hint("throttle: 1 runs the task on one host after another"))
+                    }
+                };
+                t.throttle = Some(n);
+            }
             "vars" => t.vars = vars_map(v, "task vars")?,
             m if modules::def(m).is_some() => {
                 if !t.module.is_empty() {
