@@ -511,9 +511,11 @@ done
 pub fn wait_script(stack: &str, spec: &str, secs: u64) -> String {
     let st = quote(stack);
     format!(
-        r#"{reps}end=$(( $(date +%s) + {secs} )); since=$(date +%s); stuck=0; good=0; t0=${{t0:-$(date -u '+%Y-%m-%d %H:%M:%S')}}
+        r#"{reps}end=$(( $(date +%s) + {secs} )); since=$(date +%s); stuck=0; good=0; kicked=; t0=${{t0:-$(date -u '+%Y-%m-%d %H:%M:%S')}}
 while :; do
   ok=1; report=
+  # who is down now (a node may go down while this waits)
+  down_names=$(docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}}' 2>/dev/null | awk '$2 != "Ready" {{ printf "%s ", $1 }}')
   for id in $(docker stack services -q {st}); do
     line=$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels "{SPEC_LABEL}"}}}}|{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}|{{{{.UpdateStatus.Message}}}}{{{{else}}}}|{{{{end}}}}' "$id")
     n=${{line%%|*}}; rest=${{line#*|}}; lab=${{rest%%|*}}; rest=${{rest#*|}}; ust=${{rest%%|*}}; umsg=${{rest#*|}}
@@ -526,11 +528,26 @@ while :; do
         c >= t0 && $2 == "complete" && job == 0 {{ print "its task exited by itself (state complete): a service command must keep running; restarted for ever"; exit }}')
     case "$ust" in rollback_*|paused) echo "service $n: update $ust: $umsg${{err:+ (a new task: $err)}}" >&2; exit 1 ;; esac
     [ "$lab" = "{spec}" ] || ok=0
+    # An update whose new task went to a node that then went down waits for that task for
+    # ever (swarm runs the slot elsewhere, the update still waits, the old task of the next
+    # slot keeps running): the service is updated again, once, forced, on the live nodes.
+    if [ "$ust" = updating ] && [ -n "$down_names" ]; then
+      case " $kicked " in *" $id "*) ;; *)
+        down_ids=$(docker node ls --format '{{{{.ID}}}} {{{{.Status}}}}' 2>/dev/null | awk '$2 != "Ready" {{ printf "%s ", $1 }}')
+        lost=$(for t in $(docker service ps -q "$id" 2>/dev/null | head -n 30); do docker inspect --format '{{{{.CreatedAt}}}}|{{{{.NodeID}}}}' "$t" 2>/dev/null; done | \
+          awk -F'|' -v t0="$t0" -v down=" $down_ids" '{{ c = substr($1, 1, 19); sub("T", " ", c) }} c >= t0 && index(down, " " $2 " ") {{ n++ }} END {{ print n + 0 }}')
+        if [ "$lost" -gt 0 ]; then
+          docker service update --detach --force "$id" >/dev/null 2>&1 || true
+          kicked="$kicked $id"; good=0
+        fi ;;
+      esac
+    fi
     case "$ust" in updating) ok=0 ;; esac
     run=${{rep%%/*}}; want=${{rep#*/}}; want=${{want%% *}}
     case "$rep" in *completed*) done_=$(echo "$rep" | sed -n 's/.*(\([0-9]*\)\/\([0-9]*\) completed).*/\1 \2/p'); set -- $done_; [ "${{1:-0}}" = "${{2:-x}}" ] || ok=0 ;;
       *) [ "$run" = "$want" ] || ok=0 ;; esac
     report="$report $n=$rep"
+    case " $kicked " in *" $id "*) report="$report (updated again: a new task had gone to a node that went down)" ;; esac
     case "$err" in *"exited by itself"*) echo "service $n: $err" >&2; exit 1 ;; esac
     if [ -n "$err" ] && [ "$run" != "$want" ]; then echo "service $n: $err" >&2; exit 1; fi
     pend=$(docker service ps "$id" --no-trunc --filter desired-state=running --format '{{{{.CurrentState}}}}|{{{{.Error}}}}' 2>/dev/null | grep -E '^Pending[^|]*\|.+' | head -n 1 || true)
