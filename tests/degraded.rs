@@ -116,6 +116,36 @@ fn served(live: &[&str]) -> String {
     panic!("no task of web_web runs on {live:?}: {tasks}");
 }
 
+/// Once `ready` holds (within 240 s, the run still going), powers `node` off; returns the
+/// run's exit code, its output and how long it went on after the power-off.
+fn power_off_when(
+    mut child: std::process::Child,
+    log: &Path,
+    node: &str,
+    when: &str,
+    ready: impl Fn() -> bool,
+) -> (i32, String, Duration) {
+    let t = Instant::now();
+    while !ready() {
+        assert!(
+            t.elapsed() < Duration::from_secs(240) && child.try_wait().unwrap().is_none(),
+            "the run never got to the moment ({when}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = provision(&["lab", "stop", node]);
+    assert!(o.status.success(), "{}", text(&o));
+    let off = Instant::now();
+    let rc = child.wait().unwrap().code().unwrap_or(-1);
+    let out = std::fs::read_to_string(log).unwrap();
+    eprintln!(
+        "{node} powered off {when}: the run ended {:.1} s later (exit {rc})",
+        off.elapsed().as_secs_f64()
+    );
+    (rc, out, off.elapsed())
+}
+
 fn ceph_ok() -> bool {
     ssh_rc("node1", "sudo ceph health").1.trim() == "HEALTH_OK"
 }
@@ -369,33 +399,16 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
     // roll out): unreachable from then on, the update converges on the others within the
     // stack's wait, nothing removed; the next run sets the label.
     inventory_with(d, "v4", true, ", osd_scrub_sleep: 0.1", "c");
-    let mut child = spawn(&log);
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("swarm : swarm membership")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(240) && child.try_wait().unwrap().is_none(),
-            "the run never reached the swarm step:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = provision(&["lab", "stop", "node5"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let off = Instant::now();
-    let rc = child.wait().unwrap().code().unwrap_or(-1);
-    let out = std::fs::read_to_string(&log).unwrap();
-    eprintln!(
-        "node5 powered off in the swarm step: the run ended {:.1} s later (exit {rc})",
-        off.elapsed().as_secs_f64()
-    );
+    let (rc, out, off) = power_off_when(spawn(&log), &log, "node5", "in the swarm step", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("swarm : swarm membership")
+    });
     assert_eq!(rc, 3, "{out}");
     assert!(out.contains("node5 | unreachable"), "{out}");
     assert!(!out.contains("node5 | failed"), "{out}");
     assert!(
-        off.elapsed() < Duration::from_secs(240),
+        off < Duration::from_secs(240),
         "the run waited out a timeout for a powered-off worker\n{out}"
     );
     let live = ["node1", "node2", "node3", "node4", "node6"];
@@ -424,28 +437,13 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
         )
     };
     let spec = spec_of();
-    let mut child = spawn(&log);
-    let t = Instant::now();
-    while spec_of() == spec {
-        assert!(
-            t.elapsed() < Duration::from_secs(240) && child.try_wait().unwrap().is_none(),
-            "the stack was never deployed:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let o = provision(&["lab", "stop", "node5"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let off = Instant::now();
-    let rc = child.wait().unwrap().code().unwrap_or(-1);
-    let out = std::fs::read_to_string(&log).unwrap();
-    eprintln!(
-        "node5 powered off during a stack update: the run ended {:.1} s later (exit {rc})",
-        off.elapsed().as_secs_f64()
-    );
+    let (rc, out, off) =
+        power_off_when(spawn(&log), &log, "node5", "during a stack update", || {
+            spec_of() != spec
+        });
     assert!(rc == 0 || rc == 3, "{out}");
     assert!(
-        off.elapsed() < Duration::from_secs(240),
+        off < Duration::from_secs(240),
         "the update waited out the stack's wait\n{out}"
     );
     assert_eq!(served(&live), "hello v5", "{out}");

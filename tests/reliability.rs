@@ -20,6 +20,25 @@ fn spawn_play(d: &std::path::Path, play: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits until the run's upload to node1 has written more than 1 MiB (within 60 s).
+fn upload_under_way(run: &mut std::process::Child) {
+    let t = Instant::now();
+    loop {
+        let size = ssh(
+            "node1",
+            "stat -c %s /tmp/.provision.* 2>/dev/null | head -1",
+        );
+        if size.parse::<u64>().unwrap_or(0) > 1 << 20 {
+            return;
+        }
+        assert!(
+            t.elapsed().as_secs() < 60 && run.try_wait().unwrap().is_none(),
+            "the upload never started or finished too fast"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn inventory_of(n: usize) -> String {
     let mut s = String::from("all:\n  hosts:\n");
     for i in 0..n {
@@ -185,21 +204,7 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
         .spawn()
         .unwrap();
     // Kill the run once the upload is under way.
-    let t = Instant::now();
-    loop {
-        let size = ssh(
-            "node1",
-            "stat -c %s /tmp/.provision.* 2>/dev/null | head -1",
-        );
-        if size.parse::<u64>().unwrap_or(0) > 1 << 20 {
-            break;
-        }
-        assert!(
-            t.elapsed().as_secs() < 60 && run.try_wait().unwrap().is_none(),
-            "the upload never started or finished too fast"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    upload_under_way(&mut run);
     run.kill().unwrap();
     let _ = run.wait();
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -239,19 +244,8 @@ fn an_upload_cut_by_a_killed_run_keeps_the_old_file() {
 
     // The same during an upload (a write waiting for a window that never comes): lost at
     // once, the old file kept, no temp file left.
-    let t = Instant::now();
-    let up = spawn_play(d.path(), "big.yml");
-    loop {
-        let size = ssh(
-            "node1",
-            "stat -c %s /tmp/.provision.* 2>/dev/null | head -1",
-        );
-        if size.parse::<u64>().unwrap_or(0) > 1 << 20 {
-            break;
-        }
-        assert!(t.elapsed().as_secs() < 60, "the upload never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut up = spawn_play(d.path(), "big.yml");
+    upload_under_way(&mut up);
     let _ = ssh_rc("node1", "sudo pkill -9 -f 'sshd: admin'");
     let cut = Instant::now();
     let o = up.wait_with_output().unwrap();

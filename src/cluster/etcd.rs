@@ -586,6 +586,17 @@ mod tests {
         )
     }
 
+    /// A running member with its settings as wanted, that fails its health check.
+    fn unhealthy(i: u8, list: &[(u64, &str, bool)]) -> String {
+        probe(
+            true,
+            true,
+            false,
+            &want(i).config("sha", "", "existing"),
+            list,
+        )
+    }
+
     const THREE: &[(u64, &str, bool)] = &[(1, "n1", false), (2, "n2", false), (3, "n3", false)];
 
     fn plan(s: &mut Etcd, m: &[Member], outs: &[(&str, String)]) -> Result<Vec<Action>, String> {
@@ -644,13 +655,7 @@ mod tests {
             a[0].msg
         );
         // n3 not healthy: nothing restarts, the step waits.
-        let sick = probe(
-            true,
-            true,
-            false,
-            &want(3).config("sha", "", "existing"),
-            THREE,
-        );
+        let sick = unhealthy(3, THREE);
         let outs = vec![("n1", stale), ("n2", settled(2, THREE)), ("n3", sick)];
         let mut s = step(3);
         let a = plan(&mut s, &m, &outs).unwrap();
@@ -680,13 +685,7 @@ mod tests {
         );
         // n2 wiped while n3 is unhealthy: removing n2 would leave one healthy voter of
         // three: refused, with the numbers.
-        let sick = probe(
-            true,
-            true,
-            false,
-            &want(3).config("sha", "", "existing"),
-            THREE,
-        );
+        let sick = unhealthy(3, THREE);
         let outs = vec![("n1", settled(1, THREE)), ("n2", wiped), ("n3", sick)];
         let e = plan(&mut step(3), &m, &outs).unwrap_err();
         assert!(
