@@ -174,6 +174,93 @@ impl Step for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::testing::{seen, with_ctx};
+
+    /// A node's probe: on the manager `m1`, the swarm's nodes with their labels (JSON).
+    fn probe(id: &str, nodes: &[(&str, &str)]) -> String {
+        let manager = !nodes.is_empty();
+        let mut o = format!(
+            "==PROVISION info\n{{\"NodeID\":\"{id}\",\"LocalNodeState\":\"active\",\"ControlAvailable\":{manager},\"Cluster\":{{\"ID\":\"c1\"}}}}\n"
+        );
+        if manager {
+            o += "==PROVISION nodes\n";
+            for (n, labels) in nodes {
+                let role = if *n == "m1" { "manager" } else { "worker" };
+                o += &format!("{{\"ID\":\"id-{n}\",\"Spec\":{{\"Role\":\"{role}\",\"Labels\":{labels}}},\"Description\":{{\"Hostname\":\"{n}\"}},\"Status\":{{\"State\":\"ready\"}}}}\n");
+            }
+        }
+        o
+    }
+
+    fn member(n: &str, labels: Value, writable: bool) -> Member {
+        let mut args = serde_json::Map::new();
+        args.insert("labels".into(), labels);
+        Member {
+            name: n.into(),
+            args,
+            writable,
+            user: None,
+            down: None,
+        }
+    }
+
+    #[test]
+    fn labels_are_set_through_a_manager_and_only_on_writable_nodes_in_the_swarm() {
+        let ms = vec![
+            member("m1", serde_json::json!({}), false),
+            member("w1", serde_json::json!({"zone": "b"}), true),
+            member("w2", serde_json::json!({"zone": "c"}), false),
+            member("w3", serde_json::json!({"zone": "d"}), true),
+        ];
+        let nodes = [
+            ("m1", "{}"),
+            // w1: zone a set by provision, owner set by someone else
+            (
+                "w1",
+                "{\"zone\":\"a\",\"owner\":\"ops\",\"provision.managed\":\"zone\"}",
+            ),
+            ("w2", "{}"),
+        ];
+        let outs = vec![
+            ("m1", probe("id-m1", &nodes)),
+            ("w1", probe("id-w1", &[])),
+            ("w2", probe("id-w2", &[])),
+            // w3 is not in the swarm yet
+            ("w3", probe("", &[])),
+        ];
+        let mut l = Labels::default();
+        let a = with_ctx(false, |cx| {
+            l.prepare(&ms, cx).unwrap();
+            l.plan(&ms, &seen(&outs), cx)
+        })
+        .unwrap();
+        assert_eq!(
+            a.len(),
+            1,
+            "{:?}",
+            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (a[0].host.as_str(), a[0].run_on.as_deref()),
+            ("w1", Some("m1"))
+        );
+        assert!(
+            a[0].script.contains("zone=b") && a[0].script.contains("id-w1"),
+            "{}",
+            a[0].script
+        );
+        assert!(
+            !a[0].script.contains("owner"),
+            "a foreign label is left alone"
+        );
+        assert!(
+            l.notes
+                .iter()
+                .any(|n| n.contains("w3 is not in the swarm yet")),
+            "{:?}",
+            l.notes
+        );
+    }
 
     fn m(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -220,3 +220,72 @@ impl Step for Networks {
         self.notes.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::{members, seen, with_ctx};
+
+    /// The manager m1's probe: in the swarm, with these overlay networks (inspect JSON).
+    fn manager(nets: &[&str]) -> String {
+        format!(
+            "==PROVISION info\n{{\"NodeID\":\"id-m1\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Cluster\":{{\"ID\":\"c1\"}}}}\n\
+             ==PROVISION nodes\n{{\"ID\":\"id-m1\",\"Spec\":{{\"Role\":\"manager\"}},\"Description\":{{\"Hostname\":\"m1\"}}}}\n\
+             ==PROVISION networks\n{}\n",
+            nets.join("\n")
+        )
+    }
+
+    fn plan(writable: &[&str], nets: &[&str]) -> (Vec<Action>, Vec<String>) {
+        let mut args = serde_json::Map::new();
+        args.insert(
+            "networks".into(),
+            serde_json::json!([{"name": "backend", "attachable": true}, {"name": "secure", "encrypted": true}]),
+        );
+        let mut ms = members(&["m1", "w1"], writable);
+        ms[0].args = args;
+        let outs = vec![("m1", manager(nets))];
+        let mut n = Networks::default();
+        let a = with_ctx(false, |cx| {
+            n.prepare(&ms, cx).unwrap();
+            n.plan(&ms, &seen(&outs), cx)
+        })
+        .unwrap();
+        (a, n.notes)
+    }
+
+    #[test]
+    fn a_missing_network_is_made_through_a_manager_and_a_different_one_is_never_remade() {
+        // backend exists but is not attachable: reported, left as it is; secure is missing.
+        let backend = r#"{"Name":"backend","Driver":"overlay","Attachable":false,"IPAM":{"Config":[{"Subnet":"10.0.1.0/24"}]}}"#;
+        let (a, notes) = plan(&["m1", "w1"], &[backend]);
+        assert_eq!(
+            a.len(),
+            1,
+            "{:?}",
+            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (a[0].host.as_str(), a[0].run_on.as_deref()),
+            ("m1", Some("m1"))
+        );
+        assert!(a[0].script.contains("--opt encrypted") && a[0].script.contains("secure"));
+        assert!(
+            !a.iter().any(|a| a.script.contains("backend")),
+            "never recreated"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("backend differs") && n.contains("attachable false")),
+            "{notes:?}"
+        );
+        // No manager inside --limit (only a worker): nothing is made, the note says when.
+        let (a, notes) = plan(&["w1"], &[backend]);
+        assert!(a.is_empty());
+        assert!(
+            notes.iter().any(|n| n.contains("secure is missing")),
+            "{notes:?}"
+        );
+    }
+}
