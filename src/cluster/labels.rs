@@ -174,7 +174,7 @@ impl Step for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::testing::{seen, with_ctx};
+    use crate::cluster::testing::{only_action, plan_once};
 
     /// A node's probe: on the manager `m1`, the swarm's nodes with their labels (JSON).
     fn probe(id: &str, nodes: &[(&str, &str)]) -> String {
@@ -193,15 +193,7 @@ mod tests {
     }
 
     fn member(n: &str, labels: Value, writable: bool) -> Member {
-        let mut args = serde_json::Map::new();
-        args.insert("labels".into(), labels);
-        Member {
-            name: n.into(),
-            args,
-            writable,
-            user: None,
-            down: None,
-        }
+        crate::cluster::testing::member(n, serde_json::json!({ "labels": labels }), writable)
     }
 
     #[test]
@@ -229,30 +221,14 @@ mod tests {
             ("w3", probe("", &[])),
         ];
         let mut l = Labels::default();
-        let a = with_ctx(false, |cx| {
-            l.prepare(&ms, cx).unwrap();
-            l.plan(&ms, &seen(&outs), cx)
-        })
-        .unwrap();
-        assert_eq!(
-            a.len(),
-            1,
-            "{:?}",
-            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            (a[0].host.as_str(), a[0].run_on.as_deref()),
-            ("w1", Some("m1"))
-        );
+        let a = plan_once(&mut l, &ms, &outs).unwrap();
+        let a = only_action(&a, "w1", "m1");
         assert!(
-            a[0].script.contains("zone=b") && a[0].script.contains("id-w1"),
+            a.script.contains("zone=b") && a.script.contains("id-w1"),
             "{}",
-            a[0].script
+            a.script
         );
-        assert!(
-            !a[0].script.contains("owner"),
-            "a foreign label is left alone"
-        );
+        assert!(!a.script.contains("owner"), "a foreign label is left alone");
         assert!(
             l.notes
                 .iter()

@@ -224,7 +224,7 @@ impl Step for Networks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::testing::{members, seen, with_ctx};
+    use crate::cluster::testing::{members, only_action, plan_once};
 
     /// The manager m1's probe: in the swarm, with these overlay networks (inspect JSON).
     fn manager(nets: &[&str]) -> String {
@@ -246,11 +246,7 @@ mod tests {
         ms[0].args = args;
         let outs = vec![("m1", manager(nets))];
         let mut n = Networks::default();
-        let a = with_ctx(false, |cx| {
-            n.prepare(&ms, cx).unwrap();
-            n.plan(&ms, &seen(&outs), cx)
-        })
-        .unwrap();
+        let a = plan_once(&mut n, &ms, &outs).unwrap();
         (a, n.notes)
     }
 
@@ -259,17 +255,8 @@ mod tests {
         // backend exists but is not attachable: reported, left as it is; secure is missing.
         let backend = r#"{"Name":"backend","Driver":"overlay","Attachable":false,"IPAM":{"Config":[{"Subnet":"10.0.1.0/24"}]}}"#;
         let (a, notes) = plan(&["m1", "w1"], &[backend]);
-        assert_eq!(
-            a.len(),
-            1,
-            "{:?}",
-            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            (a[0].host.as_str(), a[0].run_on.as_deref()),
-            ("m1", Some("m1"))
-        );
-        assert!(a[0].script.contains("--opt encrypted") && a[0].script.contains("secure"));
+        let one = only_action(&a, "m1", "m1");
+        assert!(one.script.contains("--opt encrypted") && one.script.contains("secure"));
         assert!(
             !a.iter().any(|a| a.script.contains("backend")),
             "never recreated"

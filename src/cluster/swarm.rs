@@ -700,16 +700,11 @@ mod tests {
     }
 
     fn member(n: &str, role: &str, writable: bool) -> Member {
-        let mut args = serde_json::Map::new();
-        args.insert("role".into(), json!(role));
-        args.insert("advertise_addr".into(), json!("10.0.0.1"));
-        Member {
-            name: n.into(),
-            args,
+        crate::cluster::testing::member(
+            n,
+            json!({"role": role, "advertise_addr": "10.0.0.1"}),
             writable,
-            user: None,
-            down: None,
-        }
+        )
     }
 
     /// A node's probe: its state, and (for an active manager) the swarm's nodes as
@@ -739,11 +734,7 @@ mod tests {
     }
 
     fn planned(ms: &[Member], outs: &[(&str, String)]) -> Result<Vec<Action>, String> {
-        crate::cluster::testing::with_ctx(false, |cx| {
-            let mut s = Swarm::default();
-            s.prepare(ms, cx)?;
-            s.plan(ms, &crate::cluster::testing::seen(outs), cx)
-        })
+        crate::cluster::testing::plan_once(&mut Swarm::default(), ms, outs)
     }
 
     fn msgs(a: &[Action]) -> Vec<&str> {

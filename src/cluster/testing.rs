@@ -1,6 +1,6 @@
 //! For the steps' plan tests: members, a controller context, captured probe outputs.
 
-use super::{Ctx, Member, Seen};
+use super::{Action, Ctx, Member, Seen, Step};
 use crate::transport::Output;
 
 pub fn members(names: &[&str], writable: &[&str]) -> Vec<Member> {
@@ -53,4 +53,38 @@ pub fn seen(outs: &[(&str, String)]) -> Seen {
             )
         })
         .collect()
+}
+
+/// A writable (or read-only) member with these arguments.
+pub fn member(name: &str, args: serde_json::Value, writable: bool) -> Member {
+    Member {
+        name: name.into(),
+        args: args.as_object().cloned().unwrap_or_default(),
+        writable,
+        user: None,
+        down: None,
+    }
+}
+
+/// Prepares `step` for `ms`, then plans one round from the probe outputs.
+pub fn plan_once(
+    step: &mut dyn Step,
+    ms: &[Member],
+    outs: &[(&str, String)],
+) -> Result<Vec<Action>, String> {
+    with_ctx(false, |cx| {
+        step.prepare(ms, cx)?;
+        step.plan(ms, &seen(outs), cx)
+    })
+}
+
+/// The single action planned, checked to run on `host` through `via`.
+pub fn only_action<'a>(a: &'a [Action], host: &str, via: &str) -> &'a Action {
+    let msgs: Vec<&str> = a.iter().map(|a| a.msg.as_str()).collect();
+    assert_eq!(a.len(), 1, "{msgs:?}");
+    assert_eq!(
+        (a[0].host.as_str(), a[0].run_on.as_deref()),
+        (host, Some(via))
+    );
+    &a[0]
 }
