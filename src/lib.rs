@@ -24,6 +24,7 @@ pub mod output;
 pub mod pki;
 pub mod play;
 pub mod probe;
+pub mod roles;
 pub mod state;
 pub mod sys;
 pub mod template;

@@ -4,6 +4,7 @@
 use super::labels::{diff, MANAGED};
 use super::swarm::{parse, Seen1};
 use crate::finding::Finding;
+use crate::inventory::Inventory;
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
 
@@ -11,6 +12,50 @@ use std::collections::BTreeMap;
 pub struct Want {
     pub manager: bool,
     pub labels: BTreeMap<String, String>,
+}
+
+/// Is `h` a swarm host (in `managers` or `workers`)?
+pub fn is_swarm_host(inv: &Inventory, h: &str) -> bool {
+    ["managers", "workers"]
+        .iter()
+        .any(|g| inv.groups.get(*g).is_some_and(|m| m.contains(h)))
+}
+
+/// What the inventory wants of swarm host `h`: its role and labels.
+pub fn want(inv: &Inventory, h: &str) -> Want {
+    let m = crate::cluster::Member {
+        name: h.to_owned(),
+        args: inv.hosts[h]
+            .vars
+            .get("swarm_labels")
+            .map(|l| [("labels".to_string(), l.clone())].into_iter().collect())
+            .unwrap_or_default(),
+        writable: false,
+        user: None,
+        down: None,
+    };
+    Want {
+        manager: inv.groups.get("managers").is_some_and(|g| g.contains(h)),
+        labels: super::labels::wanted(&m).unwrap_or_default(),
+    }
+}
+
+/// The first of the inventory's managers among `hosts`: where the stacks are read.
+pub fn first_manager<'a>(inv: &'a Inventory, hosts: &[String]) -> Option<&'a str> {
+    inv.groups
+        .get("managers")?
+        .iter()
+        .find(|m| hosts.contains(*m))
+        .map(String::as_str)
+}
+
+/// Those of `hosts` in the `etcd` group.
+pub fn etcd_hosts(inv: &Inventory, hosts: &[String]) -> Vec<String> {
+    hosts
+        .iter()
+        .filter(|h| inv.groups.get("etcd").is_some_and(|g| g.contains(*h)))
+        .cloned()
+        .collect()
 }
 
 fn finding(

@@ -105,6 +105,29 @@ pub struct Obs {
     pub members: Option<Vec<EtcdMember>>,
 }
 
+/// The read-only probe of an etcd host for the audit, from its variables.
+pub fn audit_script(vars: &serde_json::Map<String, serde_json::Value>) -> String {
+    let v = |k: &str, d: &str| {
+        vars.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(d)
+            .to_owned()
+    };
+    let pki = v("pki_dir", "/etc/provision/pki");
+    let (crt, key, ca) = (
+        format!("{pki}/etcd.crt"),
+        format!("{pki}/etcd.key"),
+        format!("{pki}/ca.crt"),
+    );
+    probe_script(
+        &etcdctl(&ca, &crt, &key),
+        &v("etcd_data_dir", "/var/lib/etcd/provision"),
+        "/etc/default/etcd",
+        &crt,
+        &ca,
+    )
+}
+
 /// `cert`: the sha256 of the member's certificate and its CA file together (either
 /// changing restarts the member: etcd reads its trusted CAs only when it starts).
 pub fn probe_script(w_ctl: &str, data_dir: &str, config: &str, cert: &str, ca: &str) -> String {

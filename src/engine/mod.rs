@@ -2,7 +2,6 @@
 //! then run each play's roles on its hosts concurrently and tally the results.
 
 pub mod cluster;
-mod hooks;
 mod host;
 mod play_run;
 mod probes;
@@ -76,54 +75,11 @@ pub struct Prepared {
     pub targets: IndexMap<String, Target>,
     /// Play hosts outside `--limit`, which cluster steps may read.
     pub outside: IndexMap<String, Result<Target, String>>,
-    /// The hardening rules of each host, and the file its hardening sysctls are persisted
-    /// in; hosts with the same rules share one copy.
-    pub rules: IndexMap<String, Arc<(Vec<crate::hardening::Rule>, String)>>,
-    /// Variables provision works out per host (`hardening`, `firewall`), as template values
-    /// made once and shared by every host that has the same ones.
-    pub derived: IndexMap<String, Derived>,
-    /// The firewall of each host whose plays have the firewall role (or why it has none).
-    pub firewalls: IndexMap<String, Result<crate::firewall::HostWall, String>>,
+    /// What the roles worked out per host (rules, firewalls, derived variables).
+    pub worked: crate::roles::Worked,
 }
 
-/// A host's derived variables: (name, value) pairs.
-pub type Derived = Vec<(&'static str, minijinja::Value)>;
-
-/// One copy of what many hosts share: template values by their JSON text, rule sets by
-/// equality with the last few distinct ones.
-#[derive(Default)]
-struct Interned {
-    values: std::collections::HashMap<String, minijinja::Value>,
-    rules: Vec<Arc<(Vec<crate::hardening::Rule>, String)>>,
-}
-
-impl Interned {
-    fn value(&mut self, v: &Value) -> minijinja::Value {
-        self.values
-            .entry(v.to_string())
-            .or_insert_with(|| minijinja::Value::from_serialize(v))
-            .clone()
-    }
-
-    fn rules(
-        &mut self,
-        r: Vec<crate::hardening::Rule>,
-        file: String,
-    ) -> Arc<(Vec<crate::hardening::Rule>, String)> {
-        if let Some(a) = self
-            .rules
-            .iter()
-            .rev()
-            .take(8)
-            .find(|a| a.0 == r && a.1 == file)
-        {
-            return a.clone();
-        }
-        let a = Arc::new((r, file));
-        self.rules.push(a.clone());
-        a
-    }
-}
+pub use crate::roles::Derived;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Invalid {
@@ -222,10 +178,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             }
         }
     }
-    // Hardening rules per host; rules that would lock provision out are refused here.
-    let hardening = crate::hardening::Rules::load(&roles)?;
-    let mut rules = IndexMap::new();
-    // The roles each host runs (for the role hooks), and its firewall where it has one.
+    // The roles each host runs, for what the roles work out and check before any contact.
     let mut host_roles: std::collections::HashMap<&str, Vec<&play::Role>> = Default::default();
     for PlannedPlay {
         play: p, hosts: hs, ..
@@ -235,75 +188,21 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             host_roles.entry(h).or_default().extend(&p.roles);
         }
     }
-    // Worked out for every run (the audit checks them too); a run refuses one that fails,
-    // listing hosts does not need them.
-    let mut firewalls = IndexMap::new();
-    for h in &all {
-        let roles = host_roles.get(h.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        if let Some(role) = roles.iter().find(|r| r.name == crate::firewall::ROLE) {
-            let w = crate::firewall::for_host(&inventory, &role.defaults, h);
-            if let (Err(e), true) = (&w, o.lockout_check) {
-                return Err(Invalid::Other(format!(
-                    "{}: host `{h}`: {e}",
-                    inventory.hosts[h].loc
-                )));
-            }
-            firewalls.insert(h.clone(), w);
-        }
-    }
-    let host_roles: std::collections::HashMap<String, Vec<String>> = host_roles
-        .into_iter()
-        .map(|(h, rs)| (h.to_owned(), rs.iter().map(|r| r.name.clone()).collect()))
-        .collect();
-    let mut inventory = inventory;
-    let mut interned = Interned::default();
-    let mut derived = IndexMap::new();
-    for h in &all {
-        let host = inventory.hosts.get_mut(h).expect("selected hosts exist");
-        let r = hardening
-            .resolve(&host.vars)
-            .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
-        let wall = firewalls
-            .get(h)
-            .and_then(|w| w.as_ref().ok())
-            .map(|w| &w.wanted);
-        if o.lockout_check {
-            let check = hooks::HostCheck {
-                rules: &r,
-                target: &targets[h],
-                firewall: wall,
-            };
-            for role in host_roles.get(h).into_iter().flatten() {
-                hooks::validate(role, &check)
-                    .map_err(|e| Invalid::Other(format!("{}: host `{h}`: {e}", host.loc)))?;
-            }
-        }
-        let mut values = vec![("hardening", interned.value(&crate::hardening::as_var(&r)))];
-        if let Some(w) = wall {
-            values.push(("firewall", interned.value(&w.as_var(h))));
-        }
-        for (k, _) in &values {
-            host.vars.remove(*k);
-        }
-        derived.insert(h.clone(), values);
-        let sysctl_file = host
-            .vars
-            .get("hardening_sysctl_file")
-            .or(hardening.default("hardening_sysctl_file"))
-            .and_then(Value::as_str)
-            .unwrap_or("/etc/sysctl.d/90-provision-hardening.conf")
-            .to_owned();
-        rules.insert(h.clone(), interned.rules(r, sysctl_file));
-    }
+    let worked = crate::roles::work_out(
+        &mut inventory,
+        &roles,
+        &host_roles,
+        &all,
+        &targets,
+        o.lockout_check,
+    )?;
     Ok(Prepared {
         inventory,
         plays: out,
         hosts: all,
         targets,
         outside,
-        rules,
-        derived,
-        firewalls,
+        worked,
     })
 }
 
@@ -381,7 +280,7 @@ fn follow_limit(
     let mut notes = Vec::new();
     for PlannedPlay { play: p, every, .. } in out.iter() {
         for role in &p.roles {
-            let Some(dep) = hooks::depends(&role.name) else {
+            let Some(dep) = crate::roles::row(&role.name).and_then(|r| r.depends) else {
                 continue;
             };
             let mut followers = Vec::new();
@@ -676,7 +575,7 @@ pub async fn execute(
     let shared = Arc::new(Shared {
         hostvars,
         vars,
-        derived: p.derived,
+        derived: p.worked.derived,
         throttles: Default::default(),
     });
     let total_hosts = p.hosts.len();
@@ -776,298 +675,91 @@ pub async fn audit(
     ca_pem: Option<&str>,
     done: Arc<dyn Fn() + Send + Sync>,
 ) -> IndexMap<String, (AuditResult, u64)> {
+    use crate::roles::{Scope, TABLE};
+    let scope = Scope {
+        inventory: &p.inventory,
+        hosts: &p.hosts,
+        worked: &p.worked,
+        ca_pem,
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     let mut joins = Vec::new();
-    // The stacks are read from one manager: the first one audited.
-    let first_mgr = p
-        .inventory
-        .groups
-        .get("managers")
-        .and_then(|g| g.iter().find(|m| p.targets.contains_key(*m)))
-        .cloned();
     for h in &p.hosts {
+        // Each role's read-only part, behind its marker: one command per host.
+        let mut script = Ok(String::new());
+        for row in TABLE {
+            let Some(a) = &row.audit else { continue };
+            match ((a.script)(&scope, h), &mut script) {
+                (Some(Ok(part)), Ok(s)) => {
+                    s.push_str(&crate::roles::marker(row.role));
+                    s.push_str(&part);
+                }
+                (Some(Err(e)), Ok(_)) => script = Err(format!("{}: {e}", row.role)),
+                _ => {}
+            }
+        }
         let t = p.targets[h].clone();
-        let rules_file = p.rules[h].clone();
         let sem = sem.clone();
-        let pki_dir = p.inventory.hosts[h]
-            .vars
-            .get("pki_dir")
-            .and_then(Value::as_str)
-            .unwrap_or("/etc/provision/pki")
-            .to_owned();
-        let ca_pem = ca_pem.map(str::to_owned);
-        let swarm = p
-            .inventory
-            .groups
-            .get("managers")
-            .is_some_and(|g| g.contains(h))
-            || p.inventory
-                .groups
-                .get("workers")
-                .is_some_and(|g| g.contains(h));
-        let etcd = p
-            .inventory
-            .groups
-            .get("etcd")
-            .is_some_and(|g| g.contains(h))
-            .then(|| {
-                let v = |k: &str, d: &str| {
-                    p.inventory.hosts[h]
-                        .vars
-                        .get(k)
-                        .and_then(Value::as_str)
-                        .unwrap_or(d)
-                        .to_owned()
-                };
-                let pki = v("pki_dir", "/etc/provision/pki");
-                let (crt, key, ca) = (
-                    format!("{pki}/etcd.crt"),
-                    format!("{pki}/etcd.key"),
-                    format!("{pki}/ca.crt"),
-                );
-                crate::cluster::etcd::probe_script(
-                    &crate::cluster::etcd::etcdctl(&ca, &crt, &key),
-                    &v("etcd_data_dir", "/var/lib/etcd/provision"),
-                    "/etc/default/etcd",
-                    &crt,
-                    &ca,
-                )
-            });
-        let ceph = ceph_want(&p.inventory, h).map(|w| {
-            let s = crate::cluster::ceph::audit::script(h, &w);
-            (w, s)
-        });
-        // The firewall the inventory gives it, when it has one and it is on.
-        let wall = match p.firewalls.get(h) {
-            Some(Ok(w)) if w.wanted.enabled => Some(Ok((
-                crate::firewall::render(&w.wanted, h),
-                w.file.clone(),
-                w.fail2ban,
-            ))),
-            Some(Err(e)) => Some(Err(e.clone())),
-            _ => None,
-        };
-        let first_manager = first_mgr.as_deref() == Some(h.as_str());
         let done = done.clone();
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let _tick = Tick(done);
-            let wall = match wall {
-                Some(Err(e)) => return HostAudit::failed(format!("firewall: {e}"), false),
-                Some(Ok(w)) => Some(w),
-                None => None,
+            let script = match script {
+                Ok(s) => cluster::docker_bounded(&s).to_string(),
+                Err(e) => return HostAudit::failed(e, false),
             };
             let conn = match Conn::connect(t).await {
                 Ok(c) => c,
                 Err(e) => return HostAudit::failed(format!("unreachable: {e}"), true),
             };
-            let script = format!(
-                "{}echo '==PROVISION audit:pki'\n{}{}",
-                crate::hardening::audit::script(&rules_file.0, &rules_file.1),
-                crate::pki::list_script(&pki_dir),
-                if swarm {
-                    format!(
-                        "echo '==PROVISION audit:swarm'\n{}{}",
-                        crate::cluster::swarm::probe_info(true),
-                        if first_manager {
-                            crate::cluster::stacks::audit_script()
-                        } else {
-                            String::new()
-                        }
-                    )
-                } else {
-                    String::new()
-                }
-            ) + &etcd
-                .as_ref()
-                .map(|e| format!("echo '==PROVISION audit:etcd'\n{e}"))
-                .unwrap_or_default()
-                + &ceph
-                    .as_ref()
-                    .map(|(_, c)| format!("echo '==PROVISION audit:ceph'\n{c}"))
-                    .unwrap_or_default()
-                + &wall
-                    .as_ref()
-                    .map(|(_, file, f2b)| crate::firewall::audit::script(file, *f2b))
-                    .unwrap_or_default();
-            let mut swarm_out = None;
-            let mut etcd_out = None;
-            let mut ceph_out = None;
-            let script = cluster::docker_bounded(&script);
             let res = match conn.run(&script, None, Some("root")).await {
                 Ok(out) if out.stderr.contains("sudo:") => Err(format!(
                     "the audit needs root through sudo: {}",
                     crate::sys::tail(out.stderr.trim(), 2)
                 )),
-                Ok(out) => {
-                    let (rest, fw) = out
-                        .stdout
-                        .split_once("\n==PROVISION fw-file\n")
-                        .unwrap_or((&out.stdout, ""));
-                    let (rest, ce) = rest
-                        .split_once("\n==PROVISION audit:ceph\n")
-                        .unwrap_or((rest, ""));
-                    if let Some((w, _)) = &ceph {
-                        ceph_out = Some((ce.to_owned(), w.clone()));
-                    }
-                    let (rest, et) = rest
-                        .split_once("\n==PROVISION audit:etcd\n")
-                        .unwrap_or((rest, ""));
-                    if etcd.is_some() {
-                        etcd_out = Some(et.to_owned());
-                    }
-                    let (rest, sw) = rest
-                        .split_once("\n==PROVISION audit:swarm\n")
-                        .unwrap_or((rest, ""));
-                    if swarm {
-                        swarm_out = Some(sw.to_owned());
-                    }
-                    let (hard, pki) = rest
-                        .split_once("\n==PROVISION audit:pki\n")
-                        .unwrap_or((rest, ""));
-                    let mut f =
-                        crate::hardening::audit::evaluate(&rules_file.0, hard, &rules_file.1);
-                    f.extend(crate::hardening::audit::certificates(
-                        pki,
-                        ca_pem.as_deref(),
-                    ));
-                    if let Some((nft, _, f2b)) = &wall {
-                        let fw = format!("==PROVISION fw-file\n{fw}");
-                        f.extend(crate::firewall::audit::findings(nft, &fw, *f2b));
-                    }
-                    Ok(f)
-                }
+                Ok(out) => Ok(crate::roles::sections(&out.stdout)),
                 Err(e) => Err(e.to_string()),
             };
             let round_trips = conn.commands();
             conn.close().await;
             HostAudit {
-                findings: res,
+                sections: res,
                 round_trips,
-                swarm: swarm_out,
-                etcd: etcd_out,
-                ceph: ceph_out,
                 unreachable: false,
             }
         }));
     }
-    let mut out = IndexMap::new();
-    let mut swarm_outs = IndexMap::new();
-    let mut etcd_outs = IndexMap::new();
-    let mut ceph_outs = IndexMap::new();
+    let mut results = IndexMap::new();
     // Hosts that did not answer: unknown, not gone; the others' view of them is reported.
     let mut unreachable: Vec<String> = Vec::new();
     for (h, j) in p.hosts.iter().zip(joins) {
         let a = j
             .await
             .unwrap_or_else(|e| HostAudit::failed(format!("internal error: {e}"), false));
-        if let Some(ce) = a.ceph {
-            ceph_outs.insert(h.clone(), ce);
-        }
-        if let Some(sw) = a.swarm {
-            swarm_outs.insert(h.clone(), sw);
-        }
-        if let Some(et) = a.etcd {
-            etcd_outs.insert(h.clone(), et);
-        }
         if a.unreachable {
             unreachable.push(h.clone());
         }
-        out.insert(h.clone(), (a.findings, a.round_trips));
+        results.insert(h.clone(), (a.sections, a.round_trips));
     }
-    // The swarm is judged across hosts, from what each one printed.
-    if !swarm_outs.is_empty() {
-        let managers = p.inventory.groups.get("managers");
-        let in_swarm = |h: &String| {
-            ["managers", "workers"]
+    // Each host's own findings, role by role, then those judged across hosts.
+    let mut out: IndexMap<String, (AuditResult, u64)> = IndexMap::new();
+    for (h, (sections, n)) in &results {
+        let findings = sections.as_ref().map(|secs| {
+            TABLE
                 .iter()
-                .any(|g| p.inventory.groups.get(*g).is_some_and(|m| m.contains(h)))
-        };
-        let want = p
-            .hosts
-            .iter()
-            .filter(|h| swarm_outs.contains_key(*h) || (unreachable.contains(h) && in_swarm(h)))
-            .map(|h| {
-                let vars = &p.inventory.hosts[h].vars;
-                let m = crate::cluster::Member {
-                    name: h.clone(),
-                    args: vars
-                        .get("swarm_labels")
-                        .map(|l| [("labels".to_string(), l.clone())].into_iter().collect())
-                        .unwrap_or_default(),
-                    writable: false,
-                    user: None,
-                    down: None,
-                };
-                let want = crate::cluster::audit::Want {
-                    manager: managers.is_some_and(|g| g.contains(h)),
-                    labels: crate::cluster::labels::wanted(&m).unwrap_or_default(),
-                };
-                (h.clone(), want)
-            })
-            .collect();
-        for (h, f) in crate::cluster::audit::findings(&want, &swarm_outs) {
-            if let Some((Ok(list), _)) = out.get_mut(&h) {
-                list.extend(f);
-            }
-        }
+                .filter_map(|r| Some((r.audit.as_ref()?, secs.get(r.role)?)))
+                .flat_map(|(a, sec)| (a.host)(&scope, h, sec))
+                .collect()
+        });
+        out.insert(h.clone(), (findings.map_err(Clone::clone), *n));
     }
-    // Stacks, from the first manager: services short of tasks, stacks missing or extra.
-    if let Some((h, sw)) = swarm_outs
-        .iter()
-        .find(|(_, o)| o.contains("==PROVISION stacks"))
-    {
-        let wanted: Vec<String> = p.inventory.hosts[h]
-            .vars
-            .get("stacks")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|s| s.get("state").and_then(Value::as_str) != Some("absent"))
-            .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
-            .collect();
-        let f = crate::cluster::stacks::audit_findings(sw, &wanted);
-        if let Some((Ok(list), _)) = out.get_mut(h) {
-            list.extend(f);
-        }
-    }
-    let etcd_down: Vec<String> = unreachable
-        .iter()
-        .filter(|h| {
-            p.inventory
-                .groups
-                .get("etcd")
-                .is_some_and(|g| g.contains(*h))
-        })
-        .cloned()
-        .collect();
-    for (h, f) in crate::cluster::audit::etcd_findings(&etcd_outs, &etcd_down) {
-        if let Some((Ok(list), _)) = out.get_mut(&h) {
-            list.extend(f);
-        }
-    }
-    if let Some(first) = ceph_outs.keys().next() {
-        let allow = p.inventory.hosts[first]
-            .vars
-            .get("ceph_health_allow")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let mons: Vec<String> = p
-            .hosts
+    for row in TABLE {
+        let Some(a) = &row.audit else { continue };
+        let outs: IndexMap<String, String> = results
             .iter()
-            .filter(|h| ceph_want(&p.inventory, h).is_some_and(|w| w.mon))
-            .cloned()
+            .filter_map(|(h, (r, _))| Some((h.clone(), r.as_ref().ok()?.get(row.role)?.clone())))
             .collect();
-        let down: Vec<(String, usize)> = unreachable
-            .iter()
-            .filter_map(|h| ceph_want(&p.inventory, h).map(|w| (h.clone(), w.devices.len())))
-            .collect();
-        for (h, f) in crate::cluster::ceph::audit::findings(&ceph_outs, &allow, &mons, &down) {
+        for (h, f) in (a.across)(&scope, &outs, &unreachable) {
             if let Some((Ok(list), _)) = out.get_mut(&h) {
                 list.extend(f);
             }
@@ -1076,14 +768,10 @@ pub async fn audit(
     out
 }
 
-/// What one host's audit returned.
+/// What one host's audit returned: its output, split by role.
 struct HostAudit {
-    findings: Result<Vec<crate::hardening::audit::Finding>, String>,
+    sections: Result<IndexMap<String, String>, String>,
     round_trips: u64,
-    /// The raw sections the cross-host checks judge.
-    swarm: Option<String>,
-    etcd: Option<String>,
-    ceph: Option<(String, crate::cluster::ceph::audit::Want)>,
     /// It could not be reached: unknown, not gone.
     unreachable: bool,
 }
@@ -1091,52 +779,11 @@ struct HostAudit {
 impl HostAudit {
     fn failed(e: String, unreachable: bool) -> HostAudit {
         HostAudit {
-            findings: Err(e),
+            sections: Err(e),
             round_trips: 0,
-            swarm: None,
-            etcd: None,
-            ceph: None,
             unreachable,
         }
     }
-}
-
-/// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
-fn ceph_want(
-    inv: &crate::inventory::Inventory,
-    h: &str,
-) -> Option<crate::cluster::ceph::audit::Want> {
-    let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
-    let groups = [
-        "ceph_mons",
-        "ceph_mgrs",
-        "ceph_mds",
-        "ceph_osds",
-        "ceph_clients",
-    ];
-    if !inv.groups.contains_key("ceph_osds") || !groups.iter().any(|g| inside(g)) {
-        return None;
-    }
-    let vars = &inv.hosts[h].vars;
-    let fs = vars
-        .get("cephfs_name")
-        .and_then(Value::as_str)
-        .unwrap_or("cephfs");
-    let mount = vars
-        .get("cephfs_mount")
-        .and_then(Value::as_str)
-        .unwrap_or("/mnt/cephfs");
-    Some(crate::cluster::ceph::audit::Want {
-        mon: inside("ceph_mons"),
-        mgr: inside("ceph_mgrs"),
-        mds: inside("ceph_mds") && !fs.is_empty(),
-        mount: (inside("ceph_clients") && !fs.is_empty()).then(|| mount.to_owned()),
-        devices: crate::cluster::ceph::audit::device_paths(vars.get("ceph_osd_devices")),
-        allow_loop: vars
-            .get("ceph_allow_loop_devices")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    })
 }
 
 /// Runs one read-only script per host (as root), one connection each: for `pki status`.

@@ -26,6 +26,53 @@ pub fn device_paths(v: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
+/// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
+pub fn want(inv: &crate::inventory::Inventory, h: &str) -> Option<Want> {
+    let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
+    let groups = [
+        "ceph_mons",
+        "ceph_mgrs",
+        "ceph_mds",
+        "ceph_osds",
+        "ceph_clients",
+    ];
+    if !inv.groups.contains_key("ceph_osds") || !groups.iter().any(|g| inside(g)) {
+        return None;
+    }
+    let vars = &inv.hosts[h].vars;
+    let fs = vars
+        .get("cephfs_name")
+        .and_then(Value::as_str)
+        .unwrap_or("cephfs");
+    let mount = vars
+        .get("cephfs_mount")
+        .and_then(Value::as_str)
+        .unwrap_or("/mnt/cephfs");
+    Some(Want {
+        mon: inside("ceph_mons"),
+        mgr: inside("ceph_mgrs"),
+        mds: inside("ceph_mds") && !fs.is_empty(),
+        mount: (inside("ceph_clients") && !fs.is_empty()).then(|| mount.to_owned()),
+        devices: device_paths(vars.get("ceph_osd_devices")),
+        allow_loop: vars
+            .get("ceph_allow_loop_devices")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// The health checks `vars` (`ceph_health_allow`) accept.
+pub fn health_allow(vars: &serde_json::Map<String, Value>) -> Vec<String> {
+    vars.get("ceph_health_allow")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The read-only script for one host (the step's own probe).
 pub fn script(host: &str, w: &Want) -> String {
     observe::probe_script(&observe::ProbeOpts {

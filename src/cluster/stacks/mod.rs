@@ -37,6 +37,18 @@ pub fn audit_script() -> String {
      for i in $ids; do printf '%s|%s\\n' \"$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels \"com.docker.stack.namespace\"}}}}' $i)\" \"$(reps $i)\"; done; true\n")
 }
 
+/// The stacks `vars` (`stacks`) want deployed, by name.
+pub fn wanted_names(vars: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    use serde_json::Value;
+    vars.get("stacks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("state").and_then(Value::as_str) != Some("absent"))
+        .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
 /// Audit findings from `audit_script`'s output and the stacks the inventory lists.
 pub fn audit_findings(out: &str, wanted: &[String]) -> Vec<crate::finding::Finding> {
     use crate::finding::Finding;
