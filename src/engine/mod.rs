@@ -656,7 +656,16 @@ pub async fn execute(
 }
 
 /// What `provision audit` found on one host: its findings, or why it could not look.
-pub type AuditResult = Result<Vec<crate::hardening::audit::Finding>, String>;
+pub type AuditResult = Result<Vec<crate::hardening::audit::Finding>, AuditError>;
+
+/// Why a host's audit has no findings; a host that did not answer is told apart by its
+/// kind, never by its message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AuditError {
+    pub unreachable: bool,
+    pub message: String,
+}
 
 /// Checks every hardening rule on every host, read-only: one connection and one
 /// command per host. Returns the results and the round trips made per host.
@@ -751,7 +760,11 @@ pub async fn audit(
                 .flat_map(|(a, sec)| (a.host)(&scope, h, sec))
                 .collect()
         });
-        out.insert(h.clone(), (findings.map_err(Clone::clone), *n));
+        let findings = findings.map_err(|e| AuditError {
+            unreachable: unreachable.contains(h),
+            message: e.clone(),
+        });
+        out.insert(h.clone(), (findings, *n));
     }
     for row in TABLE {
         let Some(a) = &row.audit else { continue };

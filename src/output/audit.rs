@@ -93,7 +93,7 @@ fn text_by_host(results: &IndexMap<String, (AuditResult, u64)>, verbose: u8) {
 pub fn degraded_line(results: &IndexMap<String, (AuditResult, u64)>) -> Option<String> {
     let down: Vec<&str> = results
         .iter()
-        .filter(|(_, (r, _))| r.as_ref().is_err_and(|e| e.starts_with("unreachable")))
+        .filter(|(_, (r, _))| r.as_ref().is_err_and(|e| e.unreachable))
         .map(|(h, _)| h.as_str())
         .collect();
     if down.is_empty() {
@@ -161,7 +161,7 @@ fn error_groups(results: &IndexMap<String, (AuditResult, u64)>) -> Vec<(&str, Ve
     group_hosts(results.iter().filter_map(|(h, (r, _))| {
         r.as_ref()
             .err()
-            .map(|e| (h.as_str(), e.lines().next().unwrap_or("").trim()))
+            .map(|e| (h.as_str(), e.message.lines().next().unwrap_or("").trim()))
     }))
 }
 
@@ -220,8 +220,11 @@ fn json_report(
     for (host, (res, round_trips)) in results {
         match res {
             Err(e) => {
-                out!("{}", json!({"event": "audit", "host": host, "error": e}));
-                hosts.push(json!({"host": host, "error": e}));
+                out!(
+                    "{}",
+                    json!({"event": "audit", "host": host, "error": e.message})
+                );
+                hosts.push(json!({"host": host, "error": e.message}));
             }
             Ok(findings) => {
                 let failed = findings.iter().filter(|f| !f.pass).count();
@@ -295,7 +298,13 @@ mod tests {
         );
         r.insert(
             "gone".into(),
-            (Err("unreachable: no answer\nmore".into()), 0),
+            (
+                Err(crate::engine::AuditError {
+                    unreachable: true,
+                    message: "unreachable: no answer\nmore".into(),
+                }),
+                0,
+            ),
         );
         let g = drift_groups(&r);
         assert_eq!(g.len(), 2);
