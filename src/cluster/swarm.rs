@@ -358,28 +358,7 @@ impl Step for Swarm {
     fn plan(&mut self, members: &[Member], seen: &Seen, cx: &Ctx) -> Result<Vec<Action>, String> {
         self.notes.clear();
         self.waiting = false;
-        let mut obs: IndexMap<String, Seen1> = IndexMap::new();
-        for m in members {
-            match seen.get(&m.name) {
-                Some(Ok(o)) => {
-                    let mut s = parse(&o.stdout);
-                    // In check mode the docker role has not started docker yet on a fresh host.
-                    if cx.check && m.writable && s.info.local_node_state == "down" {
-                        s.info.local_node_state = "inactive".into();
-                        self.notes.push(format!(
-                            "{}: docker is not running yet; planned as a fresh node",
-                            m.name
-                        ));
-                    }
-                    obs.insert(m.name.clone(), s);
-                }
-                Some(Err(e)) => self
-                    .notes
-                    .push(format!("{} could not be read: {e}", m.name)),
-                None => {}
-            }
-        }
-        let writable = |h: &str| members.iter().any(|m| m.name == h && m.writable);
+        let obs = self.observe(members, seen, cx);
         let Some((src, nodes, cluster)) = source(members, &obs)? else {
             // A swarm without an answering manager may be electing a leader: wait a little.
             let in_swarm = obs.values().any(|o| o.info.local_node_state == "active");
@@ -390,7 +369,6 @@ impl Step for Swarm {
             }
             return self.plan_init(members, &obs);
         };
-        let src_addr = obs[&src].info.node_addr.clone();
         if let Some(t) = obs[&src].sections.get("tokens") {
             let l: Vec<&str> = t.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             if l.len() == 2 {
@@ -398,153 +376,57 @@ impl Step for Swarm {
             }
         }
         self.token_source = Some(src.clone());
-        let by_id: IndexMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-        let mut actions = Vec::new();
+        let view = View {
+            src: &src,
+            src_addr: &obs[&src].info.node_addr,
+            nodes,
+            by_id: nodes.iter().map(|n| (n.id.as_str(), n)).collect(),
+            unreachable_managers: nodes
+                .iter()
+                .filter(|n| {
+                    n.spec.role == "manager"
+                        && n.manager_status
+                            .as_ref()
+                            .is_some_and(|s| s.reachability != "reachable")
+                })
+                .count(),
+        };
         // Promotions go before demotions: the manager count never dips below the wanted one.
         let mut promotes = Vec::new();
+        let mut actions = Vec::new();
         let mut need_tokens = false;
-        let unreachable_managers = nodes
-            .iter()
-            .filter(|n| {
-                n.spec.role == "manager"
-                    && n.manager_status
-                        .as_ref()
-                        .is_some_and(|s| s.reachability != "reachable")
-            })
-            .count();
         for m in members {
-            let (Some(w), Some(o)) = (self.want.get(&m.name), obs.get(&m.name)) else {
+            let (Some(w), Some(o)) = (self.want.get(&m.name).cloned(), obs.get(&m.name)) else {
                 continue;
             };
-            let state = o.info.local_node_state.as_str();
-            match state {
-                "active" => {
-                    let Some(n) = by_id.get(o.info.node_id.as_str()) else {
-                        return Err(format!(
-                            "{} is in another swarm (its node {} is unknown to the swarm of {src}): \
-                             make it leave (`docker swarm leave --force`) or fix the inventory",
-                            m.name, o.info.node_id
-                        ));
-                    };
-                    let is_manager = n.spec.role == "manager";
-                    if w.manager && !is_manager {
-                        promotes.push(Action {
-                            host: m.name.clone(),
-                            run_on: Some(src.clone()),
-                            msg: format!("promote {} to manager", m.name),
-                            script: retrying(&format!("docker node promote {}", quote(&n.id))),
-                            stdin: None,
-                            serial: true,
-                        });
-                    } else if !w.manager && is_manager {
-                        let managers = nodes.iter().filter(|n| n.spec.role == "manager").count();
-                        if unreachable_managers > 0 || managers <= 1 {
-                            self.notes.push(format!(
-                                "{} should be a worker, but demoting it now could cost the swarm its quorum ({managers} managers, {unreachable_managers} unreachable): left a manager",
-                                m.name
-                            ));
-                        } else {
-                            actions.push(Action {
-                                host: m.name.clone(),
-                                run_on: Some(src.clone()),
-                                msg: format!("demote {} to worker", m.name),
-                                script: retrying(&format!("docker node demote {}", quote(&n.id))),
-                                stdin: None,
-                                serial: true,
-                            });
-                        }
-                    }
-                }
-                "pending" | "error" => actions.push(Action {
-                    host: m.name.clone(),
-                    run_on: None,
-                    msg: format!(
-                        "leave the swarm to join again ({} was {state}{})",
-                        m.name,
-                        if o.info.error.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", o.info.error)
-                        }
-                    ),
-                    script: "docker swarm leave --force".into(),
-                    stdin: None,
-                    serial: w.manager,
-                }),
-                "locked" => {
-                    return Err(format!(
+            match o.info.local_node_state.as_str() {
+                "active" => match self.plan_role(m, &w, o, &view)? {
+                    Some(a) if w.manager => promotes.push(a),
+                    Some(a) => actions.push(a),
+                    None => {}
+                },
+                state @ ("pending" | "error") => actions.push(rejoin(m, &w, o, state)),
+                "locked" => return Err(format!(
                     "{} is locked (autolock): unlock it with `docker swarm unlock`, then run again",
                     m.name
-                ))
-                }
-                "inactive" => {
-                    if !writable(&m.name) {
-                        continue;
-                    }
-                    if w.manager && unreachable_managers > 0 {
-                        // Said at once: waiting cannot bring the down manager back.
-                        let down: Vec<&str> = nodes
-                            .iter()
-                            .filter(|n| {
-                                n.manager_status
-                                    .as_ref()
-                                    .is_some_and(|s| s.reachability != "reachable")
-                            })
-                            .map(|n| n.description.hostname.as_str())
-                            .collect();
-                        actions.push(super::refusal(
-                            &m.name,
-                            format!(
-                                "{} cannot join as a manager while manager(s) {} are unreachable: \
-                                 a new manager then counts toward a quorum the swarm may not reach; \
-                                 bring them back (or remove them), then run again",
-                                m.name,
-                                down.join(", ")
-                            ),
-                        ));
-                        continue;
-                    }
-                    let Some((wt, mt)) = &self.tokens else {
-                        need_tokens = true;
-                        continue;
-                    };
-                    let body = join_body(
-                        if w.manager { mt } else { wt },
-                        &w.addr,
-                        w.data_addr.as_deref(),
-                        &src_addr,
-                    );
-                    actions.push(Action {
-                        host: m.name.clone(),
-                        run_on: None,
-                        msg: format!(
-                            "join {} as {} via {src}",
-                            m.name,
-                            if w.manager { "manager" } else { "worker" }
-                        ),
-                        script: JOIN_SCRIPT.into(),
-                        stdin: Some(body.into_bytes()),
-                        serial: w.manager,
-                    });
-                }
-                "down" => {
-                    if writable(&m.name) {
-                        // That host fails; the others go on (its swarm state is unknown:
-                        // nothing is decided from it).
-                        actions.push(super::refusal(
-                            &m.name,
-                            format!(
-                                "docker does not answer on {} (not running, or not responding):                                  start it (the docker role does), then run again",
-                                m.name
-                            ),
-                        ));
-                        continue;
-                    }
-                    self.notes.push(format!(
-                        "{} (outside --limit): docker is not running there",
+                )),
+                "inactive" if m.writable => match self.plan_join(m, &w, &view) {
+                    Some(a) => actions.push(a),
+                    None => need_tokens = true,
+                },
+                "inactive" => {}
+                "down" if m.writable => actions.push(super::refusal(
+                    &m.name,
+                    format!(
+                        "docker does not answer on {} (not running, or not responding): \
+                         start it (the docker role does), then run again",
                         m.name
-                    ));
-                }
+                    ),
+                )),
+                "down" => self.notes.push(format!(
+                    "{} (outside --limit): docker is not running there",
+                    m.name
+                )),
                 other => self.notes.push(format!(
                     "{} is in swarm state `{other}`: left alone",
                     m.name
@@ -552,42 +434,15 @@ impl Step for Swarm {
             }
         }
         promotes.append(&mut actions);
-        let actions = promotes;
         if need_tokens {
             self.tokens_wanted = true;
-            if actions.is_empty() {
+            if promotes.is_empty() {
                 self.waiting = false;
             }
         }
-        // Nodes in the swarm that the inventory does not know: reported, never removed.
-        let known: Vec<&str> = obs.values().map(|o| o.info.node_id.as_str()).collect();
-        for n in nodes {
-            // A host of the inventory left out of this step (failed, unreachable) is not news.
-            if !known.contains(&n.id.as_str())
-                && !members.iter().any(|m| m.name == n.description.hostname)
-                && !cx.inventory.hosts.contains_key(&n.description.hostname)
-            {
-                self.notes.push(format!(
-                    "node {} ({}, {}, {}) is in the swarm but not in the inventory: left alone",
-                    n.description.hostname,
-                    n.spec.role,
-                    n.status.state,
-                    &n.id[..n.id.len().min(12)]
-                ));
-            }
-        }
-        let node_ids: serde_json::Map<String, Value> = obs
-            .iter()
-            .filter(|(_, o)| !o.info.node_id.is_empty())
-            .map(|(h, o)| (h.clone(), json!(o.info.node_id)))
-            .collect();
-        let managers: Vec<String> = nodes
-            .iter()
-            .filter_map(|n| n.manager_status.as_ref().map(|s| s.addr.clone()))
-            .collect();
-        self.published =
-            json!({"cluster_id": cluster, "source": src, "managers": managers, "nodes": node_ids});
-        Ok(actions)
+        self.note_unknown_nodes(members, &obs, nodes, cx);
+        self.publish(&obs, nodes, &cluster, &src);
+        Ok(promotes)
     }
 
     fn wants_reprobe(&self) -> bool {
@@ -610,7 +465,193 @@ impl Step for Swarm {
     }
 }
 
+/// The swarm as its answering manager sees it.
+struct View<'a> {
+    src: &'a str,
+    src_addr: &'a str,
+    nodes: &'a [Node],
+    by_id: IndexMap<&'a str, &'a Node>,
+    unreachable_managers: usize,
+}
+
+/// A node stuck joining (pending, error) leaves the swarm to join again.
+fn rejoin(m: &Member, w: &Want, o: &Seen1, state: &str) -> Action {
+    Action {
+        host: m.name.clone(),
+        run_on: None,
+        msg: format!(
+            "leave the swarm to join again ({} was {state}{})",
+            m.name,
+            if o.info.error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", o.info.error)
+            }
+        ),
+        script: "docker swarm leave --force".into(),
+        stdin: None,
+        serial: w.manager,
+    }
+}
+
 impl Swarm {
+    /// Each member's swarm state as it answered; who could not be read is noted.
+    fn observe(&mut self, members: &[Member], seen: &Seen, cx: &Ctx) -> IndexMap<String, Seen1> {
+        let mut obs = IndexMap::new();
+        for m in members {
+            match seen.get(&m.name) {
+                Some(Ok(o)) => {
+                    let mut s = parse(&o.stdout);
+                    // In check mode the docker role has not started docker yet on a fresh host.
+                    if cx.check && m.writable && s.info.local_node_state == "down" {
+                        s.info.local_node_state = "inactive".into();
+                        self.notes.push(format!(
+                            "{}: docker is not running yet; planned as a fresh node",
+                            m.name
+                        ));
+                    }
+                    obs.insert(m.name.clone(), s);
+                }
+                Some(Err(e)) => self
+                    .notes
+                    .push(format!("{} could not be read: {e}", m.name)),
+                None => {}
+            }
+        }
+        obs
+    }
+
+    /// A node in the swarm whose role differs from the inventory's: promoted, or demoted
+    /// when the swarm's quorum allows.
+    fn plan_role(
+        &mut self,
+        m: &Member,
+        w: &Want,
+        o: &Seen1,
+        v: &View,
+    ) -> Result<Option<Action>, String> {
+        let Some(n) = v.by_id.get(o.info.node_id.as_str()) else {
+            return Err(format!(
+                "{} is in another swarm (its node {} is unknown to the swarm of {}): \
+                 make it leave (`docker swarm leave --force`) or fix the inventory",
+                m.name, o.info.node_id, v.src
+            ));
+        };
+        let is_manager = n.spec.role == "manager";
+        let (verb, msg) = match (w.manager, is_manager) {
+            (true, false) => ("promote", format!("promote {} to manager", m.name)),
+            (false, true) => {
+                let managers = v.nodes.iter().filter(|n| n.spec.role == "manager").count();
+                if v.unreachable_managers > 0 || managers <= 1 {
+                    self.notes.push(format!(
+                        "{} should be a worker, but demoting it now could cost the swarm its quorum ({managers} managers, {} unreachable): left a manager",
+                        m.name, v.unreachable_managers
+                    ));
+                    return Ok(None);
+                }
+                ("demote", format!("demote {} to worker", m.name))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Action {
+            host: m.name.clone(),
+            run_on: Some(v.src.to_owned()),
+            msg,
+            script: retrying(&format!("docker node {verb} {}", quote(&n.id))),
+            stdin: None,
+            serial: true,
+        }))
+    }
+
+    /// A host not in a swarm joins it; None while the join tokens are not read yet. A
+    /// manager never joins while another manager is unreachable.
+    fn plan_join(&self, m: &Member, w: &Want, v: &View) -> Option<Action> {
+        if w.manager && v.unreachable_managers > 0 {
+            // Said at once: waiting cannot bring the down manager back.
+            let down: Vec<&str> = v
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.manager_status
+                        .as_ref()
+                        .is_some_and(|s| s.reachability != "reachable")
+                })
+                .map(|n| n.description.hostname.as_str())
+                .collect();
+            return Some(super::refusal(
+                &m.name,
+                format!(
+                    "{} cannot join as a manager while manager(s) {} are unreachable: \
+                     a new manager then counts toward a quorum the swarm may not reach; \
+                     bring them back (or remove them), then run again",
+                    m.name,
+                    down.join(", ")
+                ),
+            ));
+        }
+        let (wt, mt) = self.tokens.as_ref()?;
+        let body = join_body(
+            if w.manager { mt } else { wt },
+            &w.addr,
+            w.data_addr.as_deref(),
+            v.src_addr,
+        );
+        Some(Action {
+            host: m.name.clone(),
+            run_on: None,
+            msg: format!(
+                "join {} as {} via {}",
+                m.name,
+                if w.manager { "manager" } else { "worker" },
+                v.src
+            ),
+            script: JOIN_SCRIPT.into(),
+            stdin: Some(body.into_bytes()),
+            serial: w.manager,
+        })
+    }
+
+    /// Nodes in the swarm that the inventory does not know: reported, never removed.
+    fn note_unknown_nodes(
+        &mut self,
+        members: &[Member],
+        obs: &IndexMap<String, Seen1>,
+        nodes: &[Node],
+        cx: &Ctx,
+    ) {
+        let known: Vec<&str> = obs.values().map(|o| o.info.node_id.as_str()).collect();
+        for n in nodes {
+            // A host of the inventory left out of this step (failed, unreachable) is not news.
+            if !known.contains(&n.id.as_str())
+                && !members.iter().any(|m| m.name == n.description.hostname)
+                && !cx.inventory.hosts.contains_key(&n.description.hostname)
+            {
+                self.notes.push(format!(
+                    "node {} ({}, {}, {}) is in the swarm but not in the inventory: left alone",
+                    n.description.hostname,
+                    n.spec.role,
+                    n.status.state,
+                    &n.id[..n.id.len().min(12)]
+                ));
+            }
+        }
+    }
+
+    /// What the later steps read: the cluster, the manager that answered, node ids.
+    fn publish(&mut self, obs: &IndexMap<String, Seen1>, nodes: &[Node], cluster: &str, src: &str) {
+        let node_ids: serde_json::Map<String, Value> = obs
+            .iter()
+            .filter(|(_, o)| !o.info.node_id.is_empty())
+            .map(|(h, o)| (h.clone(), json!(o.info.node_id)))
+            .collect();
+        let managers: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.manager_status.as_ref().map(|s| s.addr.clone()))
+            .collect();
+        self.published =
+            json!({"cluster_id": cluster, "source": src, "managers": managers, "nodes": node_ids});
+    }
+
     /// No swarm among the members: create one, unless some host cannot tell.
     fn plan_init(
         &mut self,
