@@ -406,10 +406,12 @@ impl Step for Swarm {
                     None => {}
                 },
                 state @ ("pending" | "error") => actions.push(rejoin(m, &w, o, state)),
-                "locked" => return Err(format!(
+                "locked" => {
+                    return Err(format!(
                     "{} is locked (autolock): unlock it with `docker swarm unlock`, then run again",
                     m.name
-                )),
+                ))
+                }
                 "inactive" if m.writable => match self.plan_join(m, &w, &view) {
                     Some(a) => actions.push(a),
                     None => need_tokens = true,

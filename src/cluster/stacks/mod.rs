@@ -4,6 +4,7 @@
 //! left alone; a stack provision deployed that left the inventory is reported (removed
 //! only with `prune`).
 
+mod plan;
 pub mod render;
 
 use super::swarm::{owner, parse, probe_info, source, Seen1};
@@ -186,212 +187,33 @@ impl Step for Stacks {
                 "no manager of the swarm answers: stacks cannot be read or deployed".into(),
             );
         };
-        let secs = seen
+        let live = seen
             .get(&src)
             .and_then(|r| r.as_ref().ok())
-            .map(|o| sections(&o.stdout))
+            .map(|o| plan::Live::read(&sections(&o.stdout)))
             .unwrap_or_default();
-        // stack -> (service, spec label)
-        let mut deployed: IndexMap<String, Vec<(String, String)>> = IndexMap::new();
-        for l in secs
-            .get("services")
-            .map(String::as_str)
-            .unwrap_or("")
-            .lines()
-        {
-            let f: Vec<&str> = l.split('|').collect();
-            if let [svc, ns, spec] = f[..] {
-                if !ns.is_empty() && ns != "<no value>" {
-                    deployed
-                        .entry(ns.to_owned())
-                        .or_default()
-                        .push((svc.to_owned(), spec.replace("<no value>", "")));
-                }
-            }
-        }
-        let networks: Vec<String> = secs
-            .get("networks")
-            .map(String::as_str)
-            .unwrap_or("")
-            .lines()
-            .map(str::to_owned)
-            .collect();
         let labels: Vec<_> = nodes
             .iter()
             .map(|n| (n.description.hostname.clone(), n.spec.labels.clone()))
             .collect();
-        // Networks the stacks of this run make count as there (`proxy` of the proxy stack).
-        let mut networks = networks;
-        for w in self.want.iter().filter(|w| w.present) {
-            for (key, n) in w
-                .doc
-                .get("networks")
-                .and_then(|n| n.as_object())
-                .into_iter()
-                .flatten()
-            {
-                if n.get("external").and_then(|e| e.as_bool()) != Some(true) {
-                    networks.push(
-                        n.get("name")
-                            .and_then(|x| x.as_str())
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| format!("{}_{key}", w.name)),
-                    );
-                }
-            }
-        }
+        let networks = self.networks(&live);
         let sw = Swarm {
             nodes: &labels,
             networks: &networks,
         };
-        let owner = owner(members, &src, &obs);
-        let replicas: IndexMap<String, String> = secs
-            .get("replicas")
-            .map(String::as_str)
-            .unwrap_or("")
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(n, r)| (n.to_owned(), r.trim().to_owned()))
-            .collect();
-        let mut todo = Vec::new();
-        let mut waits = Vec::new();
-        let mut problems = Vec::new();
-        for s in &self.want {
-            let have = deployed.get(&s.name);
-            if !s.present {
-                if have.is_some() {
-                    todo.push((s, false));
-                }
-                continue;
-            }
-            let current = have.is_some_and(|h| {
-                h.len() == s.services.len()
-                    && s.services.iter().all(|svc| {
-                        let full = format!("{}_{svc}", s.name);
-                        h.iter().any(|(n, spec)| *n == full && *spec == s.spec)
-                    })
-            });
-            if current {
-                let all_running = s.services.iter().all(|svc| {
-                    replicas
-                        .get(&format!("{}_{svc}", s.name))
-                        .is_some_and(|r| converged(r))
-                });
-                if !all_running {
-                    waits.push(s);
-                }
-                continue;
-            }
-            problems.extend(
-                lint(s, &sw)
-                    .into_iter()
-                    .map(|p| format!("stack `{}`: {p}", s.name)),
-            );
-            todo.push((s, true));
-        }
-        if !problems.is_empty() {
-            return Err(format!("nothing was deployed: {}", problems.join("; ")));
-        }
-        for name in waits
-            .iter()
-            .map(|s| &s.name)
-            .chain(todo.iter().filter(|(_, d)| *d).map(|(s, _)| &s.name))
-        {
-            let n = self.tries.entry(name.clone()).or_default();
-            *n += 1;
-            if *n > 2 {
-                let shown: Vec<String> = replicas
-                    .iter()
-                    .filter(|(svc, _)| svc.starts_with(&format!("{name}_")))
-                    .map(|(svc, r)| format!("{svc} {r}"))
-                    .collect();
-                return Err(format!(
-                    "stack {name}: its services do not stay running ({}) after being deployed and waited for: \
-                     their tasks exit or flap; see `docker service ps --no-trunc`",
-                    shown.join(", ")
-                ));
-            }
-        }
-        let mut actions = Vec::new();
-        let Some(owner) = owner else {
-            for (s, _) in &todo {
+        let sorted = self.sort(&live, &sw)?;
+        self.count_tries(&sorted, &live)?;
+        let Some(owner) = owner(members, &src, &obs) else {
+            for &(i, _) in &sorted.todo {
                 self.notes.push(format!(
                     "stack {} differs from the inventory: deployed on the next run that includes a manager",
-                    s.name
+                    self.want[i].name
                 ));
             }
-            return Ok(actions);
+            return Ok(Vec::new());
         };
-        self.watching.clear();
-        for s in waits {
-            let msg = format!(
-                "wait until every service of stack {} runs (deployed, not running yet)",
-                s.name
-            );
-            self.watching.insert(msg.clone(), vec![s.name.clone()]);
-            actions.push(Action {
-                host: owner.clone(),
-                run_on: Some(src.clone()),
-                msg,
-                script: render::wait_script(&s.name, &s.spec, s.wait),
-                stdin: None,
-                serial: false,
-            });
-        }
-        // The stacks to deploy, in inventory order, in one command (a stack may use the
-        // network an earlier one makes); each reads its own part of stdin.
-        let (mut script, mut stdin, mut msgs) = (String::from("set -e\n"), Vec::new(), Vec::new());
-        let mut names = Vec::new();
-        for (s, deploy) in todo {
-            if !deploy {
-                actions.push(remove(&owner, &src, &s.name));
-                continue;
-            }
-            let (sc, input) = render::deploy_script(s, &self.resolve);
-            script += &format!("(\n{sc}\n)\n");
-            stdin.extend(input);
-            names.push(s.name.clone());
-            let objs: Vec<&str> = s.objects.iter().map(|o| o.name.as_str()).collect();
-            msgs.push(format!(
-                "{} ({}{})",
-                s.name,
-                s.services.join(", "),
-                if objs.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", objs.join(", "))
-                }
-            ));
-        }
-        if !msgs.is_empty() {
-            let msg = format!(
-                "deploy stack{} {} and wait until every service runs it",
-                if msgs.len() > 1 { "s" } else { "" },
-                msgs.join(", ")
-            );
-            self.watching.insert(msg.clone(), names);
-            actions.push(Action {
-                host: owner.clone(),
-                run_on: Some(src.clone()),
-                msg,
-                script,
-                stdin: Some(stdin),
-                serial: false,
-            });
-        }
-        // Stacks provision deployed that the inventory no longer lists.
-        for (ns, svcs) in &deployed {
-            let ours = svcs.iter().any(|(_, spec)| !spec.is_empty());
-            if ours && !self.want.iter().any(|w| &w.name == ns) {
-                if self.prune {
-                    actions.push(remove(&owner, &src, ns));
-                } else {
-                    self.notes.push(format!(
-                        "stack {ns} is deployed but no longer in the inventory: left running (list it with `state: absent`, or set stacks_prune: true, to remove it)"
-                    ));
-                }
-            }
-        }
+        let mut actions = self.actions(&owner, &src, &sorted);
+        actions.extend(self.leftovers(&owner, &src, &live));
         Ok(actions)
     }
 
@@ -440,10 +262,6 @@ pub fn converged(r: &str) -> bool {
     }
     let r = r.split_whitespace().next().unwrap_or("");
     r.split_once('/').is_some_and(|(a, b)| a == b)
-}
-
-fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
-    render::lint(s, sw)
 }
 
 fn remove(owner: &str, src: &str, name: &str) -> Action {
