@@ -612,3 +612,126 @@ impl Ceph {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::{member, with_ctx, with_down};
+    use serde_json::json;
+
+    /// Three monitors with managers, each with one OSD device.
+    fn hosts(devices: Value) -> Vec<Member> {
+        (1..=3)
+            .map(|i| {
+                member(
+                    &format!("n{i}"),
+                    json!({"address": format!("10.0.0.{i}"), "mon": true, "mgr": true, "osd_devices": devices}),
+                    true,
+                )
+            })
+            .collect()
+    }
+
+    fn quorate(pools: Vec<Value>) -> Quorate {
+        Quorate {
+            src: "n1".into(),
+            c: Cluster {
+                pools,
+                ..Cluster::default()
+            },
+            mons: Vec::new(),
+        }
+    }
+
+    /// Runs `phase` on a Ceph step prepared for `ms`, each host seen as `obs`.
+    fn phase(ms: &[Member], obs: Obs, f: impl Fn(&mut Ceph, &View) -> Phase) -> Phase {
+        with_ctx(false, |cx| {
+            let mut c = Ceph::default();
+            c.prepare(ms, cx).unwrap();
+            let v = View {
+                members: ms,
+                obs: ms
+                    .iter()
+                    .filter(|m| m.down.is_none())
+                    .map(|m| (m.name.clone(), obs.clone()))
+                    .collect(),
+                cx,
+                fsid: "f1".into(),
+            };
+            f(&mut c, &v)
+        })
+    }
+
+    fn with_data() -> Obs {
+        Obs {
+            devices: vec![super::observe::Device {
+                missing: false,
+                signatures: vec!["TYPE=ext4".into()],
+                reasons: Vec::new(),
+            }],
+            ..Obs::default()
+        }
+    }
+
+    #[test]
+    fn a_device_holding_data_is_refused_unless_marked_wipe() {
+        let ms = hosts(json!(["/dev/vdb"]));
+        let a = phase(&ms, with_data(), |c, v| {
+            c.phase_daemons(v, &quorate(vec![]))
+        })
+        .unwrap()
+        .unwrap();
+        let refused: Vec<&Action> = a
+            .iter()
+            .filter(|a| a.msg.starts_with("refuse OSD"))
+            .collect();
+        assert_eq!(refused.len(), 3, "{a:?}");
+        assert!(
+            refused[0]
+                .msg
+                .contains("/dev/vdb on n1 holds data (TYPE=ext4): left untouched"),
+            "{}",
+            refused[0].msg
+        );
+        assert!(
+            !a.iter().any(|a| a.script.contains("wipefs")),
+            "nothing erased"
+        );
+        let ms = hosts(json!([{"path": "/dev/vdb", "wipe": true}]));
+        let a = phase(&ms, with_data(), |c, v| {
+            c.phase_daemons(v, &quorate(vec![]))
+        })
+        .unwrap()
+        .unwrap();
+        let osd = a
+            .iter()
+            .find(|a| a.host == "n1" && a.msg.contains("wipe /dev/vdb"))
+            .expect("wiped");
+        assert!(
+            osd.script.contains("wipefs -a /dev/vdb") && osd.script.contains("raw prepare"),
+            "{}",
+            osd.script
+        );
+    }
+
+    #[test]
+    fn pool_replication_is_counted_from_the_inventory_never_lowered_for_a_host_down() {
+        let pool = |s: u64, m: u64| json!({"pool_name": "cephfs_data", "size": s, "min_size": m});
+        let ms = with_down(hosts(json!(["/dev/vdb"])), &["n3"]);
+        let r = phase(&ms, Obs::default(), |c, v| {
+            c.phase_pools(v, &quorate(vec![pool(3, 2)]))
+        });
+        assert!(
+            r.unwrap().is_none(),
+            "3 OSD hosts with one down: pools stay 3/2"
+        );
+        let r = phase(&ms, Obs::default(), |c, v| {
+            c.phase_pools(v, &quorate(vec![pool(2, 1)]))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].host, "n1");
+        assert_eq!(r[0].msg, "pool cephfs_data: size 3, min_size 2 (was 2, 1)");
+    }
+}
