@@ -309,3 +309,125 @@ impl Step for Tls {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::{member, with_ctx};
+    use rcgen::{CertificateParams, KeyPair};
+
+    fn host(sans: &[&str]) -> Member {
+        member(
+            "n1",
+            json!({"sans": sans, "certs": [{"name": "etcd", "profile": "etcd"}]}),
+            true,
+        )
+    }
+
+    /// The probe of a host holding `key` (with that stat line) and `crt`, trusting `ca`.
+    fn probe(stat: &str, key: &KeyPair, crt: &str, ca: &str) -> String {
+        let csr = CertificateParams::new(vec!["provision".to_string()])
+            .unwrap()
+            .serialize_request(key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        format!("==PROVISION key0\n{stat}\n{csr}==PROVISION crt0\n{crt}==PROVISION ca\n{ca}==PROVISION trust\n{ca}")
+    }
+
+    /// Plans one round for `m` with the CA saved in the state directory `dir`.
+    fn plan(m: Member, dir: &std::path::Path, out: String) -> Result<Vec<Action>, String> {
+        let state = crate::state::State::read_only(dir);
+        let inv = crate::inventory::Inventory::default();
+        let cx = Ctx {
+            state: &state,
+            inventory: &inv,
+            check: false,
+            new_ca: false,
+        };
+        let mut t = Tls::default();
+        t.prepare(std::slice::from_ref(&m), &cx)?;
+        t.plan(&[m], &crate::cluster::testing::seen(&[("n1", out)]), &cx)
+    }
+
+    #[test]
+    fn no_ca_in_the_state_directory_while_hosts_trust_one_is_refused() {
+        let m = host(&["n1", "10.0.0.1"]);
+        let out = "==PROVISION ca\n-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n"
+            .to_string();
+        let e = with_ctx(true, |cx| {
+            let mut t = Tls::default();
+            t.prepare(std::slice::from_ref(&m), cx)?;
+            t.plan(
+                &[m.clone()],
+                &crate::cluster::testing::seen(&[("n1", out)]),
+                cx,
+            )
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("has no CA, but n1 already hold") && e.contains("--new-ca"),
+            "{e}"
+        );
+        // A fresh host: a CA is made (check mode: not saved) and the key made on the host.
+        let a = with_ctx(true, |cx| {
+            let mut t = Tls::default();
+            t.prepare(std::slice::from_ref(&m), cx)?;
+            t.plan(
+                &[m.clone()],
+                &crate::cluster::testing::seen(&[("n1", String::new())]),
+                cx,
+            )
+        })
+        .unwrap();
+        assert!(
+            a[0].msg
+                .starts_with("make a key and have the CA sign a etcd certificate"),
+            "{}",
+            a[0].msg
+        );
+        assert!(
+            !a[0].script.contains("PRIVATE KEY"),
+            "no key travels from the controller"
+        );
+    }
+
+    #[test]
+    fn a_certificate_is_left_alone_while_valid_and_reissued_when_its_names_change() {
+        let ca = Ca::create("lab").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        ca.save(&crate::state::State::lock(&dir).unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let sans = vec!["10.0.0.1".to_string(), "n1".to_string()];
+        let csr = CertificateParams::new(vec!["x".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let crt = ca
+            .sign_csr(&csr, "n1", &sans, Profile::Etcd, pki::DEFAULT_DAYS)
+            .unwrap();
+        let out = probe("600 root root", &key, &crt, &ca.cert_pem);
+        let a = plan(host(&["n1", "10.0.0.1"]), &dir, out.clone()).unwrap();
+        assert!(
+            a.is_empty(),
+            "{:?}",
+            a.iter().map(|a| &a.msg).collect::<Vec<_>>()
+        );
+        let a = plan(host(&["n1", "10.0.0.1", "n1.lab"]), &dir, out).unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(
+            a[0].msg.starts_with("sign a etcd certificate for n1 ("),
+            "{}",
+            a[0].msg
+        );
+        // A key readable by others is put back to 0600, and nothing else.
+        let out = probe("644 root root", &key, &crt, &ca.cert_pem);
+        let a = plan(host(&["n1", "10.0.0.1"]), &dir, out).unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(a[0].script.contains("chmod 600"), "{}", a[0].script);
+        assert!(!a[0].msg.contains("sign"), "{}", a[0].msg);
+    }
+}
