@@ -359,7 +359,7 @@ mod tests {
             let mut t = Tls::default();
             t.prepare(std::slice::from_ref(&m), cx)?;
             t.plan(
-                &[m.clone()],
+                std::slice::from_ref(&m),
                 &crate::cluster::testing::seen(&[("n1", out)]),
                 cx,
             )
@@ -374,7 +374,7 @@ mod tests {
             let mut t = Tls::default();
             t.prepare(std::slice::from_ref(&m), cx)?;
             t.plan(
-                &[m.clone()],
+                std::slice::from_ref(&m),
                 &crate::cluster::testing::seen(&[("n1", String::new())]),
                 cx,
             )
