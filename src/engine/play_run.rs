@@ -487,131 +487,27 @@ impl PlayRun {
             return false;
         };
         let mut step = make();
-        let env = &self.envs[tr.role];
-        let mut members = Vec::new();
-        let mut remotes: IndexMap<String, Arc<dyn Remote>> = IndexMap::new();
-        let mut failures: Vec<(String, String)> = Vec::new();
-        let empty = HostState::default();
         let writable: Vec<String> = states
             .keys()
             .filter(|h| runs.get(*h).is_some_and(|r| !r.failed))
             .cloned()
             .collect();
-        let outside: Vec<String> = if step.reads_outside_limit() {
-            // Not this play's to change; a host some other play works on (the firewall of
-            // a peer under --limit) is read over the connection it already has.
-            all.iter()
-                .filter(|h| !states.contains_key(*h))
-                .cloned()
-                .collect()
+        let outside = if step.reads_outside_limit() {
+            self.read_outside(all, states, runs, extra).await
         } else {
             Vec::new()
         };
-        for h in &outside {
-            if let Some(Some(c)) = runs.get(h).map(|r| r.conn.clone()) {
-                if !extra.contains_key(h) {
-                    self.rep.warn(&format!(
-                        "reading {h} (outside --limit for this play): read-only, nothing is changed there"
-                    ));
-                    let f = runs[h].facts.clone();
-                    extra.insert(h.clone(), Some((c, f)));
-                }
-                continue;
-            }
-            if !extra.contains_key(h) {
-                let c = match self.outside.get(h) {
-                    Some(Ok(t)) => match connect_host(
-                        t.clone(),
-                        self.inv.hosts[h].sudo,
-                        false,
-                        self.o.lock_wait,
-                    )
-                    .await
-                    {
-                        Ok((c, f)) => {
-                            self.rep.warn(&format!("reading {h} (outside --limit): read-only, nothing is changed there"));
-                            Some((c, f))
-                        }
-                        Err(e) => {
-                            self.rep
-                                .warn(&format!("{h} (outside --limit) could not be read: {e}"));
-                            None
-                        }
-                    },
-                    Some(Err(e)) => {
-                        self.rep
-                            .warn(&format!("{h} (outside --limit) could not be read: {e}"));
-                        None
-                    }
-                    None => None,
-                };
-                extra.insert(h.clone(), c);
-            }
-        }
-        for (h, is_writable) in writable
-            .iter()
-            .map(|h| (h, true))
-            .chain(outside.iter().map(|h| (h, false)))
-        {
-            let (conn, facts) = if is_writable {
-                match runs
-                    .get(h)
-                    .and_then(|r| r.conn.clone().map(|c| (c, r.facts.clone())))
-                {
-                    Some((c, f)) => (c, Some(f)),
-                    None => continue,
-                }
-            } else {
-                match extra.get(h).cloned().flatten() {
-                    Some((c, f)) => (c, Some(f)),
-                    None => continue,
-                }
-            };
-            let ctx = self.host_ctx(h, Some(&conn), facts.as_ref(), published);
-            let st = states.get(h).unwrap_or(&empty);
-            match host::cluster_args(&ctx, tr.role, env, &task, st) {
-                Ok(Some(args)) => {
-                    members.push(Member {
-                        name: h.clone(),
-                        args,
-                        writable: is_writable,
-                        user: host::cluster_user(&ctx, &task),
-                        down: None,
-                    });
-                    remotes.insert(h.clone(), conn.clone());
-                }
-                Ok(None) => {}
-                Err(e) if is_writable => failures.push((h.clone(), e)),
-                Err(_) => {}
-            }
-        }
-        // The play's other hosts (unreachable, failed earlier, not readable) are unknown,
-        // not gone: they take part as down members, counted and never probed or changed.
-        for h in all.iter().filter(|_| step.counts_down_hosts()) {
-            if members.iter().any(|m| &m.name == h) || failures.iter().any(|(f, _)| f == h) {
-                continue;
-            }
-            let Some(why) = self.down_reason(h, runs, extra) else {
-                continue;
-            };
-            let facts = runs.get(h).map(|r| &r.facts).filter(|f| !f.is_empty());
-            let ctx = self.host_ctx(h, None, facts, published);
-            let st = states.get(h).unwrap_or(&empty);
-            match host::cluster_args(&ctx, tr.role, env, &task, st) {
-                Ok(Some(args)) => members.push(Member {
-                    name: h.clone(),
-                    args,
-                    writable: false,
-                    user: None,
-                    down: Some(why),
-                }),
-                Ok(None) => {}
-                Err(e) => self.rep.warn(&format!(
-                    "{}: {h} is {why} and its arguments cannot be worked out without it ({e}); \
-                     the step goes on without counting it",
-                    task.name
-                )),
-            }
+        let sight = Sight {
+            tr,
+            task: &task,
+            runs,
+            extra,
+            states,
+            published,
+        };
+        let mut g = self.members(&sight, &writable, &outside);
+        if step.counts_down_hosts() {
+            self.down_members(&sight, all, &mut g);
         }
         // In the play's order, down or not: lists made from members (mon_host, etcd's
         // cluster) come out the same whoever answers.
@@ -620,7 +516,8 @@ impl PlayRun {
             .enumerate()
             .map(|(i, h)| (h.as_str(), i))
             .collect();
-        members.sort_by_key(|m| order.get(m.name.as_str()).copied().unwrap_or(usize::MAX));
+        g.members
+            .sort_by_key(|m| order.get(m.name.as_str()).copied().unwrap_or(usize::MAX));
         for h in &writable {
             self.rep.task_start(h, &role, &task.name);
         }
@@ -632,10 +529,10 @@ impl PlayRun {
         };
         let rep = self.rep.clone();
         let hide = move |v: Vec<String>| rep.hide(v);
-        let mut oc = if !failures.is_empty() {
+        let mut oc = if !g.failures.is_empty() {
             super::cluster::Outcome {
                 fatal: Some(
-                    failures
+                    g.failures
                         .iter()
                         .map(|(h, e)| format!("{h}: {e}"))
                         .collect::<Vec<_>>()
@@ -643,10 +540,10 @@ impl PlayRun {
                 ),
                 ..Default::default()
             }
-        } else if members.is_empty() {
+        } else if g.members.is_empty() {
             Default::default()
         } else {
-            match step.prepare(&members, &cx) {
+            match step.prepare(&g.members, &cx) {
                 Err(e) => super::cluster::Outcome {
                     fatal: Some(e),
                     ..Default::default()
@@ -656,7 +553,7 @@ impl PlayRun {
                         self.rep
                             .task_start(h, &role, &format!("{}: {line}", task.name));
                     };
-                    converge(step.as_mut(), &members, &remotes, &cx, &hide, &progress).await
+                    converge(step.as_mut(), &g.members, &g.remotes, &cx, &hide, &progress).await
                 }
             }
         };
@@ -669,8 +566,163 @@ impl PlayRun {
             published.insert(r.clone(), value);
         }
         let fatal = oc.fatal.take();
+        self.report_step(
+            tr,
+            &task,
+            &writable,
+            &g.members,
+            &oc,
+            fatal.as_ref(),
+            runs,
+            states,
+        );
+        fatal.is_none()
+    }
+
+    /// The hosts outside this play (or outside `--limit`) a step reads: over the
+    /// connection another play already has, else a new read-only one. Those that cannot
+    /// be read are recorded as None.
+    async fn read_outside(
+        &self,
+        all: &[String],
+        states: &IndexMap<String, HostState>,
+        runs: &IndexMap<String, HostRun>,
+        extra: &mut IndexMap<String, Option<Extra>>,
+    ) -> Vec<String> {
+        let outside: Vec<String> = all
+            .iter()
+            .filter(|h| !states.contains_key(*h))
+            .cloned()
+            .collect();
+        for h in &outside {
+            if extra.contains_key(h) {
+                continue;
+            }
+            if let Some(Some(c)) = runs.get(h).map(|r| r.conn.clone()) {
+                self.rep.warn(&format!(
+                    "reading {h} (outside --limit for this play): read-only, nothing is changed there"
+                ));
+                extra.insert(h.clone(), Some((c, runs[h].facts.clone())));
+                continue;
+            }
+            let c = match self.outside.get(h) {
+                Some(Ok(t)) => {
+                    match connect_host(t.clone(), self.inv.hosts[h].sudo, false, self.o.lock_wait)
+                        .await
+                    {
+                        Ok((c, f)) => {
+                            self.rep.warn(&format!(
+                                "reading {h} (outside --limit): read-only, nothing is changed there"
+                            ));
+                            Some((c, f))
+                        }
+                        Err(e) => {
+                            self.rep
+                                .warn(&format!("{h} (outside --limit) could not be read: {e}"));
+                            None
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.rep
+                        .warn(&format!("{h} (outside --limit) could not be read: {e}"));
+                    None
+                }
+                None => None,
+            };
+            extra.insert(h.clone(), c);
+        }
+        outside
+    }
+
+    /// The step's members that answer: the writable hosts, then those only read.
+    fn members(&self, s: &Sight, writable: &[String], outside: &[String]) -> Gathered {
+        let mut g = Gathered::default();
+        let empty = HostState::default();
+        let env = &self.envs[s.tr.role];
+        for (h, is_writable) in writable
+            .iter()
+            .map(|h| (h, true))
+            .chain(outside.iter().map(|h| (h, false)))
+        {
+            let conn = if is_writable {
+                s.runs
+                    .get(h)
+                    .and_then(|r| r.conn.clone().map(|c| (c, r.facts.clone())))
+            } else {
+                s.extra.get(h).cloned().flatten()
+            };
+            let Some((conn, facts)) = conn else { continue };
+            let ctx = self.host_ctx(h, Some(&conn), Some(&facts), s.published);
+            let st = s.states.get(h).unwrap_or(&empty);
+            match host::cluster_args(&ctx, s.tr.role, env, s.task, st) {
+                Ok(Some(args)) => {
+                    g.members.push(Member {
+                        name: h.clone(),
+                        args,
+                        writable: is_writable,
+                        user: host::cluster_user(&ctx, s.task),
+                        down: None,
+                    });
+                    g.remotes.insert(h.clone(), conn.clone());
+                }
+                Ok(None) => {}
+                Err(e) if is_writable => g.failures.push((h.clone(), e)),
+                Err(_) => {}
+            }
+        }
+        g
+    }
+
+    /// The play's other hosts (unreachable, failed earlier, not readable) are unknown,
+    /// not gone: they take part as down members, counted and never probed or changed.
+    fn down_members(&self, s: &Sight, all: &[String], g: &mut Gathered) {
+        let empty = HostState::default();
+        let env = &self.envs[s.tr.role];
+        for h in all {
+            if g.members.iter().any(|m| &m.name == h) || g.failures.iter().any(|(f, _)| f == h) {
+                continue;
+            }
+            let Some(why) = self.down_reason(h, s.runs, s.extra) else {
+                continue;
+            };
+            let facts = s.runs.get(h).map(|r| &r.facts).filter(|f| !f.is_empty());
+            let ctx = self.host_ctx(h, None, facts, s.published);
+            let st = s.states.get(h).unwrap_or(&empty);
+            match host::cluster_args(&ctx, s.tr.role, env, s.task, st) {
+                Ok(Some(args)) => g.members.push(Member {
+                    name: h.clone(),
+                    args,
+                    writable: false,
+                    user: None,
+                    down: Some(why),
+                }),
+                Ok(None) => {}
+                Err(e) => self.rep.warn(&format!(
+                    "{}: {h} is {why} and its arguments cannot be worked out without it ({e}); \
+                     the step goes on without counting it",
+                    s.task.name
+                )),
+            }
+        }
+    }
+
+    /// Each writable host's result of the step: lost, failed, changed, settled or skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn report_step(
+        &self,
+        tr: TaskRef,
+        task: &Task,
+        writable: &[String],
+        members: &[Member],
+        oc: &super::cluster::Outcome,
+        fatal: Option<&String>,
+        runs: &mut IndexMap<String, HostRun>,
+        states: &mut IndexMap<String, HostState>,
+    ) {
+        let role = &self.play.roles[tr.role].name;
         let done = std::time::Instant::now();
-        for h in &writable {
+        for h in writable {
             let Some(st) = states.get_mut(h) else {
                 continue;
             };
@@ -679,7 +731,7 @@ impl PlayRun {
             if let Some(e) = oc.lost.get(h) {
                 st.tally.unreachable += 1;
                 self.rep
-                    .task_done(h, &role, &task.name, Status::Unreachable, e, None);
+                    .task_done(h, role, &task.name, Status::Unreachable, e, None);
                 if let Some(r) = runs.get_mut(h) {
                     r.failed = true;
                 }
@@ -687,53 +739,49 @@ impl PlayRun {
             }
             // The step failed for everyone (fatal), or this host's change failed.
             let failure = fatal
-                .as_ref()
                 .map(|e| (e, true))
                 .or_else(|| oc.failed.get(h).map(|e| (e, false)));
-            if let Some((e, all)) = failure {
+            let (status, msg) = if let Some((e, all)) = failure {
                 st.tally.failed += 1;
-                self.rep.task_done(
-                    h,
-                    &role,
-                    &task.name,
-                    Status::Failed,
-                    &format!("{}: {e}", task.loc),
-                    None,
-                );
                 if let Some(r) = runs.get_mut(h) {
                     r.failed = all || !task.ignore_errors;
                 }
+                (Status::Failed, format!("{}: {e}", task.loc))
             } else if let Some(msgs) = oc.changed.get(h) {
                 st.tally.changed += 1;
                 if let Some(n) = st.notified.get_mut(tr.role) {
                     n.extend(task.notify.iter().cloned());
                 }
-                self.rep.task_done(
-                    h,
-                    &role,
-                    &task.name,
-                    Status::Changed,
-                    &msgs.join("; "),
-                    None,
-                );
+                (Status::Changed, msgs.join("; "))
             } else if in_step {
                 st.tally.ok += 1;
-                self.rep.task_done(
-                    h,
-                    &role,
-                    &task.name,
-                    Status::Ok,
-                    &format!("settled after {} round(s)", oc.rounds),
-                    None,
-                );
+                (Status::Ok, format!("settled after {} round(s)", oc.rounds))
             } else {
                 st.tally.skipped += 1;
-                self.rep
-                    .task_done(h, &role, &task.name, Status::Skipped, "", None);
-            }
+                (Status::Skipped, String::new())
+            };
+            self.rep.task_done(h, role, &task.name, status, &msg, None);
         }
-        fatal.is_none()
     }
+}
+
+/// What a cluster step's members are made from.
+struct Sight<'a> {
+    tr: TaskRef,
+    task: &'a Task,
+    runs: &'a IndexMap<String, HostRun>,
+    extra: &'a IndexMap<String, Option<Extra>>,
+    states: &'a IndexMap<String, HostState>,
+    published: &'a Map<String, Value>,
+}
+
+/// A cluster step's members, the connections to reach them, and the writable hosts whose
+/// arguments could not be worked out.
+#[derive(Default)]
+struct Gathered {
+    members: Vec<Member>,
+    remotes: IndexMap<String, Arc<dyn Remote>>,
+    failures: Vec<(String, String)>,
 }
 
 /// A host's connection being made: the connection and its facts, or why not.
