@@ -304,151 +304,43 @@ impl Step for Etcd {
                     .get(&m.name)
                     .is_none_or(|_| obs.get(&m.name).is_some_and(|o| o.healthy))
         });
-        let initial = |extra: Option<&Want>| -> String {
-            let mut v: Vec<String> = list
-                .iter()
-                .filter(|m| !m.name.is_empty())
-                .filter_map(|m| m.peer_urls.first().map(|u| format!("{}={u}", m.name)))
-                .collect();
-            if let Some(w) = extra {
-                let e = format!("{}={}", w.name, w.peer_url());
-                if !v.contains(&e) {
-                    v.push(e);
-                }
-            }
-            v.join(",")
+        let v = Cluster {
+            src: &src,
+            ctl: self.want[&src].etcdctl(),
+            list: &list,
+            obs: &obs,
+            healthy_all,
         };
-        let find = |w: &Want| {
-            list.iter()
-                .find(|m| m.name == w.name || m.peer_urls.contains(&w.peer_url()))
-                .cloned()
-        };
-        let ctl = self.want[&src].etcdctl();
-        let via = |_: &str| ctl.clone();
         // One membership change at a time, in inventory order.
         let want = self.want.clone();
         for (h, w) in &want {
             let Some(o) = obs.get(h) else { continue };
-            let member = find(w);
-            match member {
-                None => {
-                    if !writable(h) {
-                        continue;
-                    }
-                    if !healthy_all {
-                        return self.wait_or("a member is not healthy; adding", h);
-                    }
-                    let add = format!(
-                        "set -e; {ctl} snapshot save /var/lib/etcd/snapshot-before-{n}.db >/dev/null; \
-                         {ctl} member add {n} --peer-urls={p} --learner >/dev/null",
-                        ctl = via(&src),
-                        n = quote(&w.name),
-                        p = quote(&w.peer_url())
-                    );
-                    return Ok(vec![Action {
-                        host: h.clone(),
-                        run_on: Some(src.clone()),
-                        msg: format!("add {h} to etcd as a learner via {src} (snapshot first)"),
-                        script: add,
-                        stdin: None,
-                        serial: true,
-                    }]);
+            let found = list
+                .iter()
+                .find(|m| m.name == w.name || m.peer_urls.contains(&w.peer_url()));
+            let step = match found {
+                None if writable(h) => self.plan_add(h, w, &v),
+                // Added, never started: start it with the cluster as it is (a stale data dir goes).
+                Some(m) if m.name.is_empty() && writable(h) => {
+                    let cfg = w.config(&o.cert_sha, &v.initial(Some(w)), "existing");
+                    Ok(Some(one(
+                        h,
+                        None,
+                        format!("start etcd on {h} joining the existing cluster"),
+                        start_script(w, &cfg, true),
+                    )))
                 }
-                Some(m) if m.name.is_empty() => {
-                    // Added, never started: start it with the cluster as it is (a stale data dir goes).
-                    if !writable(h) {
-                        continue;
-                    }
-                    let cfg = w.config(&o.cert_sha, &initial(Some(w)), "existing");
-                    return Ok(vec![Action {
-                        host: h.clone(),
-                        run_on: None,
-                        msg: format!("start etcd on {h} joining the existing cluster"),
-                        script: start_script(w, &cfg, true),
-                        stdin: None,
-                        serial: true,
-                    }]);
+                // Known to the cluster, but its data is gone (wiped, or a new host with its name).
+                Some(m) if !m.name.is_empty() && !o.has_data && !o.active && writable(h) => {
+                    plan_stale(h, m, &v).map(Some)
                 }
-                Some(m) if !o.has_data && !o.active => {
-                    // Known to the cluster, but its data is gone (wiped, or a new host with its name).
-                    if !writable(h) {
-                        continue;
-                    }
-                    let others_ok = list
-                        .iter()
-                        .filter(|x| x.id != m.id)
-                        .all(|x| obs.get(&x.name).is_some_and(|o| o.healthy));
-                    let voters = list.iter().filter(|x| !x.is_learner).count();
-                    if !others_ok || voters < 3 && !m.is_learner {
-                        return Err(format!(
-                            "{h} lost its etcd data, but removing its old member now would cost quorum ({voters} voting members, the others not all healthy): restore quorum first"
-                        ));
-                    }
-                    return Ok(vec![Action {
-                        host: h.clone(),
-                        run_on: Some(src.clone()),
-                        msg: format!("remove {h}'s stale etcd member {:x} (its data is gone) to add it again", m.id),
-                        script: format!("{} member remove {:x} >/dev/null", via(&src), m.id),
-                        stdin: None,
-                        serial: true,
-                    }]);
+                Some(m) if !m.name.is_empty() && (o.has_data || o.active) => {
+                    self.plan_started(h, w, o, m, &v, writable(h))
                 }
-                Some(m) => {
-                    if !o.active {
-                        if !writable(h) {
-                            self.notes
-                                .push(format!("{h} (outside --limit): etcd is not running there"));
-                            continue;
-                        }
-                        let cfg = w.config(&o.cert_sha, &initial(None), "existing");
-                        return Ok(vec![Action {
-                            host: h.clone(),
-                            run_on: None,
-                            msg: format!("start etcd on {h} (its data is kept)"),
-                            script: start_script(w, &cfg, false),
-                            stdin: None,
-                            serial: true,
-                        }]);
-                    }
-                    // A learner answers no health check of its own: promotion is its gate.
-                    if m.is_learner {
-                        if !writable(h) {
-                            continue;
-                        }
-                        return Ok(vec![Action {
-                            host: h.clone(),
-                            run_on: Some(src.clone()),
-                            msg: format!("promote {h} to a voting etcd member"),
-                            script: format!(
-                                "for i in $(seq 1 30); do {} member promote {:x} >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'the learner did not catch up with the leader in 30 s' >&2; exit 1",
-                                via(&src),
-                                m.id
-                            ),
-                            stdin: None,
-                            serial: true,
-                        }]);
-                    }
-                    if !o.healthy {
-                        return self.wait_or("a member is not healthy yet; the next change", h);
-                    }
-                    // A started member: restart only when its real settings changed.
-                    if writable(h) && significant_of(&o.config) != w.significant(&o.cert_sha) {
-                        if !healthy_all {
-                            return self.wait_or("a member is not healthy; restarting", h);
-                        }
-                        let cfg = w.config(&o.cert_sha, &initial(None), "existing");
-                        return Ok(vec![Action {
-                            host: h.clone(),
-                            run_on: None,
-                            msg: format!(
-                                "new etcd settings on {h} (restarted, one member at a time)"
-                            ),
-                            script: start_script(w, &cfg, false),
-                            stdin: None,
-                            serial: true,
-                        }]);
-                    }
-                }
+                _ => Ok(None),
+            };
+            if let Some(actions) = step? {
+                return Ok(actions);
             }
         }
         for m in &list {
@@ -478,6 +370,70 @@ impl Step for Etcd {
     }
 }
 
+/// The cluster as its healthy member `src` sees it.
+struct Cluster<'a> {
+    src: &'a str,
+    ctl: String,
+    list: &'a [EtcdMember],
+    obs: &'a IndexMap<String, Obs>,
+    healthy_all: bool,
+}
+
+impl Cluster<'_> {
+    /// `ETCD_INITIAL_CLUSTER` for a member joining it (with `extra`, not yet listed).
+    fn initial(&self, extra: Option<&Want>) -> String {
+        let mut v: Vec<String> = self
+            .list
+            .iter()
+            .filter(|m| !m.name.is_empty())
+            .filter_map(|m| m.peer_urls.first().map(|u| format!("{}={u}", m.name)))
+            .collect();
+        if let Some(w) = extra {
+            let e = format!("{}={}", w.name, w.peer_url());
+            if !v.contains(&e) {
+                v.push(e);
+            }
+        }
+        v.join(",")
+    }
+}
+
+/// One serial action.
+fn one(h: &str, run_on: Option<&str>, msg: String, script: String) -> Vec<Action> {
+    vec![Action {
+        host: h.to_owned(),
+        run_on: run_on.map(str::to_owned),
+        msg,
+        script,
+        stdin: None,
+        serial: true,
+    }]
+}
+
+/// A member whose data is gone is removed (to be added again) only when quorum allows.
+fn plan_stale(h: &str, m: &EtcdMember, v: &Cluster) -> Result<Vec<Action>, String> {
+    let others_ok = v
+        .list
+        .iter()
+        .filter(|x| x.id != m.id)
+        .all(|x| v.obs.get(&x.name).is_some_and(|o| o.healthy));
+    let voters = v.list.iter().filter(|x| !x.is_learner).count();
+    if !others_ok || voters < 3 && !m.is_learner {
+        return Err(format!(
+            "{h} lost its etcd data, but removing its old member now would cost quorum ({voters} voting members, the others not all healthy): restore quorum first"
+        ));
+    }
+    Ok(one(
+        h,
+        Some(v.src),
+        format!(
+            "remove {h}'s stale etcd member {:x} (its data is gone) to add it again",
+            m.id
+        ),
+        format!("{} member remove {:x} >/dev/null", v.ctl, m.id),
+    ))
+}
+
 impl Etcd {
     fn wait_or(&mut self, what: &str, h: &str) -> Result<Vec<Action>, String> {
         self.waits += 1;
@@ -486,6 +442,92 @@ impl Etcd {
         }
         self.waiting = true;
         Ok(Vec::new())
+    }
+
+    /// A host that is no member yet: added as a learner (a snapshot first), once every
+    /// member is healthy.
+    fn plan_add(&mut self, h: &str, w: &Want, v: &Cluster) -> Result<Option<Vec<Action>>, String> {
+        if !v.healthy_all {
+            return self.wait_or("a member is not healthy; adding", h).map(Some);
+        }
+        let add = format!(
+            "set -e; {ctl} snapshot save /var/lib/etcd/snapshot-before-{n}.db >/dev/null; \
+             {ctl} member add {n} --peer-urls={p} --learner >/dev/null",
+            ctl = v.ctl,
+            n = quote(&w.name),
+            p = quote(&w.peer_url())
+        );
+        Ok(Some(one(
+            h,
+            Some(v.src),
+            format!(
+                "add {h} to etcd as a learner via {} (snapshot first)",
+                v.src
+            ),
+            add,
+        )))
+    }
+
+    /// A started (or stopped, data kept) member: started, promoted from learner, or
+    /// restarted when its real settings changed, one member at a time.
+    fn plan_started(
+        &mut self,
+        h: &str,
+        w: &Want,
+        o: &Obs,
+        m: &EtcdMember,
+        v: &Cluster,
+        writable: bool,
+    ) -> Result<Option<Vec<Action>>, String> {
+        if !o.active {
+            if !writable {
+                self.notes
+                    .push(format!("{h} (outside --limit): etcd is not running there"));
+                return Ok(None);
+            }
+            let cfg = w.config(&o.cert_sha, &v.initial(None), "existing");
+            return Ok(Some(one(
+                h,
+                None,
+                format!("start etcd on {h} (its data is kept)"),
+                start_script(w, &cfg, false),
+            )));
+        }
+        // A learner answers no health check of its own: promotion is its gate.
+        if m.is_learner {
+            if !writable {
+                return Ok(None);
+            }
+            return Ok(Some(one(
+                h,
+                Some(v.src),
+                format!("promote {h} to a voting etcd member"),
+                format!(
+                    "for i in $(seq 1 30); do {} member promote {:x} >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'the learner did not catch up with the leader in 30 s' >&2; exit 1",
+                    v.ctl, m.id
+                ),
+            )));
+        }
+        if !o.healthy {
+            return self
+                .wait_or("a member is not healthy yet; the next change", h)
+                .map(Some);
+        }
+        if !writable || significant_of(&o.config) == w.significant(&o.cert_sha) {
+            return Ok(None);
+        }
+        if !v.healthy_all {
+            return self
+                .wait_or("a member is not healthy; restarting", h)
+                .map(Some);
+        }
+        let cfg = w.config(&o.cert_sha, &v.initial(None), "existing");
+        Ok(Some(one(
+            h,
+            None,
+            format!("new etcd settings on {h} (restarted, one member at a time)"),
+            start_script(w, &cfg, false),
+        )))
     }
 
     /// No healthy member answers: start the members together (fresh or stopped).
