@@ -150,26 +150,8 @@ pub async fn converge(
             }
             return oc;
         }
-        // Only members inside --limit may change, and none through a host that is down.
-        let blocked = |h: &str| members.iter().find(|m| m.name == h && m.is_down());
-        if let Some(a) = actions.iter().find(|a| {
-            !members.iter().any(|m| m.name == a.host && m.writable)
-                || a.run_on.as_deref().is_some_and(|on| blocked(on).is_some())
-        }) {
-            let on = a.run_on.as_deref().unwrap_or(&a.host);
-            oc.fatal = Some(match blocked(&a.host).or_else(|| blocked(on)) {
-                Some(m) => format!(
-                    "would have to {} on {on}, but {} is {}: run again once it answers",
-                    a.msg,
-                    m.name,
-                    m.down.as_deref().unwrap_or("down")
-                ),
-                None => format!(
-                    "would have to change {} ({}), which is outside --limit or not in the play: \
-                     widen --limit to include it",
-                    a.host, a.msg
-                ),
-            });
+        if let Some(e) = refused(members, &actions) {
+            oc.fatal = Some(e);
             return oc;
         }
         if cx.check {
@@ -181,86 +163,13 @@ pub async fn converge(
             }
             return oc;
         }
+        // A serial change goes alone; the others together.
         let batch: Vec<Action> = match actions.iter().position(|a| a.serial) {
             Some(i) => vec![actions[i].clone()],
             None => actions,
         };
-        let serial = batch.iter().any(|a| a.serial);
-        let jobs = batch
-            .iter()
-            .map(|a| {
-                let on = a.run_on.clone().unwrap_or_else(|| a.host.clone());
-                let user = user_of(members, &on);
-                (on, user, a.script.clone(), a.stdin.clone())
-            })
-            .collect();
-        let watches: Vec<(String, String, Option<String>, String)> = batch
-            .iter()
-            .filter_map(|a| {
-                let on = a.run_on.clone().unwrap_or_else(|| a.host.clone());
-                let user = user_of(members, &on);
-                step.watch(a).map(|w| (a.host.clone(), on, user, w))
-            })
-            .collect();
-        let results = if watches.is_empty() {
-            run_all(jobs, remotes).await
-        } else {
-            let tick = async {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    for (h, on, user, w) in &watches {
-                        if let Some(r) = remotes.get(on) {
-                            if let Ok(o) = r
-                                .run_script(&docker_bounded(w), None, user.as_deref())
-                                .await
-                            {
-                                let line = o.stdout.trim();
-                                if o.rc == 0 && !line.is_empty() {
-                                    progress(h, line);
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            tokio::select! {
-                r = run_all(jobs, remotes) => r,
-                _ = tick => unreachable!("the progress loop never ends"),
-            }
-        };
-        for (a, (_, res, lost)) in batch.iter().zip(results.iter()) {
-            let on = a.run_on.as_deref().unwrap_or(&a.host);
-            match failure(res) {
-                // The host is gone, not wrong: the step goes on without it (the next round
-                // plans with it down), whether or not the change was quorum-sensitive.
-                Some(e) if *lost => {
-                    lose(members, &mut oc, on, &e);
-                    // Made through another host (a manager): planned again through a live one.
-                    if on == a.host {
-                        oc.failed.insert(a.host.clone(), format!("{}: {e}", a.msg));
-                    }
-                }
-                Some(e) => {
-                    let msg = format!("{}: {e}", a.msg);
-                    if serial {
-                        oc.fatal = Some(format!("{}: {msg}", a.host));
-                    }
-                    oc.failed.insert(a.host.clone(), msg);
-                }
-                None => {
-                    #[cfg(debug_assertions)]
-                    if std::env::var("PROVISION_TEST_KILL_AFTER")
-                        .is_ok_and(|p| a.msg.starts_with(&p))
-                    {
-                        std::process::abort(); // test hook: a run killed right after this change
-                    }
-                    oc.changed
-                        .entry(a.host.clone())
-                        .or_default()
-                        .push(a.msg.clone())
-                }
-            }
-        }
+        let results = run_batch(step, &batch, members, remotes, progress).await;
+        record(&batch, &results, members, &mut oc);
         if oc.fatal.is_some() {
             return oc;
         }
@@ -270,6 +179,117 @@ pub async fn converge(
         step.max_rounds()
     ));
     oc
+}
+
+/// Only members inside --limit may change, and none through a host that is down: the
+/// first action that would is the step's error.
+fn refused(members: &[Member], actions: &[Action]) -> Option<String> {
+    let blocked = |h: &str| members.iter().find(|m| m.name == h && m.is_down());
+    let a = actions.iter().find(|a| {
+        !members.iter().any(|m| m.name == a.host && m.writable)
+            || a.run_on.as_deref().is_some_and(|on| blocked(on).is_some())
+    })?;
+    let on = a.run_on.as_deref().unwrap_or(&a.host);
+    Some(match blocked(&a.host).or_else(|| blocked(on)) {
+        Some(m) => format!(
+            "would have to {} on {on}, but {} is {}: run again once it answers",
+            a.msg,
+            m.name,
+            m.down.as_deref().unwrap_or("down")
+        ),
+        None => format!(
+            "would have to change {} ({}), which is outside --limit or not in the play: \
+             widen --limit to include it",
+            a.host, a.msg
+        ),
+    })
+}
+
+/// Runs a batch of changes, each where it runs; a step that watches its changes (a
+/// stack's rollout) reports their progress every second meanwhile.
+async fn run_batch(
+    step: &dyn Step,
+    batch: &[Action],
+    members: &[Member],
+    remotes: &IndexMap<String, Arc<dyn Remote>>,
+    progress: &(dyn Fn(&str, &str) + Sync),
+) -> Vec<Ran> {
+    let jobs = batch
+        .iter()
+        .map(|a| {
+            let on = a.run_on.clone().unwrap_or_else(|| a.host.clone());
+            let user = user_of(members, &on);
+            (on, user, a.script.clone(), a.stdin.clone())
+        })
+        .collect();
+    let watches: Vec<(String, String, Option<String>, String)> = batch
+        .iter()
+        .filter_map(|a| {
+            let on = a.run_on.clone().unwrap_or_else(|| a.host.clone());
+            let user = user_of(members, &on);
+            step.watch(a).map(|w| (a.host.clone(), on, user, w))
+        })
+        .collect();
+    if watches.is_empty() {
+        return run_all(jobs, remotes).await;
+    }
+    let tick = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            for (h, on, user, w) in &watches {
+                let Some(r) = remotes.get(on) else { continue };
+                if let Ok(o) = r
+                    .run_script(&docker_bounded(w), None, user.as_deref())
+                    .await
+                {
+                    let line = o.stdout.trim();
+                    if o.rc == 0 && !line.is_empty() {
+                        progress(h, line);
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = run_all(jobs, remotes) => r,
+        _ = tick => unreachable!("the progress loop never ends"),
+    }
+}
+
+/// Each change's result: changed, failed (fatal in a serial batch), or its host lost.
+fn record(batch: &[Action], results: &[Ran], members: &mut [Member], oc: &mut Outcome) {
+    let serial = batch.iter().any(|a| a.serial);
+    for (a, (_, res, lost)) in batch.iter().zip(results.iter()) {
+        let on = a.run_on.as_deref().unwrap_or(&a.host);
+        match failure(res) {
+            // The host is gone, not wrong: the step goes on without it (the next round
+            // plans with it down), whether or not the change was quorum-sensitive.
+            Some(e) if *lost => {
+                lose(members, oc, on, &e);
+                // Made through another host (a manager): planned again through a live one.
+                if on == a.host {
+                    oc.failed.insert(a.host.clone(), format!("{}: {e}", a.msg));
+                }
+            }
+            Some(e) => {
+                let msg = format!("{}: {e}", a.msg);
+                if serial {
+                    oc.fatal = Some(format!("{}: {msg}", a.host));
+                }
+                oc.failed.insert(a.host.clone(), msg);
+            }
+            None => {
+                #[cfg(debug_assertions)]
+                if std::env::var("PROVISION_TEST_KILL_AFTER").is_ok_and(|p| a.msg.starts_with(&p)) {
+                    std::process::abort(); // test hook: a run killed right after this change
+                }
+                oc.changed
+                    .entry(a.host.clone())
+                    .or_default()
+                    .push(a.msg.clone())
+            }
+        }
+    }
 }
 
 /// Every Docker CLI call of a step's script gets a client-side bound: a daemon that does
