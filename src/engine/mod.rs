@@ -504,30 +504,7 @@ pub async fn execute(
 ) -> Summary {
     let started = Instant::now();
     let inv = Arc::new(p.inventory);
-    let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
-    // The CA the hosts must already trust: the state directory's (none yet: nothing pinned).
-    // (during a CA rotation, either CA or both)
-    let pins: Arc<Vec<String>> = Arc::new(if o.new_ca {
-        Vec::new()
-    } else {
-        crate::pki::rotation::accepted_pins(&state)
-    });
-    // Connect, lock and gather facts everywhere first.
-    let mut joins = Vec::new();
-    for h in &p.hosts {
-        let t = p.targets[h].clone();
-        let sem = sem.clone();
-        let wants_root = inv.hosts[h].sudo;
-        let (lock, wait) = (!o.check, o.lock_wait);
-        let pins = pins.clone();
-        let state_dir = state.dir.clone();
-        joins.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let (c, f) = connect_host(t, wants_root, lock, wait).await?;
-            check_ca_pin(&f, &pins, &state_dir)?;
-            Ok((c, f))
-        }));
-    }
+    let joins = connect_all(&p.hosts, &p.targets, &inv, &o, &state);
     // A host starts as soon as its own facts are in, unless some template could read
     // another host's facts through `hostvars` (then every host's are gathered first).
     let early = !p.plays.iter().any(|pp| play_reads_facts(&pp.play)) && !inv_reads_facts(&inv);
@@ -552,32 +529,7 @@ pub async fn execute(
         }
         runs.insert(h.clone(), run);
     }
-    // hostvars: inventory vars and facts of every host (facts only when gathered first).
-    let mut hostvars = Map::new();
-    for (name, host) in &inv.hosts {
-        let mut v = host.vars.clone();
-        if let Some(r) = runs.get(name) {
-            v.extend(r.facts.clone());
-        }
-        v.insert("inventory_hostname".into(), json!(name));
-        v.entry("ansible_host").or_insert(json!(host.address));
-        hostvars.insert(name.clone(), Value::Object(v));
-    }
-    let groups: Map<String, Value> = inv
-        .groups
-        .iter()
-        .map(|(g, m)| (g.clone(), json!(m.iter().collect::<Vec<_>>())))
-        .collect();
-    let vars = [
-        ("hostvars", minijinja::Value::from_serialize(&hostvars)),
-        ("groups", minijinja::Value::from_serialize(&groups)),
-    ];
-    let shared = Arc::new(Shared {
-        hostvars,
-        vars,
-        derived: p.worked.derived,
-        throttles: Default::default(),
-    });
+    let shared = Arc::new(shared(&inv, &runs, p.worked.derived));
     let total_hosts = p.hosts.len();
     let o = Arc::new(o);
     let outside = Arc::new(p.outside);
@@ -623,13 +575,92 @@ pub async fn execute(
             break;
         }
     }
-    // Hosts no play reached (a play failed first): their connections still end here.
+    finish(runs, extra, connecting, &rep, started).await
+}
+
+/// Connects, locks and gathers facts on every host, `forks` at a time; a host whose CA
+/// pin does not match the state directory's is refused.
+fn connect_all(
+    hosts: &[String],
+    targets: &IndexMap<String, Target>,
+    inv: &Inventory,
+    o: &Options,
+    state: &crate::state::State,
+) -> Vec<play_run::Connecting> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
+    // The CA the hosts must already trust: the state directory's (none yet: nothing pinned).
+    // (during a CA rotation, either CA or both)
+    let pins: Arc<Vec<String>> = Arc::new(if o.new_ca {
+        Vec::new()
+    } else {
+        crate::pki::rotation::accepted_pins(state)
+    });
+    let mut joins = Vec::new();
+    for h in hosts {
+        let t = targets[h].clone();
+        let sem = sem.clone();
+        let wants_root = inv.hosts[h].sudo;
+        let (lock, wait) = (!o.check, o.lock_wait);
+        let pins = pins.clone();
+        let state_dir = state.dir.clone();
+        joins.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let (c, f) = connect_host(t, wants_root, lock, wait).await?;
+            check_ca_pin(&f, &pins, &state_dir)?;
+            Ok((c, f))
+        }));
+    }
+    joins
+}
+
+/// What every host's templates share: hostvars (inventory variables, and facts when they
+/// were gathered first), groups, and each host's derived variables.
+fn shared(
+    inv: &Inventory,
+    runs: &IndexMap<String, HostRun>,
+    derived: IndexMap<String, Derived>,
+) -> Shared {
+    let mut hostvars = Map::new();
+    for (name, host) in &inv.hosts {
+        let mut v = host.vars.clone();
+        if let Some(r) = runs.get(name) {
+            v.extend(r.facts.clone());
+        }
+        v.insert("inventory_hostname".into(), json!(name));
+        v.entry("ansible_host").or_insert(json!(host.address));
+        hostvars.insert(name.clone(), Value::Object(v));
+    }
+    let groups: Map<String, Value> = inv
+        .groups
+        .iter()
+        .map(|(g, m)| (g.clone(), json!(m.iter().collect::<Vec<_>>())))
+        .collect();
+    let vars = [
+        ("hostvars", minijinja::Value::from_serialize(&hostvars)),
+        ("groups", minijinja::Value::from_serialize(&groups)),
+    ];
+    Shared {
+        hostvars,
+        vars,
+        derived,
+        throttles: Default::default(),
+    }
+}
+
+/// Ends every connection (those no play reached too) and tallies each host.
+async fn finish(
+    mut runs: IndexMap<String, HostRun>,
+    extra: IndexMap<String, Option<Connected>>,
+    connecting: IndexMap<String, play_run::Connecting>,
+    rep: &Reporter,
+    started: Instant,
+) -> Summary {
     for (h, j) in connecting {
         let c = j
             .await
             .unwrap_or_else(|e| Err(ConnectError::Failed(format!("internal error: {e}"))));
         if let Some(r) = runs.get_mut(&h) {
-            connected(&rep, &h, r, c);
+            connected(rep, &h, r, c);
         }
     }
     let mut tallies = IndexMap::new();
