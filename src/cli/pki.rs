@@ -71,6 +71,7 @@ fn options(
     }
 }
 
+// Long on purpose: one arm per `provision pki` subcommand.
 pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
     match cmd {
         PkiCmd::Client {

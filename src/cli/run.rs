@@ -67,6 +67,7 @@ fn rotate_ca(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
     }
 }
 
+// Long on purpose: one run's phases in order (validate, lock, connect, run, report).
 fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
     let a = a.clone();
     let opts = crate::engine::Options {

@@ -77,6 +77,7 @@ fn finding(
 }
 
 /// Findings per host; `outputs` are the `==PROVISION` sections each swarm host printed.
+// Long on purpose: a list of independent swarm checks, one finding each.
 pub fn findings(
     want: &IndexMap<String, Want>,
     outputs: &IndexMap<String, String>,

@@ -325,6 +325,7 @@ fn rule(comment: &str, proto: Proto, ports: &[(u16, u16)], from: &[IpNet]) -> Ru
 }
 
 /// What `h` opens, from the groups it is in and the inventory's settings.
+// Long on purpose: each firewall variable checked in turn, with its own error.
 pub fn resolve(inv: &Inventory, d: &Map<String, Value>, h: &str) -> Result<Wanted, String> {
     let host = &inv.hosts[h];
     let vars = Vars {

@@ -199,6 +199,7 @@ pub fn vars_map(node: &Node, what: &str) -> Result<Map<String, Value>, Located> 
     Ok(out)
 }
 
+// Long on purpose: the inventory resolved in order (groups and children checked, group_vars/ and host_vars/ read, variables merged by precedence).
 fn resolve(
     path: &Path,
     dir: PathBuf,

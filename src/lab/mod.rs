@@ -98,6 +98,7 @@ impl Lab {
     }
 
     /// Starts `size` hosts, building the image first if needed.
+    // Long on purpose: the lab's start-up sequence, in the order it happens.
     pub fn up(
         &self,
         size: usize,

@@ -131,6 +131,7 @@ fn download(dir: &Path, pkg: &str) -> Result<()> {
 }
 
 /// Builds (or finds in the cache) one image as a docker-archive tarball.
+// Long on purpose: one recipe read top to bottom (each step of the image build in order).
 fn build(cache: &Path, spec: &Spec, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let Spec {
         name,

@@ -204,6 +204,7 @@ impl Conn {
         Err(last.unwrap_or_else(|| TransportError::Protocol("no connection attempt".into())))
     }
 
+    // Long on purpose: the SSH handshake in protocol order (TCP, host key check, each auth method).
     async fn connect_once(target: Target) -> Result<Conn, TransportError> {
         let target = Arc::new(target);
         let mut config = client::Config {

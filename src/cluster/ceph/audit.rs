@@ -105,6 +105,7 @@ fn finding(
 
 /// `mons` are the inventory's monitors; `down` the Ceph hosts that did not answer, with
 /// their OSD device counts: what they explain is reported apart from what they do not.
+// Long on purpose: a list of independent Ceph checks, one finding each.
 pub fn findings(
     outputs: &IndexMap<String, (String, Want)>,
     allow: &[String],

@@ -61,6 +61,7 @@ fn osds(c: &Cluster) -> Vec<(i64, String, bool, bool)> {
         .collect()
 }
 
+// Long on purpose: one rule per Ceph health check, in the order they are judged.
 pub fn judge(c: &Cluster, g: &Gate) -> Verdict {
     let mut v = Verdict::default();
     let is_down = |h: &str| g.down.iter().any(|(d, _)| short(d) == short(h));

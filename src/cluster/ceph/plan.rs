@@ -118,6 +118,7 @@ impl Ceph {
     }
 
     /// 2. Monitors: the first ones created together; then each added, started, in quorum.
+    // Long on purpose: the first monitors created together, then each new one added, in order, each step guarded by quorum.
     pub(super) fn phase_monitors(
         &mut self,
         v: &View,

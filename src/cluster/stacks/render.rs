@@ -114,7 +114,51 @@ pub fn stack(
             doc: Value::Null,
         });
     }
-    let (src, text) = match (e.get("builtin"), e.get("compose")) {
+    let (src, text) = source(e, base, template, &at)?;
+    let vars = compose_vars(e, &name, &at)?;
+    let env = crate::template::environment();
+    let rendered = env
+        .render_str(&text, minijinja::Value::from_serialize(&vars))
+        .map_err(|err| at(&format!("{src}: {}", crate::template::describe(&err))))?;
+    let node =
+        crate::yaml::parse(&rendered, Path::new(&src)).map_err(|err| at(&err.to_string()))?;
+    let mut doc = node.to_json();
+    let Value::Object(d) = &mut doc else {
+        return Err(at(&format!(
+            "{src} is not a compose file (a mapping with `services`)"
+        )));
+    };
+    check_version(d, &src, &at)?;
+    let objects = take_objects(e, d, &name, base, &at)?;
+    let services: Vec<String> = match d.get("services") {
+        Some(Value::Object(s)) if !s.is_empty() => s.keys().cloned().collect(),
+        _ => return Err(at(&format!("{src} has no `services`"))),
+    };
+    // The spec hash covers everything deployed, the objects' names included.
+    let spec = hex::encode(
+        &Sha256::digest(serde_json::to_string(&doc).unwrap_or_default().as_bytes())[..8],
+    );
+    label_spec(&mut doc, &spec);
+    Ok(Stack {
+        name,
+        present,
+        compose: serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
+        services,
+        spec,
+        objects,
+        wait,
+        doc,
+    })
+}
+
+/// The stack's compose template: (where it comes from, its text).
+fn source(
+    e: &Map<String, Value>,
+    base: &Path,
+    template: &dyn Fn(&str) -> Option<String>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(String, String), String> {
+    Ok(match (e.get("builtin"), e.get("compose")) {
         (Some(Value::String(b)), None) => (
             format!("<built-in>/templates/stacks/{b}.yml.j2"),
             template(b).ok_or_else(|| at(&format!("no built-in stack `{b}`")))?,
@@ -132,7 +176,15 @@ pub fn stack(
                 "give either `builtin` (a stack of provision's) or `compose` (a file of yours)",
             ))
         }
-    };
+    })
+}
+
+/// The template's variables: the entry's `vars`, the stack's name and its objects' keys.
+fn compose_vars(
+    e: &Map<String, Value>,
+    name: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Map<String, Value>, String> {
     let mut vars = match e.get("vars") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
@@ -148,18 +200,15 @@ pub fn stack(
             .unwrap_or_default();
         vars.insert(var.into(), json!(keys));
     }
-    let env = crate::template::environment();
-    let rendered = env
-        .render_str(&text, minijinja::Value::from_serialize(&vars))
-        .map_err(|err| at(&format!("{src}: {}", crate::template::describe(&err))))?;
-    let node =
-        crate::yaml::parse(&rendered, Path::new(&src)).map_err(|err| at(&err.to_string()))?;
-    let mut doc = node.to_json();
-    let Value::Object(d) = &mut doc else {
-        return Err(at(&format!(
-            "{src} is not a compose file (a mapping with `services`)"
-        )));
-    };
+    Ok(vars)
+}
+
+/// Docker 20.10 deploys compose files of version 3.0 to 3.9.
+fn check_version(
+    d: &Map<String, Value>,
+    src: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
     let version = d.get("version").and_then(|v| {
         v.as_str()
             .map(str::to_owned)
@@ -174,6 +223,18 @@ pub fn stack(
             )))
         }
     }
+    Ok(())
+}
+
+/// The stack's configs and secrets, content-addressed (`STACK_KEY_HASH`), made external
+/// in the compose file.
+fn take_objects(
+    e: &Map<String, Value>,
+    d: &mut Map<String, Value>,
+    name: &str,
+    base: &Path,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<Object>, String> {
     let mut objects = Vec::new();
     // A template's own configs (`x-provision-configs: {name: text}`): the compose format
     // of docker 20.10 has no inline config content, and stdin has no folder for `file:`.
@@ -228,14 +289,12 @@ pub fn stack(
             d.remove(kind);
         }
     }
-    let services: Vec<String> = match d.get("services") {
-        Some(Value::Object(s)) if !s.is_empty() => s.keys().cloned().collect(),
-        _ => return Err(at(&format!("{src} has no `services`"))),
-    };
-    // The spec hash covers everything deployed, the objects' names included.
-    let spec = hex::encode(
-        &Sha256::digest(serde_json::to_string(&doc).unwrap_or_default().as_bytes())[..8],
-    );
+    Ok(objects)
+}
+
+/// Every service carries the stack's spec hash as a label: an unchanged stack is
+/// recognised by it.
+fn label_spec(doc: &mut Value, spec: &str) {
     if let Some(Value::Object(svcs)) = doc.get_mut("services") {
         for (_, s) in svcs.iter_mut() {
             let Value::Object(s) = s else { continue };
@@ -256,16 +315,6 @@ pub fn stack(
             }
         }
     }
-    Ok(Stack {
-        name,
-        present,
-        compose: serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
-        services,
-        spec,
-        objects,
-        wait,
-        doc,
-    })
 }
 
 /// What the swarm has, for the checks.
@@ -288,6 +337,7 @@ fn strs(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Mistakes that deploy "fine" and then never converge, found before deploying.
+// Long on purpose: a list of independent checks, one message each.
 pub fn lint(s: &Stack, sw: &Swarm) -> Vec<String> {
     let mut out = Vec::new();
     let top_nets: Map<String, Value> = s
