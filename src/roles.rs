@@ -43,6 +43,17 @@ pub struct Scope<'a> {
 pub type Across =
     fn(&Scope, &IndexMap<String, String>, &[String]) -> IndexMap<String, Vec<Finding>>;
 
+impl Scope<'_> {
+    /// Host `h`'s variables as role `role` sees them: the role's defaults, then the host's own.
+    pub fn vars(&self, h: &str, role: &str) -> Map<String, Value> {
+        let mut v = self.worked.defaults.get(role).cloned().unwrap_or_default();
+        if let Some(host) = self.inventory.hosts.get(h) {
+            v.extend(host.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
+        }
+        v
+    }
+}
+
 /// A role's part of the audit: a read-only script per host, findings from that host's
 /// output alone, then findings judged across hosts (those that did not answer included:
 /// unknown, not gone).
@@ -98,7 +109,12 @@ pub const TABLE: &[Row] = &[
         validate: None,
         depends: None,
         audit: Some(Audit {
-            script: |s, h| Some(Ok(crate::pki::list_script(&pki_dir(s.inventory, h)))),
+            script: |s, h| {
+                let v = s.vars(h, "pki");
+                // No pki_dir: no role of this run keeps certificates there.
+                let dir = v.get("pki_dir").and_then(Value::as_str)?;
+                Some(Ok(crate::pki::list_script(dir)))
+            },
             host: |s, _, out| hardening::audit::certificates(out, s.ca_pem),
             across: no_across,
         }),
@@ -173,11 +189,9 @@ pub const TABLE: &[Row] = &[
         depends: None,
         audit: Some(Audit {
             script: |s, h| {
-                in_group(s.inventory, "etcd", h).then(|| {
-                    Ok(crate::cluster::etcd::audit_script(
-                        &s.inventory.hosts[h].vars,
-                    ))
-                })
+                let v = s.vars(h, "etcd");
+                (in_group(s.inventory, "etcd", h) && v.contains_key("etcd_data_dir"))
+                    .then(|| Ok(crate::cluster::etcd::audit_script(&v)))
             },
             host: no_host,
             across: |s, outs, down| {
@@ -192,7 +206,7 @@ pub const TABLE: &[Row] = &[
         depends: None,
         audit: Some(Audit {
             script: |s, h| {
-                let w = crate::cluster::ceph::audit::want(s.inventory, h)?;
+                let w = crate::cluster::ceph::audit::want(s.inventory, h, &s.vars(h, "ceph"))?;
                 Some(Ok(crate::cluster::ceph::audit::script(h, &w)))
             },
             host: no_host,
@@ -202,20 +216,21 @@ pub const TABLE: &[Row] = &[
                 let Some(first) = outs.keys().next() else {
                     return IndexMap::new();
                 };
-                let allow = audit::health_allow(&inv.hosts[first].vars);
+                let want = |h: &str| audit::want(inv, h, &s.vars(h, "ceph"));
+                let allow = audit::health_allow(&s.vars(first, "ceph"));
                 let outs: IndexMap<String, (String, audit::Want)> = outs
                     .iter()
-                    .filter_map(|(h, o)| Some((h.clone(), (o.clone(), audit::want(inv, h)?))))
+                    .filter_map(|(h, o)| Some((h.clone(), (o.clone(), want(h)?))))
                     .collect();
                 let mons: Vec<String> = s
                     .hosts
                     .iter()
-                    .filter(|h| audit::want(inv, h).is_some_and(|w| w.mon))
+                    .filter(|h| want(h).is_some_and(|w| w.mon))
                     .cloned()
                     .collect();
                 let down: Vec<(String, usize)> = down
                     .iter()
-                    .filter_map(|h| audit::want(inv, h).map(|w| (h.clone(), w.devices.len())))
+                    .filter_map(|h| want(h).map(|w| (h.clone(), w.devices.len())))
                     .collect();
                 audit::findings(&outs, &allow, &mons, &down)
             },
@@ -229,15 +244,6 @@ pub fn row(role: &str) -> Option<&'static Row> {
 
 fn in_group(inv: &Inventory, g: &str, h: &str) -> bool {
     inv.groups.get(g).is_some_and(|m| m.contains(h))
-}
-
-fn pki_dir(inv: &Inventory, h: &str) -> String {
-    inv.hosts[h]
-        .vars
-        .get("pki_dir")
-        .and_then(Value::as_str)
-        .unwrap_or("/etc/provision/pki")
-        .to_owned()
 }
 
 /// The firewall must admit this controller on SSH, as far as routing here shows.
@@ -277,6 +283,8 @@ pub struct Worked {
     /// Variables provision works out per host (`hardening`, `firewall`), as template values
     /// made once and shared by every host that has the same ones.
     pub derived: IndexMap<String, Derived>,
+    /// Each role's defaults, by role name (what its audit reads where a host sets nothing).
+    pub defaults: IndexMap<String, Map<String, Value>>,
 }
 
 /// Works out every host's rules, firewall and derived variables, and runs the roles'
@@ -344,6 +352,11 @@ pub fn work_out(
         out.rules.insert(h.clone(), interned.rules(r, sysctl_file));
     }
     out.firewalls = firewalls;
+    for r in host_roles.values().flatten() {
+        if !out.defaults.contains_key(&r.name) {
+            out.defaults.insert(r.name.clone(), r.defaults.clone());
+        }
+    }
     Ok(out)
 }
 

@@ -105,15 +105,16 @@ pub struct Obs {
     pub members: Option<Vec<EtcdMember>>,
 }
 
-/// The read-only probe of an etcd host for the audit, from its variables.
+/// The read-only probe of an etcd host for the audit, from its variables (over the role's
+/// defaults).
 pub fn audit_script(vars: &serde_json::Map<String, serde_json::Value>) -> String {
-    let v = |k: &str, d: &str| {
+    let v = |k: &str| {
         vars.get(k)
             .and_then(serde_json::Value::as_str)
-            .unwrap_or(d)
+            .unwrap_or_default()
             .to_owned()
     };
-    let pki = v("pki_dir", "/etc/provision/pki");
+    let pki = v("pki_dir");
     let (crt, key, ca) = (
         format!("{pki}/etcd.crt"),
         format!("{pki}/etcd.key"),
@@ -121,7 +122,7 @@ pub fn audit_script(vars: &serde_json::Map<String, serde_json::Value>) -> String
     );
     probe_script(
         &etcdctl(&ca, &crt, &key),
-        &v("etcd_data_dir", "/var/lib/etcd/provision"),
+        &v("etcd_data_dir"),
         "/etc/default/etcd",
         &crt,
         &ca,

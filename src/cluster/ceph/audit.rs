@@ -26,8 +26,13 @@ pub fn device_paths(v: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
-/// What the inventory wants of `h` in Ceph, when it is a Ceph host (defaults as the role's).
-pub fn want(inv: &crate::inventory::Inventory, h: &str) -> Option<Want> {
+/// What the inventory wants of `h` in Ceph, when it is a Ceph host; `vars` are its
+/// variables over the role's defaults.
+pub fn want(
+    inv: &crate::inventory::Inventory,
+    h: &str,
+    vars: &serde_json::Map<String, Value>,
+) -> Option<Want> {
     let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
     let groups = [
         "ceph_mons",
@@ -39,15 +44,14 @@ pub fn want(inv: &crate::inventory::Inventory, h: &str) -> Option<Want> {
     if !inv.groups.contains_key("ceph_osds") || !groups.iter().any(|g| inside(g)) {
         return None;
     }
-    let vars = &inv.hosts[h].vars;
     let fs = vars
         .get("cephfs_name")
         .and_then(Value::as_str)
-        .unwrap_or("cephfs");
+        .unwrap_or_default();
     let mount = vars
         .get("cephfs_mount")
         .and_then(Value::as_str)
-        .unwrap_or("/mnt/cephfs");
+        .unwrap_or_default();
     Some(Want {
         mon: inside("ceph_mons"),
         mgr: inside("ceph_mgrs"),
