@@ -411,6 +411,7 @@ pub fn sections(out: &str) -> IndexMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sections_split_by_role_whether_or_not_a_part_ends_its_line() {
@@ -420,6 +421,58 @@ mod tests {
         assert_eq!(s["a"], "x\ny\n");
         assert_eq!(s["b"], "no newline");
         assert_eq!(s["c"], "==PROVISION inner\nz\n");
+    }
+
+    /// The worked example of docs/architecture.md: a toy role's row, audited here as the
+    /// engine does (script behind its marker, the host's section to its findings).
+    const MOTD: Row = Row {
+        role: "motd",
+        validate: None,
+        depends: None,
+        audit: Some(Audit {
+            script: |_, _| Some(Ok("cat /etc/motd 2>/dev/null; true\n".into())),
+            host: |s, h, out| {
+                let want = s.vars(h, "motd");
+                let want = want.get("motd_text").and_then(Value::as_str).unwrap_or("");
+                vec![Finding {
+                    id: "motd".into(),
+                    title: "the message of the day".into(),
+                    reason: "users see who manages the host".into(),
+                    pass: out.trim_end() == want,
+                    expected: want.into(),
+                    actual: out.trim_end().into(),
+                }]
+            },
+            across: no_across,
+        }),
+    };
+
+    #[test]
+    fn a_toy_role_row_audits_its_host() {
+        let inv = Inventory::default();
+        let mut worked = Worked::default();
+        worked.defaults.insert(
+            "motd".into(),
+            json!({"motd_text": "Managed by provision"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let hosts = vec!["n1".to_string()];
+        let s = Scope {
+            inventory: &inv,
+            hosts: &hosts,
+            worked: &worked,
+            ca_pem: None,
+        };
+        let a = MOTD.audit.as_ref().unwrap();
+        let script = marker(MOTD.role) + &(a.script)(&s, "n1").unwrap().unwrap();
+        assert!(script.contains("==PROVISION audit:%s") && script.contains("cat /etc/motd"));
+        let out = "\n==PROVISION audit:motd\nsomething else\n";
+        let f = (a.host)(&s, "n1", &sections(out)["motd"]);
+        assert!(!f[0].pass && f[0].actual == "something else", "{:?}", f[0]);
+        let out = "\n==PROVISION audit:motd\nManaged by provision\n";
+        assert!((a.host)(&s, "n1", &sections(out)["motd"])[0].pass);
     }
 
     #[test]
