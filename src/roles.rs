@@ -44,6 +44,14 @@ pub type Across =
     fn(&Scope, &IndexMap<String, String>, &[String]) -> IndexMap<String, Vec<Finding>>;
 
 impl Scope<'_> {
+    /// Does host `h` run role `role` (in the playbook audited)?
+    pub fn runs(&self, h: &str, role: &str) -> bool {
+        self.worked
+            .roles
+            .get(h)
+            .is_some_and(|rs| rs.iter().any(|r| r == role))
+    }
+
     /// Host `h`'s variables as role `role` sees them: the role's defaults, then the host's own.
     pub fn vars(&self, h: &str, role: &str) -> Map<String, Value> {
         let mut v = self.worked.defaults.get(role).cloned().unwrap_or_default();
@@ -54,9 +62,9 @@ impl Scope<'_> {
     }
 }
 
-/// A role's part of the audit: a read-only script per host, findings from that host's
-/// output alone, then findings judged across hosts (those that did not answer included:
-/// unknown, not gone).
+/// A role's part of the audit, on the hosts that run the role: a read-only script per
+/// host, findings from that host's output alone, then findings judged across hosts
+/// (those that did not answer included: unknown, not gone).
 pub struct Audit {
     /// None: nothing of this role to check on the host. Err fails the host's audit.
     pub script: fn(&Scope, &str) -> Option<Result<String, String>>,
@@ -285,6 +293,8 @@ pub struct Worked {
     pub derived: IndexMap<String, Derived>,
     /// Each role's defaults, by role name (what its audit reads where a host sets nothing).
     pub defaults: IndexMap<String, Map<String, Value>>,
+    /// The roles each host runs, by name.
+    pub roles: IndexMap<String, Vec<String>>,
 }
 
 /// Works out every host's rules, firewall and derived variables, and runs the roles'
@@ -356,6 +366,11 @@ pub fn work_out(
         if !out.defaults.contains_key(&r.name) {
             out.defaults.insert(r.name.clone(), r.defaults.clone());
         }
+    }
+    for h in hosts {
+        let names = host_roles.get(h.as_str()).into_iter().flatten();
+        out.roles
+            .insert(h.clone(), names.map(|r| r.name.clone()).collect());
     }
     Ok(out)
 }

@@ -727,7 +727,7 @@ pub async fn audit(
     for h in &p.hosts {
         // Each role's read-only part, behind its marker: one command per host.
         let mut script = Ok(String::new());
-        for row in TABLE {
+        for row in TABLE.iter().filter(|r| scope.runs(h, r.role)) {
             let Some(a) = &row.audit else { continue };
             match ((a.script)(&scope, h), &mut script) {
                 (Some(Ok(part)), Ok(s)) => {
