@@ -686,17 +686,7 @@ async fn finish(
     }
 }
 
-/// What `provision audit` found on one host: its findings, or why it could not look.
-pub type AuditResult = Result<Vec<crate::hardening::audit::Finding>, AuditError>;
-
-/// Why a host's audit has no findings; a host that did not answer is told apart by its
-/// kind, never by its message.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct AuditError {
-    pub unreachable: bool,
-    pub message: String,
-}
+pub use crate::finding::{AuditError, AuditResult};
 
 /// Checks every hardening rule on every host, read-only: one connection and one
 /// command per host. Returns the results and the round trips made per host.

@@ -2,7 +2,7 @@
 //! against what provision loaded (a port opened by hand shows here), and fail2ban's jail.
 
 use super::TABLE;
-use crate::hardening::audit::Finding;
+use crate::finding::Finding;
 use crate::transport::quote;
 
 pub fn script(file: &str, fail2ban: bool) -> String {

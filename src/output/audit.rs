@@ -2,7 +2,7 @@
 //! by rule and the hosts not checked grouped by error.
 
 use super::{group_hosts, some_names};
-use crate::engine::AuditResult;
+use crate::finding::AuditResult;
 use crate::hardening::audit::Finding;
 use indexmap::IndexMap;
 use serde_json::{json, Value};
@@ -299,7 +299,7 @@ mod tests {
         r.insert(
             "gone".into(),
             (
-                Err(crate::engine::AuditError {
+                Err(crate::finding::AuditError {
                     unreachable: true,
                     message: "unreachable: no answer\nmore".into(),
                 }),
