@@ -7,8 +7,16 @@ stage=$1 name=$2 image=$3 dir=$4 loopdev=${5:-} init=${6:-systemd}
 
 if [ "$stage" = 1 ]; then
     for procs in $(cat "$dir/cgroups"); do echo $$ > "$procs"; done
-    exec ip netns exec "plab-$name" unshare --mount --uts --pid --ipc --cgroup --fork \
-        --kill-child --propagation private "$0" 2 "$name" "$image" "$dir" "$loopdev" "$init"
+    # A host that reboots itself boots again: reboot(2) in a pid namespace ends its init
+    # with SIGHUP (exit 129 here); a poweroff (SIGINT) or a kill ends the host.
+    while :; do
+        rc=0
+        ip netns exec "plab-$name" unshare --mount --uts --pid --ipc --cgroup --fork \
+            --kill-child --propagation private "$0" 2 "$name" "$image" "$dir" "$loopdev" "$init" || rc=$?
+        [ "$rc" = 129 ] || exit "$rc"
+        echo "lab host $name: rebooting"
+        rm -rf "$dir/work" && mkdir -p "$dir/work"
+    done
 fi
 
 r=$dir/root
