@@ -19,6 +19,7 @@ pub mod hardening;
 pub mod interrupt;
 pub mod inventory;
 pub mod lab;
+pub mod maintain;
 pub mod modules;
 pub mod output;
 pub mod pki;

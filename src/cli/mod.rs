@@ -1,6 +1,7 @@
 //! The command line: arguments, dispatch, and the exit code. One file per command.
 
 mod inventory;
+mod maintain;
 mod pki;
 mod run;
 
@@ -194,6 +195,9 @@ pub enum Cmd {
         #[command(subcommand)]
         command: pki::PkiCmd,
     },
+    /// Patch and reboot the hosts one at a time, drained first, each back and healthy
+    /// before the next (a stopped roll resumes)
+    Maintain(maintain::MaintainArgs),
     /// Local lab: real SSH hosts on this machine
     Lab {
         #[command(subcommand)]
@@ -267,6 +271,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Audit(a)) => audit(a),
         Some(Cmd::Pki { command }) => pki::main(command),
         Some(Cmd::Inventory(a)) => inventory::main(a),
+        Some(Cmd::Maintain(a)) => maintain::main(a),
         None => run::main(args.inventory, args.run),
     }
 }

@@ -1,0 +1,169 @@
+//! `provision maintain`: the command line of a maintenance roll (see maintain/).
+
+use super::{exit, lab_or};
+use crate::maintain::{self, Why};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MaintainArgs {
+    /// The inventory (the local lab's when omitted)
+    pub inventory: Option<PathBuf>,
+    /// Only these hosts (pattern: names, groups, globs, a:&b, !c)
+    #[arg(long, short = 'l')]
+    pub limit: Option<String>,
+    /// Reboot every node, needed or not
+    #[arg(long)]
+    pub reboot: bool,
+    /// Every package upgrade, not only those from a security archive
+    #[arg(long)]
+    pub full: bool,
+    /// Print the plan (order, upgrades, reboots) and change nothing
+    #[arg(long, short = 'C')]
+    pub check: bool,
+    /// Go on where a node's absence costs a quorum (a one-manager swarm, two etcd members)
+    #[arg(long)]
+    pub allow_risk: bool,
+    /// Seconds each wait may take (drain, boot, health)
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait: u64,
+    /// OpenSSH client config to honour (default ~/.ssh/config)
+    #[arg(long, short = 'F')]
+    pub ssh_config: Option<PathBuf>,
+    /// The controller's state directory (where an interrupted roll is recorded)
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+const PROGRESS: &str = "maintain.json";
+
+pub fn main(a: MaintainArgs) -> anyhow::Result<i32> {
+    let opts = crate::engine::Options {
+        inventory: lab_or(a.inventory)?,
+        playbook: None,
+        roles_dir: None,
+        // Every host is read: the others keep the quorum the node leaves.
+        limit: None,
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+        check: a.check,
+        diff: false,
+        forks: 50,
+        accept_new_host_keys: false,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(900),
+        any_errors_fatal: false,
+        max_fail_percentage: None,
+        ssh_config: a.ssh_config,
+        state_dir: a.state_dir,
+        new_ca: false,
+        lock_wait: Duration::from_secs(1),
+        lockout_check: false,
+    };
+    let mut prepared = match crate::engine::prepare(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was changed: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    let nodes = match &a.limit {
+        Some(l) => match crate::inventory::select(&prepared.inventory, l) {
+            Ok(n) if !n.is_empty() => n,
+            Ok(_) => {
+                eprintln!("error: no host matches --limit `{l}`");
+                return Ok(exit::INVALID);
+            }
+            Err(e) => {
+                eprintln!("error: --limit: {e}");
+                return Ok(exit::INVALID);
+            }
+        },
+        None => prepared.hosts.clone(),
+    };
+    let state = if a.check {
+        crate::state::State::read_only(&opts.state_dir())
+    } else {
+        match crate::state::State::lock(&opts.state_dir()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(exit::LOCKED);
+            }
+        }
+    };
+    // Nodes finished by a roll that stopped, when this one maintains the same nodes.
+    let recorded: serde_json::Value = state
+        .read(PROGRESS)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let resume: Vec<String> = if recorded["nodes"] == serde_json::json!(nodes) {
+        serde_json::from_value(recorded["done"].clone()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    if let Err(e) = rt.block_on(prepared.unlock(interactive, None)) {
+        eprintln!("error: {e}");
+        return Ok(exit::INVALID);
+    }
+    let m = maintain::Opts {
+        nodes: nodes.clone(),
+        reboot: a.reboot,
+        full: a.full,
+        check: a.check,
+        allow_risk: a.allow_risk,
+        wait: Duration::from_secs(a.wait),
+    };
+    let done = std::sync::Mutex::new(resume.clone());
+    let record = |n: &str| {
+        let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+        d.push(n.to_owned());
+        let v = serde_json::json!({"nodes": nodes, "done": *d});
+        if let Err(e) = state.write(PROGRESS, v.to_string().as_bytes(), 0o600) {
+            eprintln!("warning: the roll's progress could not be recorded: {e}");
+        }
+    };
+    let started = std::time::Instant::now();
+    let out = rt.block_on(maintain::run(&prepared, &m, &resume, &record));
+    for l in &out.plan {
+        out!("{l}");
+    }
+    for d in &out.done {
+        out!(
+            "{:<12} {:>6.1} s  rebooted: {:<3}  upgraded: {}",
+            d.node,
+            d.seconds,
+            if d.rebooted { "yes" } else { "no" },
+            if d.upgraded.is_empty() {
+                "nothing".to_string()
+            } else {
+                d.upgraded.join(", ")
+            }
+        );
+    }
+    match out.stopped {
+        Some((why, msg)) => {
+            eprintln!("error: {msg}");
+            Ok(match why {
+                Why::Unreachable => exit::UNREACHABLE,
+                Why::Failed => exit::FAILED,
+            })
+        }
+        None => {
+            if !a.check {
+                let _ = std::fs::remove_file(state.dir.join(PROGRESS));
+                out!(
+                    "maintained {} node(s) in {:.1} s",
+                    out.done.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok(exit::OK)
+        }
+    }
+}

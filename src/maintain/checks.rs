@@ -1,0 +1,205 @@
+//! The decisions of a maintenance roll, from what the hosts printed: node order, quorum
+//! arithmetic, the packages apt would upgrade, tasks still on a drained node.
+
+/// A node's parts in the cluster, from the inventory's groups.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parts {
+    pub manager: bool,
+    pub swarm: bool,
+    pub etcd: bool,
+    pub mon: bool,
+    pub osds: bool,
+    /// The CephFS mount point, on a Ceph client.
+    pub mount: Option<String>,
+}
+
+/// Managers first (one at a time keeps their quorum), then the others, each group in
+/// inventory order; a node left drained by an earlier roll goes first.
+pub fn order(nodes: &[(String, Parts)], drained: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = nodes
+        .iter()
+        .filter(|(n, _)| drained.contains(n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for managers in [true, false] {
+        for (n, p) in nodes {
+            if p.manager == managers && !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Does a group of `members`, `healthy` of them healthy now (the node among them when
+/// `node_healthy`), keep its quorum while the node is away?
+pub fn keeps_quorum(members: usize, healthy: usize, node_healthy: bool) -> Result<(), String> {
+    let quorum = members / 2 + 1;
+    let left = healthy.saturating_sub(node_healthy as usize);
+    if left >= quorum {
+        return Ok(());
+    }
+    Err(format!(
+        "{members} members, {healthy} healthy: without this node {left} remain, and a quorum needs {quorum}"
+    ))
+}
+
+/// The swarm's managers from `docker node ls --format '{{.Hostname}} {{.ManagerStatus}}'`:
+/// (count, reachable).
+pub fn managers(node_ls: &str) -> (usize, Vec<String>) {
+    let mut n = 0;
+    let mut up = Vec::new();
+    for l in node_ls.lines() {
+        let mut w = l.split_whitespace();
+        let (Some(h), Some(s)) = (w.next(), w.next()) else {
+            continue;
+        };
+        n += 1;
+        if s == "Leader" || s == "Reachable" {
+            up.push(h.to_owned());
+        }
+    }
+    (n, up)
+}
+
+/// One package apt would upgrade: name, new version, and whether it comes from a security
+/// archive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upgrade {
+    pub name: String,
+    pub version: String,
+    pub security: bool,
+}
+
+/// The upgrades in `apt-get -s dist-upgrade`'s output (`Inst NAME [OLD] (NEW ORIGIN [ARCH])`).
+pub fn upgrades(sim: &str) -> Vec<Upgrade> {
+    sim.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("Inst ")?;
+            let (name, rest) = rest.split_once(' ')?;
+            let paren = rest.split_once('(')?.1;
+            let (version, origin) = paren.split_once(' ').unwrap_or((paren, ""));
+            Some(Upgrade {
+                name: name.to_owned(),
+                version: version.trim_end_matches(')').to_owned(),
+                security: origin.to_ascii_lowercase().contains("security"),
+            })
+        })
+        .collect()
+}
+
+/// Does a reboot bring something new: apt asks for one, or a kernel newer than the
+/// running one is installed (`uname -r` vs the newest /boot/vmlinuz-*)?
+pub fn needs_reboot(required_file: bool, running: &str, installed: &[&str]) -> bool {
+    required_file
+        || installed
+            .iter()
+            .filter(|k| !k.is_empty())
+            .any(|k| version_gt(k, running.trim()))
+}
+
+/// `a > b` for kernel and package versions, comparing numbers as numbers.
+fn version_gt(a: &str, b: &str) -> bool {
+    let parts = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    parts(a) > parts(b)
+}
+
+/// Services whose running tasks differ from their wanted ones, from
+/// `docker service ls --format '{{.Name}} {{.Replicas}}'`.
+pub fn unsettled(service_ls: &str) -> Vec<String> {
+    service_ls
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, r)| !crate::cluster::stacks::converged(r.trim()))
+        .map(|(n, r)| format!("{n} {}", r.trim()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(manager: bool) -> Parts {
+        Parts {
+            manager,
+            swarm: true,
+            ..Parts::default()
+        }
+    }
+
+    #[test]
+    fn managers_go_first_one_at_a_time_and_a_drained_node_resumes_first() {
+        let nodes = vec![
+            ("w1".to_string(), p(false)),
+            ("m1".to_string(), p(true)),
+            ("w2".to_string(), p(false)),
+            ("m2".to_string(), p(true)),
+        ];
+        assert_eq!(order(&nodes, &[]), ["m1", "m2", "w1", "w2"]);
+        assert_eq!(order(&nodes, &["w2".into()]), ["w2", "m1", "m2", "w1"]);
+    }
+
+    #[test]
+    fn quorum_arithmetic() {
+        assert!(keeps_quorum(3, 3, true).is_ok());
+        assert!(
+            keeps_quorum(5, 4, true).is_ok(),
+            "5 members, one already down"
+        );
+        assert!(
+            keeps_quorum(3, 2, false).is_ok(),
+            "the node itself is the one down"
+        );
+        let e = keeps_quorum(1, 1, true).unwrap_err();
+        assert!(e.contains("0 remain, and a quorum needs 1"), "{e}");
+        let e = keeps_quorum(2, 2, true).unwrap_err();
+        assert!(e.contains("1 remain, and a quorum needs 2"), "{e}");
+        assert!(keeps_quorum(3, 2, true).is_err(), "one down already");
+    }
+
+    #[test]
+    fn managers_are_counted_from_node_ls() {
+        let out = "node1 Leader\nnode2 Reachable\nnode3 Unreachable\n";
+        assert_eq!(managers(out), (3, vec!["node1".into(), "node2".into()]));
+    }
+
+    #[test]
+    fn apt_simulation_is_read_with_origins() {
+        let sim = "NOTE: simulation\nInst libssl3 [3.0.11-1~deb12u1] (3.0.11-1~deb12u2 Debian-Security:12/stable-security [amd64])\n\
+                   Inst hello [2.10-3] (2.10-4 lab:stable [amd64])\nConf libssl3 (3.0.11-1~deb12u2 Debian-Security:12/stable-security [amd64])\n";
+        let u = upgrades(sim);
+        assert_eq!(u.len(), 2);
+        assert_eq!(
+            u[0],
+            Upgrade {
+                name: "libssl3".into(),
+                version: "3.0.11-1~deb12u2".into(),
+                security: true
+            }
+        );
+        assert!(!u[1].security && u[1].version == "2.10-4");
+    }
+
+    #[test]
+    fn a_reboot_is_needed_for_a_newer_kernel_or_when_apt_asks() {
+        assert!(needs_reboot(true, "6.1.0-13-amd64", &[]));
+        assert!(needs_reboot(false, "6.1.0-13-amd64", &["6.1.0-18-amd64"]));
+        assert!(!needs_reboot(
+            false,
+            "6.1.0-18-amd64",
+            &["6.1.0-13-amd64", "6.1.0-18-amd64"]
+        ));
+        assert!(!needs_reboot(false, "6.1.0-18-amd64", &[""]));
+    }
+
+    #[test]
+    fn unsettled_services_are_named() {
+        let out = "web_web 2/2\nmon_prom 0/1\njob 0/1 (1/1 completed)\n";
+        assert_eq!(unsettled(out), ["mon_prom 0/1"]);
+    }
+}

@@ -1,0 +1,689 @@
+//! `provision maintain`: patch and reboot the cluster's hosts one at a time, without
+//! downtime. For each node: checks that swarm, etcd and Ceph keep their quorum without it,
+//! Ceph `noout` for its OSDs, a swarm drain until its tasks run elsewhere, the package
+//! upgrades, a reboot when one is needed (or asked for), then a wait until docker, etcd,
+//! its Ceph daemons and the CephFS mount are back, the undrain, `noout` off and the
+//! cluster healthy. The first node that does not come back healthy stops the roll, left
+//! drained; the next `maintain` resumes with it.
+
+pub mod checks;
+
+use crate::engine::cluster::docker_bounded;
+use crate::engine::Prepared;
+use crate::transport::{quote as q, Conn, Output};
+use checks::Parts;
+use indexmap::IndexMap;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// What the operator asked for.
+pub struct Opts {
+    /// The hosts to maintain (all when None).
+    pub nodes: Vec<String>,
+    /// Reboot every node, needed or not.
+    pub reboot: bool,
+    /// Every upgrade, not only those from a security archive.
+    pub full: bool,
+    /// Print the plan only.
+    pub check: bool,
+    /// Go on where a node's absence costs a quorum (a 1-manager swarm, 2 etcd members).
+    pub allow_risk: bool,
+    /// How long each wait may take (drain, boot, health).
+    pub wait: Duration,
+}
+
+/// What happened to one node.
+#[derive(Default)]
+pub struct Done {
+    pub node: String,
+    pub seconds: f64,
+    pub upgraded: Vec<String>,
+    pub rebooted: bool,
+}
+
+/// Why a roll stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Why {
+    /// A host did not answer: nothing was started.
+    Unreachable,
+    /// A node was refused (its absence costs a quorum) or did not come back healthy.
+    Failed,
+}
+
+/// The end of a roll: the nodes done, the plan (`--check`), and what stopped it.
+pub struct Outcome {
+    pub done: Vec<Done>,
+    pub stopped: Option<(Why, String)>,
+    pub plan: Vec<String>,
+}
+
+/// A roll over live connections.
+struct Roll<'a> {
+    p: &'a Prepared,
+    conns: IndexMap<String, Conn>,
+    parts: IndexMap<String, Parts>,
+    o: &'a Opts,
+}
+
+fn say(node: &str, msg: &str) {
+    eprintln!("{node}: {msg}");
+}
+
+/// Maintains `o.nodes` in order; `resume` are nodes an earlier roll finished, and
+/// `progress` is told of each node finished.
+pub async fn run(p: &Prepared, o: &Opts, resume: &[String], progress: &dyn Fn(&str)) -> Outcome {
+    let mut out = Outcome {
+        done: Vec::new(),
+        stopped: None,
+        plan: Vec::new(),
+    };
+    // Every host of the cluster answers, or nothing starts: a host that does not answer
+    // is unknown, and maintenance would take one more away.
+    let mut conns = IndexMap::new();
+    let mut silent = Vec::new();
+    let joins: Vec<_> = p
+        .hosts
+        .iter()
+        .map(|h| tokio::spawn(Conn::connect(p.targets[h].clone())))
+        .collect();
+    for (h, j) in p.hosts.iter().zip(joins) {
+        match j.await {
+            Ok(Ok(c)) => {
+                conns.insert(h.clone(), c);
+            }
+            Ok(Err(e)) => silent.push(format!("{h} ({e})")),
+            Err(e) => silent.push(format!("{h} ({e})")),
+        }
+    }
+    if !silent.is_empty() {
+        out.stopped = Some((
+            Why::Unreachable,
+            format!(
+                "{} did not answer: a host that does not answer is unknown, and maintenance would take one more \
+                 node away; bring it back first. Nothing was changed.",
+                silent.join(", ")
+            ),
+        ));
+        return out;
+    }
+    let parts: IndexMap<String, Parts> = p
+        .hosts
+        .iter()
+        .map(|h| (h.clone(), parts_of(p, h)))
+        .collect();
+    let roll = Roll { p, conns, parts, o };
+    let mut roll = roll;
+    let drained = roll.drained().await;
+    let nodes: Vec<(String, Parts)> = o
+        .nodes
+        .iter()
+        .map(|n| (n.clone(), roll.parts[n].clone()))
+        .collect();
+    let order: Vec<String> = checks::order(&nodes, &drained)
+        .into_iter()
+        .filter(|n| !resume.contains(n) || drained.contains(n))
+        .collect();
+    if !resume.is_empty() {
+        eprintln!("resuming: {} done in the roll before", resume.join(", "));
+    }
+    for n in &order {
+        if o.check {
+            match roll.plan_line(n).await {
+                Ok(l) => out.plan.push(l),
+                Err(e) => {
+                    out.stopped = Some((Why::Failed, format!("{n}: {e}")));
+                    return out;
+                }
+            }
+            continue;
+        }
+        let t = Instant::now();
+        match roll.node(n).await {
+            Ok(mut d) => {
+                d.seconds = t.elapsed().as_secs_f64();
+                say(n, &format!("done in {:.1} s", d.seconds));
+                progress(n);
+                out.done.push(d);
+            }
+            Err(Stop { code, msg }) => {
+                out.stopped = Some((code, format!("{n}: {msg}")));
+                break;
+            }
+        }
+    }
+    for (_, c) in roll.conns.drain(..) {
+        c.close().await;
+    }
+    out
+}
+
+/// Why a node's maintenance stopped.
+struct Stop {
+    code: Why,
+    msg: String,
+}
+
+fn refused(msg: String) -> Stop {
+    Stop {
+        code: Why::Failed,
+        msg,
+    }
+}
+
+/// Its parts in the cluster, from the inventory's groups and variables.
+fn parts_of(p: &Prepared, h: &str) -> Parts {
+    let inv = &p.inventory;
+    let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
+    let mount = var(p, h, "ceph", "cephfs_mount").filter(|_| {
+        inside("ceph_clients") && var(p, h, "ceph", "cephfs_name").is_some_and(|f| !f.is_empty())
+    });
+    Parts {
+        manager: inside("managers"),
+        swarm: inside("managers") || inside("workers"),
+        etcd: inside("etcd"),
+        mon: inside("ceph_mons") && inv.groups.contains_key("ceph_osds"),
+        osds: inside("ceph_osds"),
+        mount,
+    }
+}
+
+/// Host `h`'s variable `key` as role `role` sees it (its own, else the role's default).
+fn var(p: &Prepared, h: &str, role: &str, key: &str) -> Option<String> {
+    p.inventory.hosts[h]
+        .vars
+        .get(key)
+        .or_else(|| p.worked.defaults.get(role)?.get(key))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+impl Roll<'_> {
+    async fn sh(&self, h: &str, script: &str) -> Result<Output, String> {
+        let c = self.conns.get(h).ok_or(format!("{h}: no connection"))?;
+        c.run(&docker_bounded(script), None, Some("root"))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs `script` on `h`; its stdout, or its error.
+    async fn ok(&self, h: &str, script: &str) -> Result<String, String> {
+        let o = self.sh(h, script).await?;
+        if o.rc != 0 {
+            return Err(format!(
+                "exit code {}: {}",
+                o.rc,
+                crate::sys::tail(o.stderr.trim(), 3)
+            ));
+        }
+        Ok(o.stdout)
+    }
+
+    /// A host with `part`, other than `node`, to act through.
+    fn other(&self, node: &str, part: impl Fn(&Parts) -> bool) -> Option<String> {
+        self.parts
+            .iter()
+            .find(|(h, p)| *h != node && part(p))
+            .map(|(h, _)| h.clone())
+    }
+
+    fn etcdctl(&self, h: &str) -> String {
+        let pki = var(self.p, h, "etcd", "pki_dir").unwrap_or_default();
+        crate::cluster::etcd::etcdctl(
+            &format!("{pki}/ca.crt"),
+            &format!("{pki}/etcd.crt"),
+            &format!("{pki}/etcd.key"),
+        )
+    }
+
+    /// Nodes left drained (by an earlier roll that stopped).
+    async fn drained(&self) -> Vec<String> {
+        let Some(m) = self.other("", |p| p.manager) else {
+            return Vec::new();
+        };
+        self.ok(
+            &m,
+            "docker node ls --format '{{.Hostname}} {{.Availability}}' 2>/dev/null",
+        )
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, a)| a.trim() == "Drain")
+        .map(|(h, _)| h.to_owned())
+        .collect()
+    }
+
+    /// Swarm, etcd and Ceph keep their quorum without `n`.
+    async fn prechecks(&self, n: &str) -> Result<(), Stop> {
+        let parts = self.parts[n].clone();
+        let risky = |what: &str, e: String| {
+            refused(format!(
+                "{what} would lose its quorum while {n} is away ({e}); refused: \
+                 add members first, or run with --allow-risk to accept it"
+            ))
+        };
+        if parts.manager {
+            let m = self.other("", |p| p.manager).unwrap_or_default();
+            let ls = self
+                .ok(
+                    &m,
+                    "docker node ls --format '{{.Hostname}} {{.ManagerStatus}}' | awk 'NF > 1'",
+                )
+                .await
+                .map_err(|e| refused(format!("the swarm's managers could not be read: {e}")))?;
+            let (count, up) = checks::managers(&ls);
+            if let Err(e) = checks::keeps_quorum(count, up.len(), up.iter().any(|u| u == n)) {
+                if !self.o.allow_risk {
+                    return Err(risky("the swarm", e));
+                }
+                say(
+                    n,
+                    &format!("the swarm loses its quorum meanwhile ({e}): --allow-risk"),
+                );
+            }
+        }
+        if parts.etcd {
+            let via = self.other("", |p| p.etcd).unwrap_or_default();
+            let ctl = self.etcdctl(&via);
+            let out = self
+                .ok(
+                    &via,
+                    &format!("{ctl} endpoint health --cluster -w json 2>/dev/null || true"),
+                )
+                .await
+                .map_err(|e| refused(format!("etcd's health could not be read: {e}")))?;
+            let list: Vec<Value> = serde_json::from_str(out.trim()).unwrap_or_default();
+            let healthy = list.iter().filter(|e| e["health"] == true).count();
+            let addr = self.p.targets[n].address.clone();
+            let node_ok = list.iter().any(|e| {
+                e["health"] == true && e["endpoint"].as_str().is_some_and(|u| u.contains(&addr))
+            });
+            let members = self.etcd_members(n).max(list.len());
+            if let Err(e) = checks::keeps_quorum(members, healthy, node_ok) {
+                if !self.o.allow_risk {
+                    return Err(risky("etcd", e));
+                }
+                say(
+                    n,
+                    &format!("etcd loses its quorum meanwhile ({e}): --allow-risk"),
+                );
+            }
+        }
+        if parts.osds || parts.mon {
+            let mon = self.other(n, |p| p.mon).ok_or_else(|| {
+                refused("no other Ceph monitor to ask whether it may stop".into())
+            })?;
+            let mut script = String::new();
+            if parts.osds {
+                script += &format!(
+                    "ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd ok-to-stop $ids 2>&1 >/dev/null\n",
+                    h = q(n)
+                );
+            }
+            if parts.mon {
+                script += &format!("ceph mon ok-to-stop {} 2>&1 >/dev/null\n", q(n));
+            }
+            let o = self
+                .sh(&mon, &format!("set -e\n{script}"))
+                .await
+                .map_err(|e| refused(format!("Ceph could not be asked: {e}")))?;
+            if o.rc != 0 {
+                let why = crate::sys::tail(format!("{}{}", o.stdout, o.stderr).trim(), 2);
+                return Err(refused(format!(
+                    "Ceph says its daemons may not stop now ({why}); refused: wait until HEALTH_OK"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The etcd members the inventory names (an unreachable one is still counted).
+    fn etcd_members(&self, _n: &str) -> usize {
+        self.parts.values().filter(|p| p.etcd).count()
+    }
+
+    /// The packages `n` would get, and whether it reboots.
+    async fn plan_line(&self, n: &str) -> Result<String, String> {
+        let (ups, reboot) = self.upgrades(n, true).await?;
+        let ups: Vec<String> = ups
+            .iter()
+            .map(|u| format!("{} {}", u.name, u.version))
+            .collect();
+        Ok(format!(
+            "{n}: {}; reboot: {}",
+            if ups.is_empty() {
+                "no upgrades".to_string()
+            } else {
+                format!("would upgrade {}", ups.join(", "))
+            },
+            if reboot { "yes" } else { "no" }
+        ))
+    }
+
+    /// The upgrades `n` gets (security ones unless --full) and whether a reboot follows,
+    /// as apt simulates them (`refresh`: the package lists read again first).
+    async fn upgrades(
+        &self,
+        n: &str,
+        refresh: bool,
+    ) -> Result<(Vec<checks::Upgrade>, bool), String> {
+        let out = self
+            .ok(
+                n,
+                &format!(
+                    "export DEBIAN_FRONTEND=noninteractive\n\
+                     {}echo '==PROVISION sim'; apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null\n\
+                     echo '==PROVISION reboot'; [ -e /var/run/reboot-required ] && echo yes; \
+                     echo '==PROVISION kernel'; uname -r; \
+                     echo '==PROVISION kernels'; ls /boot 2>/dev/null | sed -n 's/^vmlinuz-//p'; true",
+                    if refresh {
+                        "apt-get -q -o DPkg::Lock::Timeout=300 update >/dev/null 2>&1 || true\n"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .await?;
+        let s = crate::probe::sections(&out);
+        let get = |k: &str| s.get(k).cloned().unwrap_or_default();
+        let ups: Vec<checks::Upgrade> = checks::upgrades(&get("sim"))
+            .into_iter()
+            .filter(|u| self.o.full || u.security)
+            .collect();
+        let kernels = get("kernels");
+        let kernels: Vec<&str> = kernels.lines().collect();
+        let kernel_pkg = ups.iter().any(|u| u.name.starts_with("linux-image"));
+        let reboot = self.o.reboot
+            || kernel_pkg
+            || checks::needs_reboot(get("reboot").trim() == "yes", &get("kernel"), &kernels);
+        Ok((ups, reboot))
+    }
+
+    /// One node, phase by phase.
+    async fn node(&mut self, n: &str) -> Result<Done, Stop> {
+        let parts = self.parts[n].clone();
+        let mut done = Done {
+            node: n.to_owned(),
+            ..Done::default()
+        };
+        say(n, "checking that the cluster keeps its quorum without it");
+        self.prechecks(n).await?;
+        let fail = |what: &str, e: String| {
+            Stop {
+            code: Why::Failed,
+            msg: format!(
+                "{what}: {e}; it stays drained (Ceph noout kept): fix it, then run `provision maintain` again to resume"
+            ),
+        }
+        };
+        let mon = self.other(n, |p| p.mon);
+        if let (true, Some(mon)) = (parts.osds, &mon) {
+            say(n, "ceph: noout for its OSDs");
+            self.ok(
+                mon,
+                &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd add-noout $ids >/dev/null 2>&1", h = q(n)),
+            )
+            .await
+            .map_err(|e| fail("ceph noout", e))?;
+        }
+        // Another manager, or the node itself in a one-manager swarm (--allow-risk).
+        let manager = self
+            .other(n, |p| p.manager)
+            .or_else(|| parts.manager.then(|| n.to_owned()));
+        if let (true, Some(m)) = (parts.swarm, &manager) {
+            self.drain(n, m).await.map_err(|e| fail("drain", e))?;
+        }
+        let (ups, reboot) = self.upgrades(n, true).await.map_err(|e| fail("apt", e))?;
+        if !ups.is_empty() {
+            let names: Vec<String> = ups.iter().map(|u| u.name.clone()).collect();
+            say(n, &format!("upgrading {}", names.join(", ")));
+            self.ok(
+                n,
+                &format!(
+                    "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q -o DPkg::Lock::Timeout=300 \
+                     -o Dpkg::Options::=--force-confold install --only-upgrade {} >/dev/null",
+                    names.iter().map(|x| q(x)).collect::<Vec<_>>().join(" ")
+                ),
+            )
+            .await
+            .map_err(|e| fail("apt upgrade", e))?;
+            done.upgraded = ups
+                .iter()
+                .map(|u| format!("{} {}", u.name, u.version))
+                .collect();
+        }
+        if reboot {
+            self.reboot(n).await.map_err(|e| fail("reboot", e))?;
+            done.rebooted = true;
+        }
+        self.back(n, &parts, mon.as_deref())
+            .await
+            .map_err(|e| fail("coming back", e))?;
+        if let (true, Some(m)) = (parts.swarm, &manager) {
+            say(n, "undrain");
+            self.ok(
+                m,
+                &format!(
+                    "docker node update --availability active {} >/dev/null",
+                    q(n)
+                ),
+            )
+            .await
+            .map_err(|e| fail("undrain", e))?;
+        }
+        if let (true, Some(mon)) = (parts.osds, &mon) {
+            self.ok(
+                mon,
+                &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd rm-noout $ids >/dev/null 2>&1", h = q(n)),
+            )
+            .await
+            .map_err(|e| fail("ceph rm-noout", e))?;
+        }
+        if let Some(mon) = &mon {
+            self.ceph_healthy(n, mon)
+                .await
+                .map_err(|e| fail("ceph health", e))?;
+        }
+        Ok(done)
+    }
+
+    /// Drains `n` through manager `m` until none of its tasks runs and every service has
+    /// its tasks elsewhere.
+    async fn drain(&self, n: &str, m: &str) -> Result<(), String> {
+        say(n, "drain: its tasks move to other nodes");
+        self.ok(
+            m,
+            &format!(
+                "docker node update --availability drain {} >/dev/null",
+                q(n)
+            ),
+        )
+        .await?;
+        let t = Instant::now();
+        loop {
+            let out = self
+                .ok(
+                    m,
+                    &format!(
+                        "echo '==PROVISION here'; docker node ps {} --filter desired-state=running -q 2>/dev/null\n\
+                         echo '==PROVISION svc'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null",
+                        q(n)
+                    ),
+                )
+                .await?;
+            let s = crate::probe::sections(&out);
+            let here = s
+                .get("here")
+                .map_or(0, |x| x.lines().filter(|l| !l.trim().is_empty()).count());
+            let waiting = checks::unsettled(s.get("svc").map(String::as_str).unwrap_or(""));
+            if here == 0 && waiting.is_empty() {
+                say(n, &format!("drained in {:.1} s", t.elapsed().as_secs_f64()));
+                return Ok(());
+            }
+            if t.elapsed() > self.o.wait {
+                return Err(format!(
+                    "after {} s, {here} task(s) still run there; services short of tasks: {}",
+                    self.o.wait.as_secs(),
+                    if waiting.is_empty() {
+                        "none".into()
+                    } else {
+                        waiting.join(", ")
+                    }
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Reboots `n` and waits until it answers SSH again, booted anew.
+    async fn reboot(&mut self, n: &str) -> Result<(), String> {
+        let id = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat";
+        let before = self.ok(n, id).await?;
+        say(n, "reboot");
+        self.ok(
+            n,
+            "systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot",
+        )
+        .await?;
+        if let Some(c) = self.conns.shift_remove(n) {
+            c.close().await;
+        }
+        let t = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if t.elapsed() > self.o.wait {
+                return Err(format!(
+                    "it did not come back within {} s of the reboot",
+                    self.o.wait.as_secs()
+                ));
+            }
+            let Ok(c) = Conn::connect(self.p.targets[n].clone()).await else {
+                continue;
+            };
+            let now = c
+                .run(
+                    &format!("{id}; test ! -e /run/nologin && echo booted"),
+                    None,
+                    Some("root"),
+                )
+                .await;
+            match now {
+                Ok(o)
+                    if o.rc == 0
+                        && o.stdout.contains("booted")
+                        && o.stdout.replace("booted", "").trim() != before.trim() =>
+                {
+                    say(n, &format!("back after {:.1} s", t.elapsed().as_secs_f64()));
+                    self.conns.insert(n.to_owned(), c);
+                    return Ok(());
+                }
+                _ => c.close().await,
+            }
+        }
+    }
+
+    /// Waits until `n`'s services are back: docker in the swarm, its etcd member healthy,
+    /// its Ceph daemons up, the CephFS mount.
+    async fn back(&self, n: &str, parts: &Parts, mon: Option<&str>) -> Result<(), String> {
+        say(n, "waiting for its services");
+        let mut local = String::from("r=0\n");
+        if parts.swarm {
+            local += "[ \"$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)\" = active ] || { echo 'docker is not back in the swarm'; r=1; }\n";
+        }
+        if parts.etcd {
+            local += &format!(
+                "{} endpoint health >/dev/null 2>&1 || {{ echo 'its etcd member is not healthy'; r=1; }}\n",
+                self.etcdctl(n)
+            );
+        }
+        if let Some(m) = &parts.mount {
+            local += &format!(
+                "mountpoint -q {} || {{ echo 'CephFS is not mounted'; r=1; }}\n",
+                q(m)
+            );
+        }
+        local += "exit $r\n";
+        let t = Instant::now();
+        loop {
+            let mut why = Vec::new();
+            match self.sh(n, &local).await {
+                Ok(o) if o.rc == 0 => {}
+                Ok(o) => why.push(o.stdout.trim().replace('\n', "; ")),
+                Err(e) => why.push(e),
+            }
+            if let (true, Some(mon)) = (parts.osds || parts.mon, mon) {
+                let script = format!(
+                    "ids=$(ceph osd ls-tree {h}); down=''; for i in $ids; do ceph osd dump -f json | python3 -c \"import json,sys; d=json.load(sys.stdin); sys.exit(0 if any(o['osd']==$i and o['up'] for o in d['osds']) else 1)\" || down=\"$down osd.$i\"; done; \
+                     [ -z \"$down\" ] || echo \"down:$down\"\n{}",
+                    if parts.mon {
+                        format!("ceph quorum_status -f json | grep -q '\"quorum_names\":\\[[^]]*\"{}\"' || echo 'its monitor is not in quorum'\n", n)
+                    } else {
+                        String::new()
+                    },
+                    h = q(n)
+                );
+                match self.ok(mon, &script).await {
+                    Ok(o) if o.trim().is_empty() => {}
+                    Ok(o) => why.push(o.trim().replace('\n', "; ")),
+                    Err(e) => why.push(e),
+                }
+            }
+            if why.is_empty() {
+                say(
+                    n,
+                    &format!("its services are back ({:.1} s)", t.elapsed().as_secs_f64()),
+                );
+                return Ok(());
+            }
+            if t.elapsed() > self.o.wait {
+                return Err(format!(
+                    "after {} s: {}",
+                    self.o.wait.as_secs(),
+                    why.join("; ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Waits for HEALTH_OK (or only the checks `ceph_health_allow` accepts).
+    async fn ceph_healthy(&self, n: &str, mon: &str) -> Result<(), String> {
+        let allow: Vec<String> = self.p.inventory.hosts[mon]
+            .vars
+            .get("ceph_health_allow")
+            .or_else(|| self.p.worked.defaults.get("ceph")?.get("ceph_health_allow"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let t = Instant::now();
+        loop {
+            let out = self
+                .ok(mon, "ceph health detail -f json 2>/dev/null")
+                .await?;
+            let v: Value = serde_json::from_str(out.trim()).unwrap_or_default();
+            let checks: Vec<String> = v["checks"]
+                .as_object()
+                .map(|m| m.keys().filter(|k| !allow.contains(k)).cloned().collect())
+                .unwrap_or_default();
+            if v["status"] == "HEALTH_OK" || (v["status"].is_string() && checks.is_empty()) {
+                say(
+                    n,
+                    &format!("Ceph healthy ({:.1} s)", t.elapsed().as_secs_f64()),
+                );
+                return Ok(());
+            }
+            if t.elapsed() > self.o.wait {
+                return Err(format!(
+                    "not healthy after {} s: {}",
+                    self.o.wait.as_secs(),
+                    checks.join(", ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
