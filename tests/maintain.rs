@@ -1,8 +1,9 @@
 //! `provision maintain` on a cluster of 5: 3 managers (etcd members, Ceph monitors and OSD
 //! hosts) and 2 workers (node4 with an OSD), a web stack with 2 replicas. The plan in
 //! check mode; a roll refused while a host is powered off; then a manager and the OSD
-//! worker drained, patched and rebooted one at a time, the stack served throughout, the
-//! cluster whole and the audit clean at the end.
+//! worker drained, patched and rebooted one at a time, the stack served throughout; a node
+//! that does not come back stops the roll, and the next one resumes with it; the cluster
+//! whole and the audit clean at the end.
 
 mod common;
 use common::*;
@@ -170,6 +171,34 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
         ),
         "2/2"
     );
+
+    // A node that does not come back healthy (its docker left disabled: not started at
+    // boot) stops the roll: it stays drained, the nodes done are recorded. Fixed, the next
+    // roll resumes with it and does not redo the others.
+    ssh("node5", "sudo systemctl disable docker 2>/dev/null");
+    let (rc, out) = maintain(d, &["--reboot", "--wait", "30", "-l", "node4:node5"]);
+    assert_eq!(rc, 2, "{out}");
+    assert!(
+        out.contains("node5: coming back")
+            && out.contains("docker is not back in the swarm")
+            && out.contains("stays drained"),
+        "{out}"
+    );
+    assert!(
+        availability().contains("node5 Down Drain") || availability().contains("node5 Ready Drain"),
+        "{}",
+        availability()
+    );
+    assert!(d.join(".provision/maintain.json").exists());
+    ssh("node5", "sudo systemctl enable --now docker 2>/dev/null");
+    let node4 = init_start("node4");
+    let (rc, out) = maintain(d, &["--reboot", "-l", "node4:node5"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("resuming: node4 done"), "{out}");
+    assert!(!out.contains("node4: drain"), "node4 is not redone: {out}");
+    assert_eq!(init_start("node4"), node4, "node4 not rebooted again");
+    assert_eq!(availability(), all_active);
+
     let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
     assert!(o.status.success(), "audit after the roll: {}", text(&o));
     let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
