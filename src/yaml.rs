@@ -152,9 +152,39 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
             });
         }
         YamlDataOwned::Mapping(map) => {
-            let mut out = Vec::new();
+            let mut out: Vec<(Node, Node)> = Vec::new();
+            let mut merged = Vec::new();
             for (k, v) in map {
-                out.push((convert(k, file)?, convert(v, file)?));
+                let (k, v) = (convert(k, file)?, convert(v, file)?);
+                if matches!(&k.kind, Kind::Str(s) if s == "<<") {
+                    merged.push(v);
+                } else {
+                    out.push((k, v));
+                }
+            }
+            // Merge keys (`<<: *base`, `<<: [*a, *b]`), as Ansible reads them: the
+            // mapping's own keys win, then the merged mappings in their order.
+            for m in merged {
+                let maps = match m.kind {
+                    Kind::Map(e) => vec![e],
+                    Kind::Seq(items) => items
+                        .into_iter()
+                        .map(|i| match i.kind {
+                            Kind::Map(e) => Ok(e),
+                            _ => Err(err(&i.loc, "`<<` merges mappings; this is not one")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(err(&m.loc, "`<<` merges a mapping or a list of mappings")),
+                };
+                for (k, v) in maps.into_iter().flatten() {
+                    let name = k.scalar_string("key").ok();
+                    if !out
+                        .iter()
+                        .any(|(x, _)| name.is_some() && x.scalar_string("key").ok() == name)
+                    {
+                        out.push((k, v));
+                    }
+                }
             }
             // Point a block mapping at its first key (the parser's start mark can be off).
             let loc = out.first().map(|(k, _)| k.loc.clone()).unwrap_or(loc);
@@ -164,11 +194,8 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
             });
         }
         YamlDataOwned::Tagged(_, inner) => return convert(*inner, file),
-        YamlDataOwned::Alias(_) => {
-            return Err(
-                err(&loc, "YAML aliases are not supported here").hint("repeat the value instead")
-            )
-        }
+        // The loader copies an anchored node in place of each alias (bounded beforehand).
+        YamlDataOwned::Alias(_) => return Err(err(&loc, "this alias names no anchor")),
         YamlDataOwned::BadValue => return Err(err(&loc, "invalid YAML value")),
     };
     Ok(Node { kind, loc })
@@ -303,39 +330,64 @@ pub fn closest<'a>(word: &str, choices: &[&'a str]) -> Option<&'a str> {
 }
 
 /// Checks the event stream before loading: YAML loaders keep the last of two equal keys
-/// silently, and expand aliases without bound; we refuse both, with their place.
+/// silently, and expand aliases without bound. Two equal keys are refused; aliases are
+/// allowed (Ansible reads them) while the document they expand to stays within a budget
+/// relative to its size, like go-yaml's "excessive aliasing" check: an alias bomb (a few
+/// hundred bytes growing to gigabytes) is refused at the alias that crosses it, without
+/// being expanded (sizes are added up, nothing is copied).
 fn duplicate_keys(text: &str, file: &Arc<PathBuf>) -> Result<(), Located> {
     use saphyr_parser::{Event, Parser};
     use std::collections::HashMap;
     // One frame per open collection: for mappings, the keys seen (with their line)
-    // and whether the next node is a key.
-    enum Frame {
+    // and whether the next node is a key; the node count when it opened, its anchor.
+    enum Kind {
         Seq,
         Map(HashMap<String, usize>, bool),
+    }
+    struct Frame {
+        kind: Kind,
+        start: u64,
+        anchor: usize,
     }
     let mut stack: Vec<Frame> = Vec::new();
     // A finished node: flips the parent mapping between key and value.
     fn done(stack: &mut [Frame]) {
-        if let Some(Frame::Map(_, is_key)) = stack.last_mut() {
+        if let Some(Frame {
+            kind: Kind::Map(_, is_key),
+            ..
+        }) = stack.last_mut()
+        {
             *is_key = !*is_key;
         }
     }
+    let budget = alias_budget(text.len());
+    // Nodes of the document as loaded (aliases expanded), and each anchor's size.
+    let mut nodes: u64 = 0;
+    let mut sizes: HashMap<usize, u64> = HashMap::new();
     for ev in Parser::new_from_str(text) {
         let Ok((ev, span)) = ev else {
             return Ok(()); // the loader reports syntax errors
         };
+        let loc = || Loc {
+            file: file.clone(),
+            line: span.start.line().max(1),
+            col: span.start.col() + 1,
+        };
         match ev {
-            Event::Scalar(v, ..) => {
-                if let Some(Frame::Map(keys, true)) = stack.last_mut() {
+            Event::Scalar(v, _, anchor, _) => {
+                nodes += 1;
+                if anchor > 0 {
+                    sizes.insert(anchor, 1);
+                }
+                if let Some(Frame {
+                    kind: Kind::Map(keys, true),
+                    ..
+                }) = stack.last_mut()
+                {
                     let line = span.start.line();
                     if let Some(first) = keys.insert(v.to_string(), line) {
-                        let loc = Loc {
-                            file: file.clone(),
-                            line: line.max(1),
-                            col: span.start.col() + 1,
-                        };
                         return Err(err(
-                            &loc,
+                            &loc(),
                             format!(
                                 "key `{v}` appears twice in this mapping (first on line {first})"
                             ),
@@ -345,21 +397,38 @@ fn duplicate_keys(text: &str, file: &Arc<PathBuf>) -> Result<(), Located> {
                 }
                 done(&mut stack);
             }
-            // Refused before the loader runs: it would expand them (an alias bomb grows
-            // to gigabytes from a few hundred bytes).
-            Event::Alias(_) => {
-                let loc = Loc {
-                    file: file.clone(),
-                    line: span.start.line().max(1),
-                    col: span.start.col() + 1,
-                };
-                return Err(err(&loc, "YAML aliases are not supported here")
-                    .hint("repeat the value instead"));
+            Event::Alias(id) => {
+                nodes = nodes.saturating_add(sizes.get(&id).copied().unwrap_or(1));
+                if nodes > budget {
+                    return Err(err(
+                        &loc(),
+                        format!(
+                            "YAML aliases expand this document past {budget} nodes (an alias bomb?)"
+                        ),
+                    )
+                    .hint("repeat fewer values through aliases"));
+                }
+                done(&mut stack);
             }
-            Event::SequenceStart(..) => stack.push(Frame::Seq),
-            Event::MappingStart(..) => stack.push(Frame::Map(HashMap::new(), true)),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let kind = if matches!(ev, Event::SequenceStart(..)) {
+                    Kind::Seq
+                } else {
+                    Kind::Map(HashMap::new(), true)
+                };
+                stack.push(Frame {
+                    kind,
+                    start: nodes,
+                    anchor,
+                });
+                nodes += 1;
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                stack.pop();
+                if let Some(f) = stack.pop() {
+                    if f.anchor > 0 {
+                        sizes.insert(f.anchor, nodes - f.start);
+                    }
+                }
                 done(&mut stack);
             }
             Event::DocumentStart(_) => stack.clear(),
@@ -367,4 +436,71 @@ fn duplicate_keys(text: &str, file: &Arc<PathBuf>) -> Result<(), Located> {
         }
     }
     Ok(())
+}
+
+/// The nodes a document of `len` bytes may expand to through its aliases.
+fn alias_budget(len: usize) -> u64 {
+    10_000 + 10 * len as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Result<serde_json::Value, Located> {
+        parse(text, Path::new("t.yml")).map(|n| n.to_json())
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_read_as_ansible_reads_them() {
+        let v = json(
+            "node_labels: &db {tier: db, disk: ssd}\n\
+             extra_labels: {<<: *db, backup: \"yes\", disk: nvme}\n\
+             both: {<<: [{a: 1, b: 1}, {b: 2, c: 2}], c: 3}\n\
+             list: &l [1, 2]\nagain: *l\n",
+        )
+        .unwrap();
+        assert_eq!(
+            v["extra_labels"],
+            serde_json::json!({"backup": "yes", "disk": "nvme", "tier": "db"})
+        );
+        assert_eq!(
+            v["node_labels"],
+            serde_json::json!({"tier": "db", "disk": "ssd"})
+        );
+        assert_eq!(v["both"], serde_json::json!({"a": 1, "b": 1, "c": 3}));
+        assert_eq!(v["again"], serde_json::json!([1, 2]));
+        let e = json("a: {<<: [1, 2]}\n").unwrap_err();
+        assert!(
+            e.to_string().contains("t.yml:1:") && e.msg.contains("merges mappings"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_its_place_without_being_expanded() {
+        let mut bomb = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10u8 {
+            let (p, c) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+            bomb += &format!("{c}: &{c} [{}]\n", vec![format!("*{p}"); 10].join(", "));
+        }
+        let t = std::time::Instant::now();
+        let e = json(&bomb).unwrap_err();
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(e.msg.contains("expand this document past"), "{e}");
+        assert_eq!(e.loc.line, 5, "{e}");
+        // Legitimate reuse stays well within the budget.
+        let ok = "base: &b {x: 1, y: 2}\n".to_string()
+            + &(0..200)
+                .map(|i| format!("h{i}: {{<<: *b, z: {i}}}\n"))
+                .collect::<String>();
+        assert_eq!(
+            json(&ok).unwrap()["h7"],
+            serde_json::json!({"x": 1, "y": 2, "z": 7})
+        );
+    }
 }
