@@ -27,6 +27,7 @@ pub mod play;
 pub mod probe;
 pub mod roles;
 pub mod state;
+pub mod status;
 pub mod sys;
 pub mod template;
 pub mod transport;

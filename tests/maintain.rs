@@ -1,9 +1,9 @@
-//! `provision maintain` on a cluster of 5: 3 managers (etcd members, Ceph monitors and OSD
+//! `provision status` and `provision maintain` on a cluster of 5: 3 managers (etcd members, Ceph monitors and OSD
 //! hosts) and 2 workers (node4 with an OSD), a web stack with 2 replicas. The plan in
 //! check mode; a roll refused while a host is powered off; then a manager and the OSD
 //! worker drained, patched and rebooted one at a time, the stack served throughout; a node
-//! that does not come back stops the roll, and the next one resumes with it; the cluster
-//! whole and the audit clean at the end.
+//! that does not come back stops the roll, and the next one resumes with it; a package
+//! upgrade applied only with --full; the cluster whole and the audit clean at the end.
 
 mod common;
 use common::*;
@@ -54,6 +54,55 @@ fn init_start(node: &str) -> u64 {
     ssh(node, "cut -d' ' -f22 /proc/1/stat").parse().unwrap()
 }
 
+/// lab-hello 1.0 installed, and a local repository (file:, unsigned, trusted) with 2.0.
+const HELLO_REPO: &str = r#"set -e
+mk() {
+    d=$(mktemp -d); mkdir -p "$d/DEBIAN"
+    printf 'Package: lab-hello\nVersion: %s\nArchitecture: all\nMaintainer: lab <lab@lab>\nDescription: a package for the maintenance test\n' "$1" > "$d/DEBIAN/control"
+    dpkg-deb --build "$d" "$2" >/dev/null; rm -rf "$d"
+}
+mk 1.0 /tmp/lab-hello_1.0_all.deb && dpkg -i /tmp/lab-hello_1.0_all.deb >/dev/null
+mkdir -p /srv/labrepo && cd /srv/labrepo
+f=lab-hello_2.0_all.deb; mk 2.0 "$f"
+{ dpkg-deb -f "$f"; echo "Filename: ./$f"; echo "Size: $(stat -c %s "$f")"; echo "SHA256: $(sha256sum "$f" | cut -d' ' -f1)"; echo; } > Packages
+{ echo 'Origin: lab'; echo 'Label: lab'; echo "Date: $(date -R -u)"; echo 'SHA256:'; echo " $(sha256sum Packages | cut -d' ' -f1) $(stat -c %s Packages) Packages"; } > Release
+echo 'deb [trusted=yes] file:/srv/labrepo ./' > /etc/apt/sources.list.d/labtest.list
+"#;
+
+/// An etcd writer (run in `sh -c '...'`): a put every 100 ms until /tmp/stop-loop.
+const ETCD_LOOP: &str = "ok=0; bad=0; while [ ! -e /tmp/stop-loop ]; do \
+    if ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/provision/pki/ca.crt \
+    --cert=/etc/provision/pki/etcd.crt --key=/etc/provision/pki/etcd.key --command-timeout=5s \
+    put maintain-loop $ok >/dev/null 2>&1; then ok=$((ok+1)); else bad=$((bad+1)); fi; \
+    echo \"$ok $bad\" > /tmp/loop-counts; sleep 0.1; done";
+
+/// A CephFS writer: an appended line every 100 ms, each flushed to the cluster.
+const CEPHFS_LOOP: &str = "ok=0; bad=0; while [ ! -e /tmp/stop-loop ]; do \
+    if echo $ok | dd of=/mnt/cephfs/maint-loop oflag=append,sync conv=notrunc status=none; \
+    then ok=$((ok+1)); else bad=$((bad+1)); fi; \
+    echo \"$ok $bad\" > /tmp/loop-counts; sleep 0.1; done";
+
+/// Runs a script on a lab host as root, given on stdin.
+fn sh_on(node: &str, script: &str) {
+    use std::io::Write;
+    let mut c = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(lab_dir().join("ssh_config"))
+        .args([node, "sudo sh -s"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{node}: {}", text(&o));
+}
+
 fn availability() -> String {
     ssh(
         "node2",
@@ -73,6 +122,34 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
     assert!(o.status.success(), "{}", text(&o));
     let all_active = "node1 Ready Active\nnode2 Ready Active\nnode3 Ready Active\nnode4 Ready Active\nnode5 Ready Active";
     assert_eq!(availability(), all_active);
+
+    // The cluster at a glance, one command per host.
+    let st = |d: &Path| {
+        let o = provision(&["status", d.join("inventory.yml").to_str().unwrap()]);
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    let (rc, out) = st(d);
+    assert_eq!(rc, 0, "{out}");
+    for want in [
+        "etcd: 3 members, 3 answering, leader node",
+        "ceph: HEALTH_OK, monitors 3/3 in quorum",
+        "OSDs 4 up / 4 in of 4",
+        "healthy",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web_web") && l.contains(" 2/2 ")),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains(" Ready ") && l.contains("Active"))
+            .count(),
+        5,
+        "{out}"
+    );
 
     // The plan: managers first, what each would get, nothing changed.
     let (rc, out) = maintain(d, &["--check", "--reboot", "-l", "node4:node1"]);
@@ -96,6 +173,12 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
             && out.contains("Nothing was changed"),
         "{out}"
     );
+    let (rc, out) = st(d);
+    assert_eq!(rc, 3, "{out}");
+    assert!(
+        out.contains("unreachable (unknown, not gone): node5"),
+        "{out}"
+    );
     let o = provision(&["lab", "start", "node5"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
@@ -104,6 +187,13 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
 
     // The roll: node1 (a manager, etcd member, monitor and OSD host) then node4 (a worker
     // with an OSD). Meanwhile, from node3: the web service never without a running task.
+    // Two writers every 100 ms through the roll: etcd puts on node3 (a member that stays),
+    // CephFS appends on node5 (a client that stays). Each counts what worked and what failed.
+    sh_on(
+        "node3",
+        &format!("rm -f /tmp/stop-loop; setsid sh -c '{ETCD_LOOP}' >/dev/null 2>&1 </dev/null &"),
+    );
+    sh_on("node5", &format!("rm -f /tmp/stop-loop /mnt/cephfs/maint-loop; setsid sh -c '{CEPHFS_LOOP}' >/dev/null 2>&1 </dev/null &"));
     let before = (init_start("node1"), init_start("node4"));
     let stop = Arc::new(AtomicBool::new(false));
     let (samples, empty) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -144,6 +234,33 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
     );
     assert_ne!(init_start("node1"), before.0, "node1 rebooted");
     assert_ne!(init_start("node4"), before.1, "node4 rebooted");
+    for n in ["node3", "node5"] {
+        ssh(n, "sudo touch /tmp/stop-loop");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let counts = |n: &str| -> (u64, u64) {
+        let c = ssh(n, "cat /tmp/loop-counts");
+        let (ok, bad) = c.split_once(' ').expect(&c);
+        (ok.parse().unwrap(), bad.parse().unwrap())
+    };
+    let (etcd_ok, etcd_bad) = counts("node3");
+    let (fs_ok, fs_bad) = counts("node5");
+    let fs_lines: u64 = ssh("node5", "wc -l < /mnt/cephfs/maint-loop")
+        .parse()
+        .unwrap();
+    eprintln!(
+        "during the roll: etcd puts {etcd_ok} ok, {etcd_bad} failed; CephFS appends {fs_ok} ok, {fs_bad} failed, {fs_lines} lines in the file"
+    );
+    assert!(etcd_ok > 50 && fs_ok > 50, "the writers ran");
+    assert!(
+        etcd_bad <= 1,
+        "at most one failed etcd put for the one member restarted: {etcd_bad}"
+    );
+    assert_eq!(fs_bad, 0, "CephFS writes failed");
+    assert_eq!(
+        fs_lines, fs_ok,
+        "every CephFS append acknowledged is in the file"
+    );
     let (n, e) = (
         samples.load(Ordering::Relaxed),
         empty.load(Ordering::Relaxed),
@@ -197,6 +314,34 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
     assert!(out.contains("resuming: node4 done"), "{out}");
     assert!(!out.contains("node4: drain"), "node4 is not redone: {out}");
     assert_eq!(init_start("node4"), node4, "node4 not rebooted again");
+    assert_eq!(availability(), all_active);
+
+    // A package upgrade really applied: node4 holds lab-hello 1.0 and a repository offers
+    // 2.0 from an archive that is not a security one: the default roll leaves it, --full
+    // upgrades it (no reboot needed) and says so in the recap.
+    sh_on("node4", HELLO_REPO);
+    let (rc, out) = maintain(d, &["--check", "-l", "node4"]);
+    assert!(
+        rc == 0 && out.contains("node4: no upgrades; reboot: no"),
+        "{out}"
+    );
+    let (rc, out) = maintain(d, &["--check", "--full", "-l", "node4"]);
+    assert!(
+        rc == 0 && out.contains("node4: would upgrade lab-hello 2.0; reboot: no"),
+        "{out}"
+    );
+    let node4 = init_start("node4");
+    let (rc, out) = maintain(d, &["--full", "-l", "node4"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("rebooted: no   upgraded: lab-hello 2.0"),
+        "{out}"
+    );
+    assert_eq!(
+        ssh("node4", "dpkg-query -W -f '${Version}' lab-hello"),
+        "2.0"
+    );
+    assert_eq!(init_start("node4"), node4, "no reboot was needed");
     assert_eq!(availability(), all_active);
 
     let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);

@@ -4,6 +4,7 @@ mod inventory;
 mod maintain;
 mod pki;
 mod run;
+mod status;
 
 use crate::lab::{self, Lab};
 use clap::{Parser, Subcommand};
@@ -198,6 +199,9 @@ pub enum Cmd {
     /// Patch and reboot the hosts one at a time, drained first, each back and healthy
     /// before the next (a stopped roll resumes)
     Maintain(maintain::MaintainArgs),
+    /// The cluster at a glance: nodes, services, etcd, Ceph, certificates (exit 0 healthy,
+    /// 5 degraded, 3 a host did not answer)
+    Status(status::StatusArgs),
     /// Local lab: real SSH hosts on this machine
     Lab {
         #[command(subcommand)]
@@ -272,6 +276,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Pki { command }) => pki::main(command),
         Some(Cmd::Inventory(a)) => inventory::main(a),
         Some(Cmd::Maintain(a)) => maintain::main(a),
+        Some(Cmd::Status(a)) => status::main(a),
         None => run::main(args.inventory, args.run),
     }
 }

@@ -173,7 +173,7 @@ pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
                     Err(e) => {
                         broken += 1;
                         if json_mode {
-                            out!("{}", json!({"host": h, "error": e}));
+                            out!("{}", json!({"host": h, "error": e.message}));
                         } else {
                             out!("{h:<12} ERROR {e}");
                         }

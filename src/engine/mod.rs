@@ -820,33 +820,41 @@ impl HostAudit {
     }
 }
 
-/// Runs one read-only script per host (as root), one connection each: for `pki status`.
+/// Runs one read-only script per host (as root), one connection each: for `pki status`
+/// and `status`. A host that does not answer is told apart by the error's kind.
 pub async fn read_all(
     p: &Prepared,
     o: &Options,
     script: impl Fn(&crate::inventory::Host) -> String,
-) -> IndexMap<String, Result<String, String>> {
+) -> IndexMap<String, Result<String, AuditError>> {
     let sem = Arc::new(tokio::sync::Semaphore::new(o.forks.max(1)));
     let mut joins = Vec::new();
+    let failed = |unreachable: bool, message: String| AuditError {
+        unreachable,
+        message,
+    };
     for h in &p.hosts {
         let t = p.targets[h].clone();
-        let s = script(&p.inventory.hosts[h]);
+        let s = cluster::docker_bounded(&script(&p.inventory.hosts[h])).into_owned();
         let sem = sem.clone();
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let conn = Conn::connect(t)
                 .await
-                .map_err(|e| format!("unreachable: {e}"))?;
+                .map_err(|e| failed(true, format!("unreachable: {e}")))?;
             let r = conn.run(&s, None, Some("root")).await;
             conn.close().await;
             match r {
                 Ok(out) if out.rc == 0 => Ok(out.stdout),
-                Ok(out) => Err(format!(
-                    "exit code {}: {}",
-                    out.rc,
-                    crate::sys::tail(out.stderr.trim(), 2)
+                Ok(out) => Err(failed(
+                    false,
+                    format!(
+                        "exit code {}: {}",
+                        out.rc,
+                        crate::sys::tail(out.stderr.trim(), 2)
+                    ),
                 )),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(failed(false, e.to_string())),
             }
         }));
     }
@@ -855,7 +863,7 @@ pub async fn read_all(
         out.insert(
             h.clone(),
             j.await
-                .unwrap_or_else(|e| Err(format!("internal error: {e}"))),
+                .unwrap_or_else(|e| Err(failed(false, format!("internal error: {e}")))),
         );
     }
     out

@@ -88,6 +88,17 @@ pub fn upgrades(sim: &str) -> Vec<Upgrade> {
         .collect()
 }
 
+/// The engine the inventory pins (`docker_version`), when the installed one differs:
+/// upgraded (or moved back) in the node's drained window, whatever its archive.
+pub fn pinned_engine(package: &str, pinned: &str, installed: &str) -> Option<Upgrade> {
+    let (pinned, installed) = (pinned.trim(), installed.trim());
+    (!pinned.is_empty() && pinned != installed).then(|| Upgrade {
+        name: package.to_owned(),
+        version: pinned.to_owned(),
+        security: true,
+    })
+}
+
 /// Does a reboot bring something new: apt asks for one, or a kernel newer than the
 /// running one is installed (`uname -r` vs the newest /boot/vmlinuz-*)?
 pub fn needs_reboot(required_file: bool, running: &str, installed: &[&str]) -> bool {
@@ -195,6 +206,25 @@ mod tests {
             &["6.1.0-13-amd64", "6.1.0-18-amd64"]
         ));
         assert!(!needs_reboot(false, "6.1.0-18-amd64", &[""]));
+    }
+
+    #[test]
+    fn a_pinned_engine_that_differs_is_installed() {
+        let u = pinned_engine(
+            "docker.io",
+            "20.10.24+dfsg1-1+b3",
+            "20.10.5+dfsg1-1+deb11u2",
+        )
+        .unwrap();
+        assert_eq!(
+            (u.name.as_str(), u.version.as_str()),
+            ("docker.io", "20.10.24+dfsg1-1+b3")
+        );
+        assert!(pinned_engine("docker.io", "20.10.24", "20.10.24\n").is_none());
+        assert!(
+            pinned_engine("docker.io", "", "20.10.24").is_none(),
+            "nothing pinned"
+        );
     }
 
     #[test]

@@ -367,6 +367,8 @@ impl Roll<'_> {
         n: &str,
         refresh: bool,
     ) -> Result<(Vec<checks::Upgrade>, bool), String> {
+        let engine =
+            var(self.p, n, "docker", "docker_package").unwrap_or_else(|| "docker.io".into());
         let out = self
             .ok(
                 n,
@@ -375,21 +377,32 @@ impl Roll<'_> {
                      {}echo '==PROVISION sim'; apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null\n\
                      echo '==PROVISION reboot'; [ -e /var/run/reboot-required ] && echo yes; \
                      echo '==PROVISION kernel'; uname -r; \
-                     echo '==PROVISION kernels'; ls /boot 2>/dev/null | sed -n 's/^vmlinuz-//p'; true",
+                     echo '==PROVISION kernels'; ls /boot 2>/dev/null | sed -n 's/^vmlinuz-//p'; \
+                     echo '==PROVISION engine'; dpkg-query -W -f '${{Version}}' {} 2>/dev/null; true",
                     if refresh {
                         "apt-get -q -o DPkg::Lock::Timeout=300 update >/dev/null 2>&1 || true\n"
                     } else {
                         ""
-                    }
+                    },
+                    q(&engine)
                 ),
             )
             .await?;
         let s = crate::probe::sections(&out);
         let get = |k: &str| s.get(k).cloned().unwrap_or_default();
-        let ups: Vec<checks::Upgrade> = checks::upgrades(&get("sim"))
+        let mut ups: Vec<checks::Upgrade> = checks::upgrades(&get("sim"))
             .into_iter()
             .filter(|u| self.o.full || u.security)
             .collect();
+        // The engine the inventory pins, on swarm nodes, in place of apt's choice for it.
+        let pinned = var(self.p, n, "docker", "docker_version").unwrap_or_default();
+        if let (true, Some(e)) = (
+            self.parts[n].swarm,
+            checks::pinned_engine(&engine, &pinned, &get("engine")),
+        ) {
+            ups.retain(|u| u.name != e.name);
+            ups.push(e);
+        }
         let kernels = get("kernels");
         let kernels: Vec<&str> = kernels.lines().collect();
         let kernel_pkg = ups.iter().any(|u| u.name.starts_with("linux-image"));
@@ -437,12 +450,17 @@ impl Roll<'_> {
         if !ups.is_empty() {
             let names: Vec<String> = ups.iter().map(|u| u.name.clone()).collect();
             say(n, &format!("upgrading {}", names.join(", ")));
+            // Each at the version apt simulated (the pinned engine at its pin).
+            let specs: Vec<String> = ups
+                .iter()
+                .map(|u| q(&format!("{}={}", u.name, u.version)))
+                .collect();
             self.ok(
                 n,
                 &format!(
                     "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q -o DPkg::Lock::Timeout=300 \
-                     -o Dpkg::Options::=--force-confold install --only-upgrade {} >/dev/null",
-                    names.iter().map(|x| q(x)).collect::<Vec<_>>().join(" ")
+                     -o Dpkg::Options::=--force-confold --allow-downgrades install {} >/dev/null",
+                    specs.join(" ")
                 ),
             )
             .await

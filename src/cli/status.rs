@@ -1,0 +1,167 @@
+//! `provision status`: the cluster at a glance (see status.rs).
+
+use super::{exit, lab_or, OutputMode};
+use crate::status::{bytes, Status};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The inventory (the local lab's when omitted)
+    pub inventory: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputMode::Text)]
+    pub output: OutputMode,
+    /// OpenSSH client config to honour (default ~/.ssh/config)
+    #[arg(long, short = 'F')]
+    pub ssh_config: Option<PathBuf>,
+    /// The controller's state directory, for the CA that certificates are checked against
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub fn main(a: StatusArgs) -> anyhow::Result<i32> {
+    let opts = crate::engine::Options {
+        inventory: lab_or(a.inventory)?,
+        playbook: None,
+        roles_dir: None,
+        limit: None,
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+        check: true,
+        diff: false,
+        forks: 50,
+        accept_new_host_keys: false,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(120),
+        any_errors_fatal: false,
+        max_fail_percentage: None,
+        ssh_config: a.ssh_config,
+        state_dir: a.state_dir,
+        new_ca: false,
+        lock_wait: Duration::from_secs(1),
+        lockout_check: false,
+    };
+    let mut p = match crate::engine::prepare(&opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was read: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    let ca = crate::pki::Ca::load(&crate::state::State::read_only(&opts.state_dir()))
+        .map_err(anyhow::Error::msg)?
+        .map(|c| c.cert_pem);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    if let Err(e) = rt.block_on(p.unlock(interactive, None)) {
+        eprintln!("error: {e}");
+        return Ok(exit::INVALID);
+    }
+    let defaults = p.worked.defaults.clone();
+    let inv = p.inventory.clone();
+    let results = rt.block_on(crate::engine::read_all(&p, &opts, |h| {
+        crate::status::script(&inv, &defaults, h)
+    }));
+    let st = crate::status::judge(&results, ca.as_deref(), crate::pki::now());
+    if matches!(a.output, OutputMode::Json) {
+        out!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print(&st);
+    }
+    Ok(if !st.unreachable.is_empty() || !st.errors.is_empty() {
+        exit::UNREACHABLE
+    } else if !st.problems.is_empty() {
+        exit::DRIFT
+    } else {
+        exit::OK
+    })
+}
+
+fn print(st: &Status) {
+    if !st.nodes.is_empty() {
+        out!("NODE         ROLE     STATUS  AVAILABILITY  MANAGER      ENGINE     LABELS");
+        for n in &st.nodes {
+            out!(
+                "{:<12} {:<8} {:<7} {:<13} {:<12} {:<10} {}",
+                n.name,
+                n.role,
+                n.status,
+                n.availability,
+                n.manager,
+                n.engine,
+                n.labels
+            );
+        }
+    }
+    if let Some(e) = &st.etcd {
+        out!(
+            "etcd: {} members, {} answering, leader {}, db {}",
+            e.members,
+            e.answering,
+            if e.leader.is_empty() {
+                "none"
+            } else {
+                &e.leader
+            },
+            bytes(e.db_bytes)
+        );
+    }
+    if let Some(c) = &st.ceph {
+        out!(
+            "ceph: {}, monitors {}/{} in quorum ({}), OSDs {} up / {} in of {}, {} used of {}",
+            c.health,
+            c.quorum.len(),
+            c.mons,
+            c.quorum.join(", "),
+            c.osds_up,
+            c.osds_in,
+            c.osds,
+            bytes(c.used_bytes),
+            bytes(c.total_bytes)
+        );
+    }
+    if !st.services.is_empty() {
+        out!("SERVICE                  TASKS  IMAGE");
+        for s in &st.services {
+            out!("{:<24} {:<6} {}", s.name, s.replicas, s.image);
+        }
+    }
+    if let Some(c) = st.certificates.first() {
+        let bad = st.certificates.iter().filter(|c| !c.ok).count();
+        out!(
+            "certificates: {} on {} hosts, the soonest {} days ({} on {}){}",
+            st.certificates.len(),
+            {
+                let mut h: Vec<&str> = st.certificates.iter().map(|c| c.host.as_str()).collect();
+                h.dedup();
+                h.len()
+            },
+            c.days_left,
+            c.file,
+            c.host,
+            if bad > 0 {
+                format!(", {bad} not healthy")
+            } else {
+                String::new()
+            }
+        );
+    }
+    for e in &st.errors {
+        out!("not read: {e}");
+    }
+    if !st.unreachable.is_empty() {
+        out!(
+            "unreachable (unknown, not gone): {}",
+            st.unreachable.join(", ")
+        );
+    }
+    if st.problems.is_empty() && st.unreachable.is_empty() && st.errors.is_empty() {
+        out!("healthy");
+    }
+    for p in &st.problems {
+        out!("degraded: {p}");
+    }
+}
