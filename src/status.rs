@@ -311,6 +311,20 @@ fn ceph(st: &mut Status, secs: &IndexMap<String, IndexMap<String, String>>) {
     st.ceph = Some(c);
 }
 
+/// Now, as `2026-12-07 10:20:31`.
+pub fn utc_now() -> String {
+    let t = ::time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// `1.2 GiB`.
 pub fn bytes(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];

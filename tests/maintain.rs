@@ -150,6 +150,19 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
         5,
         "{out}"
     );
+    let o = provision(&[
+        "status",
+        d.join("inventory.yml").to_str().unwrap(),
+        "--output",
+        "markdown",
+    ]);
+    let md = text(&o);
+    assert!(
+        o.status.success()
+            && md.contains("**Healthy.**")
+            && md.contains("| node1 | manager | Ready | Active |"),
+        "{md}"
+    );
 
     // The plan: managers first, what each would get, nothing changed.
     let (rc, out) = maintain(d, &["--check", "--reboot", "-l", "node4:node1"]);

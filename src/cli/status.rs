@@ -1,6 +1,6 @@
 //! `provision status`: the cluster at a glance (see status.rs).
 
-use super::{exit, lab_or, OutputMode};
+use super::{exit, lab_or};
 use crate::status::{bytes, Status};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,14 +9,22 @@ use std::time::Duration;
 pub struct StatusArgs {
     /// The inventory (the local lab's when omitted)
     pub inventory: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = OutputMode::Text)]
-    pub output: OutputMode,
+    /// text (one screen), json, or markdown (a document of the cluster to keep)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
     /// OpenSSH client config to honour (default ~/.ssh/config)
     #[arg(long, short = 'F')]
     pub ssh_config: Option<PathBuf>,
     /// The controller's state directory, for the CA that certificates are checked against
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
 }
 
 pub fn main(a: StatusArgs) -> anyhow::Result<i32> {
@@ -66,10 +74,10 @@ pub fn main(a: StatusArgs) -> anyhow::Result<i32> {
         crate::status::script(&inv, &defaults, h)
     }));
     let st = crate::status::judge(&results, ca.as_deref(), crate::pki::now());
-    if matches!(a.output, OutputMode::Json) {
-        out!("{}", serde_json::to_string_pretty(&st)?);
-    } else {
-        print(&st);
+    match a.output {
+        Format::Json => out!("{}", serde_json::to_string_pretty(&st)?),
+        Format::Markdown => markdown(&st, &opts.inventory),
+        Format::Text => print(&st),
     }
     Ok(if !st.unreachable.is_empty() || !st.errors.is_empty() {
         exit::UNREACHABLE
@@ -163,5 +171,88 @@ fn print(st: &Status) {
     }
     for p in &st.problems {
         out!("degraded: {p}");
+    }
+}
+
+/// The same as a markdown document, to keep beside the inventory.
+fn markdown(st: &Status, inventory: &std::path::Path) {
+    out!("# Cluster status: {}\n", inventory.display());
+    out!(
+        "Read {} UTC by `provision status`.\n",
+        crate::status::utc_now()
+    );
+    if st.problems.is_empty() && st.unreachable.is_empty() && st.errors.is_empty() {
+        out!("**Healthy.**\n");
+    }
+    for p in &st.problems {
+        out!("- **Degraded:** {p}");
+    }
+    if !st.unreachable.is_empty() {
+        out!(
+            "- **Unreachable** (unknown, not gone): {}",
+            st.unreachable.join(", ")
+        );
+    }
+    if !st.nodes.is_empty() {
+        out!("\n## Nodes\n\n| node | role | status | availability | manager | engine | labels |\n|---|---|---|---|---|---|---|");
+        for n in &st.nodes {
+            out!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                n.name,
+                n.role,
+                n.status,
+                n.availability,
+                n.manager,
+                n.engine,
+                n.labels
+            );
+        }
+    }
+    if !st.services.is_empty() {
+        out!("\n## Services\n\n| service | tasks | image |\n|---|---|---|");
+        for s in &st.services {
+            out!("| {} | {} | {} |", s.name, s.replicas, s.image);
+        }
+    }
+    if let Some(e) = &st.etcd {
+        out!(
+            "\n## etcd\n\n{} members, {} answering, leader {}, database {}.",
+            e.members,
+            e.answering,
+            if e.leader.is_empty() {
+                "none"
+            } else {
+                &e.leader
+            },
+            bytes(e.db_bytes)
+        );
+    }
+    if let Some(c) = &st.ceph {
+        out!(
+            "\n## Ceph\n\n{}; monitors {}/{} in quorum ({}); OSDs {} up, {} in, of {}; {} used of {}.",
+            c.health,
+            c.quorum.len(),
+            c.mons,
+            c.quorum.join(", "),
+            c.osds_up,
+            c.osds_in,
+            c.osds,
+            bytes(c.used_bytes),
+            bytes(c.total_bytes)
+        );
+    }
+    if !st.certificates.is_empty() {
+        out!(
+            "\n## Certificates\n\n| host | certificate | days left | healthy |\n|---|---|---|---|"
+        );
+        for c in &st.certificates {
+            out!(
+                "| {} | {} | {} | {} |",
+                c.host,
+                c.file,
+                c.days_left,
+                if c.ok { "yes" } else { "no" }
+            );
+        }
     }
 }
