@@ -288,16 +288,40 @@ impl Roll<'_> {
             let out = self
                 .ok(
                     &via,
-                    &format!("{ctl} endpoint health --cluster -w json 2>/dev/null || true"),
+                    &format!(
+                        "echo '==PROVISION health'; {ctl} endpoint health --cluster -w json 2>/dev/null\n\
+                         echo '==PROVISION members'; {ctl} member list -w json 2>/dev/null; true"
+                    ),
                 )
                 .await
                 .map_err(|e| refused(format!("etcd's health could not be read: {e}")))?;
-            let list: Vec<Value> = serde_json::from_str(out.trim()).unwrap_or_default();
+            let s = crate::probe::sections(&out);
+            let list: Vec<Value> = s
+                .get("health")
+                .and_then(|h| serde_json::from_str(h.trim()).ok())
+                .unwrap_or_default();
             let healthy = list.iter().filter(|e| e["health"] == true).count();
-            let addr = self.p.targets[n].address.clone();
-            let node_ok = list.iter().any(|e| {
-                e["health"] == true && e["endpoint"].as_str().is_some_and(|u| u.contains(&addr))
-            });
+            // The node's own endpoint, by its member's name (its address may be another).
+            let members_json: Value = s
+                .get("members")
+                .and_then(|m| serde_json::from_str(m.trim()).ok())
+                .unwrap_or_default();
+            let urls: Vec<String> = members_json["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["name"] == n)
+                .flat_map(|m| m["clientURLs"].as_array().cloned().unwrap_or_default())
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect();
+            // Not found: counted as healthy, so its absence is counted against the quorum.
+            let node_ok = urls.is_empty()
+                || list.iter().any(|e| {
+                    e["health"] == true
+                        && e["endpoint"]
+                            .as_str()
+                            .is_some_and(|u| urls.iter().any(|x| x == u))
+                });
             let members = self.etcd_members(n).max(list.len());
             if let Err(e) = checks::keeps_quorum(members, healthy, node_ok) {
                 if !self.o.allow_risk {
