@@ -238,6 +238,18 @@ fn a_cluster_with_a_host_down_stays_safe_quick_and_useful() {
         let before: Vec<String> = live.iter().map(|n| config_of(n)).collect();
         let o = provision(&["lab", "stop", victim]);
         assert!(o.status.success(), "{}", text(&o));
+        // A monitor or OSD host down: the run's gate can name it once Ceph has noticed
+        // (an OSD is marked down after its heartbeat grace, about 20 s).
+        if victim != "node5" {
+            let t = Instant::now();
+            while ssh("node1", "sudo ceph health") == "HEALTH_OK" && t.elapsed().as_secs() < 90 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            eprintln!(
+                "Ceph noticed {victim} down after {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
 
         // The outage run: the stack's new config converges on the live nodes.
         let content = format!("v{}", round + 1);
