@@ -38,35 +38,15 @@ pub struct MaintainArgs {
 const PROGRESS: &str = "maintain.json";
 
 pub fn main(a: MaintainArgs) -> anyhow::Result<i32> {
+    // Every host is read (limit None): the others keep the quorum the node leaves.
     let opts = crate::engine::Options {
-        inventory: lab_or(a.inventory)?,
-        playbook: None,
-        roles_dir: None,
-        // Every host is read: the others keep the quorum the node leaves.
-        limit: None,
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
         check: a.check,
-        diff: false,
-        forks: 50,
-        accept_new_host_keys: false,
-        connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(900),
-        any_errors_fatal: false,
-        max_fail_percentage: None,
-        ssh_config: a.ssh_config,
-        state_dir: a.state_dir,
-        new_ca: false,
-        lock_wait: Duration::from_secs(1),
-        lockout_check: false,
+        ..super::read_options(lab_or(a.inventory)?, None, a.state_dir, a.ssh_config)
     };
-    let mut prepared = match crate::engine::prepare(&opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!("nothing was changed: no host was contacted");
-            return Ok(exit::INVALID);
-        }
+    let (prepared, rt) = match super::prepare_for(&opts, "changed")? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     let nodes = match &a.limit {
         Some(l) => match crate::inventory::select(&prepared.inventory, l) {
@@ -103,14 +83,6 @@ pub fn main(a: MaintainArgs) -> anyhow::Result<i32> {
     } else {
         Vec::new()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let interactive = std::fs::File::open("/dev/tty").is_ok();
-    if let Err(e) = rt.block_on(prepared.unlock(interactive, None)) {
-        eprintln!("error: {e}");
-        return Ok(exit::INVALID);
-    }
     let m = maintain::Opts {
         nodes: nodes.clone(),
         reboot: a.reboot,

@@ -332,42 +332,17 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
 fn audit(a: AuditArgs) -> anyhow::Result<i32> {
     use std::time::Duration;
     let opts = crate::engine::Options {
-        inventory: lab_or(a.inventory)?,
         playbook: a.playbook,
         roles_dir: a.roles,
-        limit: a.limit,
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
-        check: true,
-        diff: false,
         forks: a.forks as usize,
         accept_new_host_keys: a.accept_new_host_keys,
         connect_timeout: Duration::from_secs(a.connect_timeout),
-        command_timeout: Duration::from_secs(120),
-        any_errors_fatal: false,
-        max_fail_percentage: None,
-        ssh_config: a.ssh_config,
-        state_dir: a.state_dir,
-        new_ca: false,
-        lock_wait: Duration::from_secs(1),
-        lockout_check: false,
+        ..read_options(lab_or(a.inventory)?, a.limit, a.state_dir, a.ssh_config)
     };
-    let mut prepared = match crate::engine::prepare(&opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!("nothing was checked: no host was contacted");
-            return Ok(exit::INVALID);
-        }
+    let (prepared, rt) = match prepare_for(&opts, "checked")? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let interactive = std::fs::File::open("/dev/tty").is_ok();
-    if let Err(e) = rt.block_on(prepared.unlock(interactive, None)) {
-        eprintln!("error: {e}");
-        return Ok(exit::INVALID);
-    }
     let started = std::time::Instant::now();
     let ca = match crate::pki::Ca::load(&crate::state::State::read_only(&opts.state_dir())) {
         Ok(c) => c.map(|c| c.cert_pem),
@@ -409,6 +384,63 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
     } else {
         exit::OK
     })
+}
+
+/// Options for a command that reads the hosts (audit, status, pki status, maintain):
+/// check mode, every host at once (50), no lockout checks.
+pub(crate) fn read_options(
+    inventory: PathBuf,
+    limit: Option<String>,
+    state_dir: Option<PathBuf>,
+    ssh_config: Option<PathBuf>,
+) -> crate::engine::Options {
+    use std::time::Duration;
+    crate::engine::Options {
+        inventory,
+        playbook: None,
+        roles_dir: None,
+        limit,
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+        check: true,
+        diff: false,
+        forks: 50,
+        accept_new_host_keys: false,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(120),
+        any_errors_fatal: false,
+        max_fail_percentage: None,
+        ssh_config,
+        state_dir,
+        new_ca: false,
+        lock_wait: Duration::from_secs(1),
+        lockout_check: false,
+    }
+}
+
+/// Validates everything, then a runtime with the SSH keys unlocked; or the exit code,
+/// the error printed (`what`: what was not done, as no host was contacted).
+pub(crate) fn prepare_for(
+    opts: &crate::engine::Options,
+    what: &str,
+) -> anyhow::Result<Result<(crate::engine::Prepared, tokio::runtime::Runtime), i32>> {
+    let mut p = match crate::engine::prepare(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was {what}: no host was contacted");
+            return Ok(Err(exit::INVALID));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let interactive = std::fs::File::open("/dev/tty").is_ok();
+    if let Err(e) = rt.block_on(p.unlock(interactive, None)) {
+        eprintln!("error: {e}");
+        return Ok(Err(exit::INVALID));
+    }
+    Ok(Ok((p, rt)))
 }
 
 /// The given inventory, or the local lab's (started when it is not up).

@@ -1,13 +1,12 @@
 //! `provision pki status|client`: the certificates of the cluster, from the controller.
 
-use super::{exit, lab_or, OutputMode};
+use super::{exit, lab_or, read_options, OutputMode};
 use crate::pki::Ca;
 use crate::state::State;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum PkiCmd {
@@ -42,35 +41,6 @@ pub enum PkiCmd {
     },
 }
 
-fn options(
-    inventory: PathBuf,
-    limit: Option<String>,
-    state_dir: Option<PathBuf>,
-    ssh_config: Option<PathBuf>,
-) -> crate::engine::Options {
-    crate::engine::Options {
-        inventory,
-        playbook: None,
-        roles_dir: None,
-        limit,
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
-        check: true,
-        diff: false,
-        forks: 50,
-        accept_new_host_keys: false,
-        connect_timeout: Duration::from_secs(10),
-        command_timeout: Duration::from_secs(120),
-        any_errors_fatal: false,
-        max_fail_percentage: None,
-        ssh_config,
-        state_dir,
-        new_ca: false,
-        lock_wait: Duration::from_secs(1),
-        lockout_check: false,
-    }
-}
-
 // Long on purpose: one arm per `provision pki` subcommand.
 pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
     match cmd {
@@ -81,7 +51,7 @@ pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
             out,
             days,
         } => {
-            let o = options(lab_or(inventory)?, None, state_dir, None);
+            let o = read_options(lab_or(inventory)?, None, state_dir, None);
             let dir = o.state_dir();
             let Some(ca) = Ca::load(&State::read_only(&dir)).map_err(anyhow::Error::msg)? else {
                 eprintln!(
@@ -125,7 +95,7 @@ pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
             output,
             ssh_config,
         } => {
-            let o = options(lab_or(inventory)?, limit, state_dir, ssh_config);
+            let o = read_options(lab_or(inventory)?, limit, state_dir, ssh_config);
             let mut p = match crate::engine::prepare(&o) {
                 Ok(p) => p,
                 Err(e) => {

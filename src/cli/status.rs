@@ -3,7 +3,6 @@
 use super::{exit, lab_or};
 use crate::status::{bytes, Status};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatusArgs {
@@ -28,46 +27,14 @@ pub enum Format {
 }
 
 pub fn main(a: StatusArgs) -> anyhow::Result<i32> {
-    let opts = crate::engine::Options {
-        inventory: lab_or(a.inventory)?,
-        playbook: None,
-        roles_dir: None,
-        limit: None,
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
-        check: true,
-        diff: false,
-        forks: 50,
-        accept_new_host_keys: false,
-        connect_timeout: Duration::from_secs(10),
-        command_timeout: Duration::from_secs(120),
-        any_errors_fatal: false,
-        max_fail_percentage: None,
-        ssh_config: a.ssh_config,
-        state_dir: a.state_dir,
-        new_ca: false,
-        lock_wait: Duration::from_secs(1),
-        lockout_check: false,
-    };
-    let mut p = match crate::engine::prepare(&opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!("nothing was read: no host was contacted");
-            return Ok(exit::INVALID);
-        }
+    let opts = super::read_options(lab_or(a.inventory)?, None, a.state_dir, a.ssh_config);
+    let (p, rt) = match super::prepare_for(&opts, "read")? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     let ca = crate::pki::Ca::load(&crate::state::State::read_only(&opts.state_dir()))
         .map_err(anyhow::Error::msg)?
         .map(|c| c.cert_pem);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let interactive = std::fs::File::open("/dev/tty").is_ok();
-    if let Err(e) = rt.block_on(p.unlock(interactive, None)) {
-        eprintln!("error: {e}");
-        return Ok(exit::INVALID);
-    }
     let defaults = p.worked.defaults.clone();
     let inv = p.inventory.clone();
     let results = rt.block_on(crate::engine::read_all(&p, &opts, |h| {
