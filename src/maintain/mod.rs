@@ -333,9 +333,18 @@ impl Roll<'_> {
                 );
             }
         }
-        if parts.osds || parts.mon {
+        let only_mon = parts.mon && self.other(n, |p| p.mon).is_none();
+        if only_mon {
+            let e = format!("{n} is the only Ceph monitor: Ceph stops while it is away");
+            if !self.o.allow_risk {
+                return Err(refused(format!(
+                    "{e}; refused: add monitors first, or run with --allow-risk to accept it"
+                )));
+            }
+            say(n, &format!("{e}: --allow-risk"));
+        } else if parts.osds || parts.mon {
             let mon = self.other(n, |p| p.mon).ok_or_else(|| {
-                refused("no other Ceph monitor to ask whether it may stop".into())
+                refused("no Ceph monitor to ask whether its OSDs may stop".into())
             })?;
             let mut script = String::new();
             if parts.osds {
@@ -453,7 +462,10 @@ impl Roll<'_> {
             ),
         }
         };
-        let mon = self.other(n, |p| p.mon);
+        // Another monitor, or the node itself when it is the only one (--allow-risk).
+        let mon = self
+            .other(n, |p| p.mon)
+            .or_else(|| parts.mon.then(|| n.to_owned()));
         if let (true, Some(mon)) = (parts.osds, &mon) {
             say(n, "ceph: noout for its OSDs");
             self.ok(
