@@ -297,6 +297,28 @@ pub struct Worked {
     pub roles: IndexMap<String, Vec<String>>,
 }
 
+impl Worked {
+    /// Host `h`'s variable `key` as role `role` sees it: its own, else the role's default.
+    pub fn var<'a>(
+        &'a self,
+        h: &'a crate::inventory::Host,
+        role: &str,
+        key: &str,
+    ) -> Option<&'a Value> {
+        h.vars
+            .get(key)
+            .or_else(|| self.defaults.get(role)?.get(key))
+    }
+
+    /// The same, as a string (empty when unset or not a string).
+    pub fn var_str(&self, h: &crate::inventory::Host, role: &str, key: &str) -> String {
+        self.var(h, role, key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
 /// Works out every host's rules, firewall and derived variables, and runs the roles'
 /// pre-flight checks when `check` (a run refuses what fails; listing hosts does not).
 pub fn work_out(

@@ -4,25 +4,15 @@
 
 use crate::finding::AuditError;
 use crate::inventory::{Host, Inventory};
+use crate::roles::Worked;
 use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// The read-only script for host `h`; `defaults` are the roles' defaults.
-pub fn script(
-    inv: &Inventory,
-    defaults: &IndexMap<String, Map<String, Value>>,
-    h: &Host,
-) -> String {
+/// The read-only script for host `h`; `worked` holds the roles' defaults.
+pub fn script(inv: &Inventory, worked: &Worked, h: &Host) -> String {
     let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(&h.name));
-    let var = |role: &str, k: &str| -> String {
-        h.vars
-            .get(k)
-            .or_else(|| defaults.get(role)?.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let var = |role: &str, k: &str| worked.var_str(h, role, k);
     let pki = var("pki", "pki_dir");
     let mut s = String::new();
     if !pki.is_empty() {
@@ -309,6 +299,41 @@ fn ceph(st: &mut Status, secs: &IndexMap<String, IndexMap<String, String>>) {
             .push(format!("ceph: {} ({})", c.health, checks.join(", ")));
     }
     st.ceph = Some(c);
+}
+
+impl std::fmt::Display for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} members, {} answering, leader {}, db {}",
+            self.members,
+            self.answering,
+            if self.leader.is_empty() {
+                "none"
+            } else {
+                &self.leader
+            },
+            bytes(self.db_bytes)
+        )
+    }
+}
+
+impl std::fmt::Display for Ceph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, monitors {}/{} in quorum ({}), OSDs {} up / {} in of {}, {} used of {}",
+            self.health,
+            self.quorum.len(),
+            self.mons,
+            self.quorum.join(", "),
+            self.osds_up,
+            self.osds_in,
+            self.osds,
+            bytes(self.used_bytes),
+            bytes(self.total_bytes)
+        )
+    }
 }
 
 /// Now, as `2026-12-07 10:20:31`.

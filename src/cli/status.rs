@@ -1,7 +1,7 @@
 //! `provision status`: the cluster at a glance (see status.rs).
 
 use super::{exit, lab_or};
-use crate::status::{bytes, Status};
+use crate::status::Status;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -35,10 +35,8 @@ pub fn main(a: StatusArgs) -> anyhow::Result<i32> {
     let ca = crate::pki::Ca::load(&crate::state::State::read_only(&opts.state_dir()))
         .map_err(anyhow::Error::msg)?
         .map(|c| c.cert_pem);
-    let defaults = p.worked.defaults.clone();
-    let inv = p.inventory.clone();
     let results = rt.block_on(crate::engine::read_all(&p, &opts, |h| {
-        crate::status::script(&inv, &defaults, h)
+        crate::status::script(&p.inventory, &p.worked, h)
     }));
     let st = crate::status::judge(&results, ca.as_deref(), crate::pki::now());
     match a.output {
@@ -72,31 +70,10 @@ fn print(st: &Status) {
         }
     }
     if let Some(e) = &st.etcd {
-        out!(
-            "etcd: {} members, {} answering, leader {}, db {}",
-            e.members,
-            e.answering,
-            if e.leader.is_empty() {
-                "none"
-            } else {
-                &e.leader
-            },
-            bytes(e.db_bytes)
-        );
+        out!("etcd: {e}");
     }
     if let Some(c) = &st.ceph {
-        out!(
-            "ceph: {}, monitors {}/{} in quorum ({}), OSDs {} up / {} in of {}, {} used of {}",
-            c.health,
-            c.quorum.len(),
-            c.mons,
-            c.quorum.join(", "),
-            c.osds_up,
-            c.osds_in,
-            c.osds,
-            bytes(c.used_bytes),
-            bytes(c.total_bytes)
-        );
+        out!("ceph: {c}");
     }
     if !st.services.is_empty() {
         out!("SERVICE                  TASKS  IMAGE");
@@ -182,31 +159,10 @@ fn markdown(st: &Status, inventory: &std::path::Path) {
         }
     }
     if let Some(e) = &st.etcd {
-        out!(
-            "\n## etcd\n\n{} members, {} answering, leader {}, database {}.",
-            e.members,
-            e.answering,
-            if e.leader.is_empty() {
-                "none"
-            } else {
-                &e.leader
-            },
-            bytes(e.db_bytes)
-        );
+        out!("\n## etcd\n\n{e}.");
     }
     if let Some(c) = &st.ceph {
-        out!(
-            "\n## Ceph\n\n{}; monitors {}/{} in quorum ({}); OSDs {} up, {} in, of {}; {} used of {}.",
-            c.health,
-            c.quorum.len(),
-            c.mons,
-            c.quorum.join(", "),
-            c.osds_up,
-            c.osds_in,
-            c.osds,
-            bytes(c.used_bytes),
-            bytes(c.total_bytes)
-        );
+        out!("\n## Ceph\n\n{c}.");
     }
     if !st.certificates.is_empty() {
         out!(

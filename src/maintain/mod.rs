@@ -187,14 +187,9 @@ fn parts_of(p: &Prepared, h: &str) -> Parts {
     }
 }
 
-/// Host `h`'s variable `key` as role `role` sees it (its own, else the role's default).
+/// Host `h`'s variable `key` as role `role` sees it, when it is a non-empty string.
 fn var(p: &Prepared, h: &str, role: &str, key: &str) -> Option<String> {
-    p.inventory.hosts[h]
-        .vars
-        .get(key)
-        .or_else(|| p.worked.defaults.get(role)?.get(key))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    Some(p.worked.var_str(&p.inventory.hosts[h], role, key)).filter(|v| !v.is_empty())
 }
 
 impl Roll<'_> {
@@ -322,7 +317,7 @@ impl Roll<'_> {
                             .as_str()
                             .is_some_and(|u| urls.iter().any(|x| x == u))
                 });
-            let members = self.etcd_members(n).max(list.len());
+            let members = self.etcd_members().max(list.len());
             if let Err(e) = checks::keeps_quorum(members, healthy, node_ok) {
                 if !self.o.allow_risk {
                     return Err(risky("etcd", e));
@@ -371,7 +366,7 @@ impl Roll<'_> {
     }
 
     /// The etcd members the inventory names (an unreachable one is still counted).
-    fn etcd_members(&self, _n: &str) -> usize {
+    fn etcd_members(&self) -> usize {
         self.parts.values().filter(|p| p.etcd).count()
     }
 
@@ -702,10 +697,10 @@ impl Roll<'_> {
 
     /// Waits for HEALTH_OK (or only the checks `ceph_health_allow` accepts).
     async fn ceph_healthy(&self, n: &str, mon: &str) -> Result<(), String> {
-        let allow: Vec<String> = self.p.inventory.hosts[mon]
-            .vars
-            .get("ceph_health_allow")
-            .or_else(|| self.p.worked.defaults.get("ceph")?.get("ceph_health_allow"))
+        let allow: Vec<String> = self
+            .p
+            .worked
+            .var(&self.p.inventory.hosts[mon], "ceph", "ceph_health_allow")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
