@@ -351,15 +351,25 @@ impl Roll<'_> {
             if parts.mon {
                 script += &format!("ceph mon ok-to-stop {} 2>&1 >/dev/null\n", q(n));
             }
-            let o = self
-                .sh(&mon, &format!("set -e\n{script}"))
-                .await
-                .map_err(|e| refused(format!("Ceph could not be asked: {e}")))?;
-            if o.rc != 0 {
-                let why = crate::sys::tail(format!("{}{}", o.stdout, o.stderr).trim(), 2);
-                return Err(refused(format!(
-                    "Ceph says its daemons may not stop now ({why}); refused: wait until HEALTH_OK"
-                )));
+            // Ceph may say no while PGs still settle from the node before: asked again
+            // for up to 2 minutes (within --wait), then refused with its reason.
+            let t = Instant::now();
+            let bound = self.o.wait.min(Duration::from_secs(120));
+            loop {
+                let o = self
+                    .sh(&mon, &format!("set -e\n{script}"))
+                    .await
+                    .map_err(|e| refused(format!("Ceph could not be asked: {e}")))?;
+                if o.rc == 0 {
+                    break;
+                }
+                if t.elapsed() > bound {
+                    let why = crate::sys::tail(format!("{}{}", o.stdout, o.stderr).trim(), 2);
+                    return Err(refused(format!(
+                        "Ceph says its daemons may not stop now ({why}); refused: wait until HEALTH_OK"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
         Ok(())
@@ -708,22 +718,60 @@ impl Roll<'_> {
                     .collect()
             })
             .unwrap_or_default();
+        // Healthy means every PG active+clean too, on two reads 3 s apart: right after an
+        // OSD is back, HEALTH_OK can show while its PGs still peer.
         let t = Instant::now();
+        let mut since: Option<Instant> = None;
         loop {
             let out = self
-                .ok(mon, "ceph health detail -f json 2>/dev/null")
+                .ok(
+                    mon,
+                    "echo '==PROVISION health'; ceph health detail -f json 2>/dev/null\n\
+                     echo '==PROVISION pgs'; ceph pg stat -f json 2>/dev/null; true",
+                )
                 .await?;
-            let v: Value = serde_json::from_str(out.trim()).unwrap_or_default();
-            let checks: Vec<String> = v["checks"]
+            let sec = crate::probe::sections(&out);
+            let json = |k: &str| -> Value {
+                sec.get(k)
+                    .and_then(|x| serde_json::from_str(x.trim()).ok())
+                    .unwrap_or_default()
+            };
+            let v = json("health");
+            let mut checks: Vec<String> = v["checks"]
                 .as_object()
                 .map(|m| m.keys().filter(|k| !allow.contains(k)).cloned().collect())
                 .unwrap_or_default();
-            if v["status"] == "HEALTH_OK" || (v["status"].is_string() && checks.is_empty()) {
-                say(
-                    n,
-                    &format!("Ceph healthy ({:.1} s)", t.elapsed().as_secs_f64()),
-                );
-                return Ok(());
+            if !v["status"].is_string() {
+                checks.push("no health read".into());
+            }
+            let pgs = json("pgs");
+            let pgs = if pgs["pg_summary"].is_object() {
+                &pgs["pg_summary"]
+            } else {
+                &pgs
+            };
+            let total = pgs["num_pgs"].as_u64().unwrap_or(0);
+            let clean: u64 = pgs["num_pg_by_state"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["name"] == "active+clean")
+                .filter_map(|s| s["num"].as_u64())
+                .sum();
+            if clean < total {
+                checks.push(format!("{clean} of {total} PGs active+clean"));
+            }
+            if checks.is_empty() {
+                let at = *since.get_or_insert_with(Instant::now);
+                if at.elapsed() >= Duration::from_secs(3) {
+                    say(
+                        n,
+                        &format!("Ceph healthy ({:.1} s)", t.elapsed().as_secs_f64()),
+                    );
+                    return Ok(());
+                }
+            } else {
+                since = None;
             }
             if t.elapsed() > self.o.wait {
                 return Err(format!(
