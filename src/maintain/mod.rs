@@ -726,8 +726,8 @@ impl Roll<'_> {
             let out = self
                 .ok(
                     mon,
-                    "echo '==PROVISION health'; ceph health detail -f json 2>/dev/null\n\
-                     echo '==PROVISION pgs'; ceph pg stat -f json 2>/dev/null; true",
+                    "echo '==PROVISION health'; ceph health detail -f json 2>/dev/null; echo\n\
+                     echo '==PROVISION pgs'; ceph pg stat -f json 2>/dev/null; echo",
                 )
                 .await?;
             let sec = crate::probe::sections(&out);
