@@ -1,7 +1,7 @@
 //! `provision maintain`: the command line of a maintenance roll (see maintain/).
 
 use super::{exit, lab_or};
-use crate::maintain::{self, Why};
+use crate::day2::maintain::{self, Why};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -77,6 +77,8 @@ pub struct Prepared {
     pub outside: IndexMap<String, Result<Target, String>>,
     /// What the roles worked out per host (rules, firewalls, derived variables).
     pub worked: crate::roles::Worked,
+    /// The connections to the hosts the inventory retires (`provision_state: absent`).
+    pub retired: IndexMap<String, Result<Target, String>>,
 }
 
 pub use crate::roles::Derived;
@@ -178,6 +180,16 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
             }
         }
     }
+    let retired = inventory
+        .retired
+        .values()
+        .map(|r| {
+            (
+                r.host.name.clone(),
+                target::target(o, &inventory, &r.host, &cfg),
+            )
+        })
+        .collect();
     // The roles each host runs, for what the roles work out and check before any contact.
     let mut host_roles: std::collections::HashMap<&str, Vec<&play::Role>> = Default::default();
     for PlannedPlay {
@@ -203,6 +215,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Invalid> {
         targets,
         outside,
         worked,
+        retired,
     })
 }
 

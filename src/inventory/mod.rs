@@ -3,6 +3,7 @@
 
 mod pattern;
 mod range;
+mod retire;
 
 use crate::yaml::{self, check_keys, closest, err, Kind, Loc, Located, Node};
 use indexmap::{IndexMap, IndexSet};
@@ -10,6 +11,7 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 pub use pattern::select;
+pub use retire::Retired;
 
 /// Connection variables users know from Ansible, and our short aliases.
 const CONN_VARS: &[&str] = &[
@@ -51,6 +53,8 @@ pub struct Inventory {
     /// Each group's own hosts and child groups, as written (for `provision inventory`).
     pub tree: IndexMap<String, (Vec<String>, Vec<String>)>,
     pub warnings: Vec<String>,
+    /// Hosts marked `provision_state: absent`: in no group, taken out of the cluster.
+    pub retired: IndexMap<String, Retired>,
 }
 
 #[derive(Default)]
@@ -330,8 +334,10 @@ fn resolve(
         groups,
         tree,
         warnings: std::mem::take(warnings),
+        retired: IndexMap::new(),
     };
     ceph_group_defaults(&mut inv);
+    retire::extract(&mut inv)?;
     Ok(inv)
 }
 

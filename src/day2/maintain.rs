@@ -6,12 +6,10 @@
 //! cluster healthy. The first node that does not come back healthy stops the roll, left
 //! drained; the next `maintain` resumes with it.
 
-pub mod checks;
-
-use crate::engine::cluster::docker_bounded;
+use super::checks::{self, Parts};
+use super::{connect, parts_of, say, var, Fleet};
 use crate::engine::Prepared;
-use crate::transport::{quote as q, Conn, Output};
-use checks::Parts;
+use crate::transport::{quote as q, Conn};
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -59,14 +57,8 @@ pub struct Outcome {
 
 /// A roll over live connections.
 struct Roll<'a> {
-    p: &'a Prepared,
-    conns: IndexMap<String, Conn>,
-    parts: IndexMap<String, Parts>,
+    f: Fleet<'a>,
     o: &'a Opts,
-}
-
-fn say(node: &str, msg: &str) {
-    eprintln!("{node}: {msg}");
 }
 
 /// Maintains `o.nodes` in order; `resume` are nodes an earlier roll finished, and
@@ -79,22 +71,13 @@ pub async fn run(p: &Prepared, o: &Opts, resume: &[String], progress: &dyn Fn(&s
     };
     // Every host of the cluster answers, or nothing starts: a host that does not answer
     // is unknown, and maintenance would take one more away.
-    let mut conns = IndexMap::new();
-    let mut silent = Vec::new();
-    let joins: Vec<_> = p
-        .hosts
-        .iter()
-        .map(|h| tokio::spawn(Conn::connect(p.targets[h].clone())))
-        .collect();
-    for (h, j) in p.hosts.iter().zip(joins) {
-        match j.await {
-            Ok(Ok(c)) => {
-                conns.insert(h.clone(), c);
-            }
-            Ok(Err(e)) => silent.push(format!("{h} ({e})")),
-            Err(e) => silent.push(format!("{h} ({e})")),
-        }
-    }
+    let (conns, silent) = connect(
+        p.hosts
+            .iter()
+            .map(|h| (h.clone(), p.targets[h].clone()))
+            .collect(),
+    )
+    .await;
     if !silent.is_empty() {
         out.stopped = Some((
             Why::Unreachable,
@@ -111,13 +94,20 @@ pub async fn run(p: &Prepared, o: &Opts, resume: &[String], progress: &dyn Fn(&s
         .iter()
         .map(|h| (h.clone(), parts_of(p, h)))
         .collect();
-    let roll = Roll { p, conns, parts, o };
-    let mut roll = roll;
+    let mut roll = Roll {
+        f: Fleet {
+            p,
+            conns,
+            parts,
+            wait: o.wait,
+        },
+        o,
+    };
     let drained = roll.drained().await;
     let nodes: Vec<(String, Parts)> = o
         .nodes
         .iter()
-        .map(|n| (n.clone(), roll.parts[n].clone()))
+        .map(|n| (n.clone(), roll.f.parts[n].clone()))
         .collect();
     let order: Vec<String> = checks::order(&nodes, &drained)
         .into_iter()
@@ -151,9 +141,7 @@ pub async fn run(p: &Prepared, o: &Opts, resume: &[String], progress: &dyn Fn(&s
             }
         }
     }
-    for (_, c) in roll.conns.drain(..) {
-        c.close().await;
-    }
+    roll.f.close().await;
     out
 }
 
@@ -170,87 +158,29 @@ fn refused(msg: String) -> Stop {
     }
 }
 
-/// Its parts in the cluster, from the inventory's groups and variables.
-fn parts_of(p: &Prepared, h: &str) -> Parts {
-    let inv = &p.inventory;
-    let inside = |g: &str| inv.groups.get(g).is_some_and(|m| m.contains(h));
-    let mount = var(p, h, "ceph", "cephfs_mount").filter(|_| {
-        inside("ceph_clients") && var(p, h, "ceph", "cephfs_name").is_some_and(|f| !f.is_empty())
-    });
-    Parts {
-        manager: inside("managers"),
-        swarm: inside("managers") || inside("workers"),
-        etcd: inside("etcd"),
-        mon: inside("ceph_mons") && inv.groups.contains_key("ceph_osds"),
-        osds: inside("ceph_osds"),
-        mount,
-    }
-}
-
-/// Host `h`'s variable `key` as role `role` sees it, when it is a non-empty string.
-fn var(p: &Prepared, h: &str, role: &str, key: &str) -> Option<String> {
-    Some(p.worked.var_str(&p.inventory.hosts[h], role, key)).filter(|v| !v.is_empty())
-}
-
 impl Roll<'_> {
-    async fn sh(&self, h: &str, script: &str) -> Result<Output, String> {
-        let c = self.conns.get(h).ok_or(format!("{h}: no connection"))?;
-        c.run(&docker_bounded(script), None, Some("root"))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Runs `script` on `h`; its stdout, or its error.
-    async fn ok(&self, h: &str, script: &str) -> Result<String, String> {
-        let o = self.sh(h, script).await?;
-        if o.rc != 0 {
-            return Err(format!(
-                "exit code {}: {}",
-                o.rc,
-                crate::sys::tail(o.stderr.trim(), 3)
-            ));
-        }
-        Ok(o.stdout)
-    }
-
-    /// A host with `part`, other than `node`, to act through.
-    fn other(&self, node: &str, part: impl Fn(&Parts) -> bool) -> Option<String> {
-        self.parts
-            .iter()
-            .find(|(h, p)| *h != node && part(p))
-            .map(|(h, _)| h.clone())
-    }
-
-    fn etcdctl(&self, h: &str) -> String {
-        let pki = var(self.p, h, "etcd", "pki_dir").unwrap_or_default();
-        crate::cluster::etcd::etcdctl(
-            &format!("{pki}/ca.crt"),
-            &format!("{pki}/etcd.crt"),
-            &format!("{pki}/etcd.key"),
-        )
-    }
-
     /// Nodes left drained (by an earlier roll that stopped).
     async fn drained(&self) -> Vec<String> {
-        let Some(m) = self.other("", |p| p.manager) else {
+        let Some(m) = self.f.other("", |p| p.manager) else {
             return Vec::new();
         };
-        self.ok(
-            &m,
-            "docker node ls --format '{{.Hostname}} {{.Availability}}' 2>/dev/null",
-        )
-        .await
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, a)| a.trim() == "Drain")
-        .map(|(h, _)| h.to_owned())
-        .collect()
+        self.f
+            .ok(
+                &m,
+                "docker node ls --format '{{.Hostname}} {{.Availability}}' 2>/dev/null",
+            )
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, a)| a.trim() == "Drain")
+            .map(|(h, _)| h.to_owned())
+            .collect()
     }
 
     /// Swarm, etcd and Ceph keep their quorum without `n`.
     async fn prechecks(&self, n: &str) -> Result<(), Stop> {
-        let parts = self.parts[n].clone();
+        let parts = self.f.parts[n].clone();
         let risky = |what: &str, e: String| {
             refused(format!(
                 "{what} would lose its quorum while {n} is away ({e}); refused: \
@@ -258,8 +188,9 @@ impl Roll<'_> {
             ))
         };
         if parts.manager {
-            let m = self.other("", |p| p.manager).unwrap_or_default();
+            let m = self.f.other("", |p| p.manager).unwrap_or_default();
             let ls = self
+                .f
                 .ok(
                     &m,
                     "docker node ls --format '{{.Hostname}} {{.ManagerStatus}}' | awk 'NF > 1'",
@@ -278,10 +209,10 @@ impl Roll<'_> {
             }
         }
         if parts.etcd {
-            let via = self.other("", |p| p.etcd).unwrap_or_default();
-            let ctl = self.etcdctl(&via);
+            let via = self.f.other("", |p| p.etcd).unwrap_or_default();
+            let ctl = self.f.etcdctl(&via);
             let out = self
-                .ok(
+                .f.ok(
                     &via,
                     &format!(
                         "echo '==PROVISION health'; {ctl} endpoint health --cluster -w json 2>/dev/null\n\
@@ -328,7 +259,7 @@ impl Roll<'_> {
                 );
             }
         }
-        let only_mon = parts.mon && self.other(n, |p| p.mon).is_none();
+        let only_mon = parts.mon && self.f.other(n, |p| p.mon).is_none();
         if only_mon {
             let e = format!("{n} is the only Ceph monitor: Ceph stops while it is away");
             if !self.o.allow_risk {
@@ -338,7 +269,7 @@ impl Roll<'_> {
             }
             say(n, &format!("{e}: --allow-risk"));
         } else if parts.osds || parts.mon {
-            let mon = self.other(n, |p| p.mon).ok_or_else(|| {
+            let mon = self.f.other(n, |p| p.mon).ok_or_else(|| {
                 refused("no Ceph monitor to ask whether its OSDs may stop".into())
             })?;
             let mut script = String::new();
@@ -357,6 +288,7 @@ impl Roll<'_> {
             let bound = self.o.wait.min(Duration::from_secs(120));
             loop {
                 let o = self
+                    .f
                     .sh(&mon, &format!("set -e\n{script}"))
                     .await
                     .map_err(|e| refused(format!("Ceph could not be asked: {e}")))?;
@@ -377,7 +309,7 @@ impl Roll<'_> {
 
     /// The etcd members the inventory names (an unreachable one is still counted).
     fn etcd_members(&self) -> usize {
-        self.parts.values().filter(|p| p.etcd).count()
+        self.f.parts.values().filter(|p| p.etcd).count()
     }
 
     /// The packages `n` would get, and whether it reboots.
@@ -406,9 +338,9 @@ impl Roll<'_> {
         refresh: bool,
     ) -> Result<(Vec<checks::Upgrade>, bool), String> {
         let engine =
-            var(self.p, n, "docker", "docker_package").unwrap_or_else(|| "docker.io".into());
+            var(self.f.p, n, "docker", "docker_package").unwrap_or_else(|| "docker.io".into());
         let out = self
-            .ok(
+            .f.ok(
                 n,
                 &format!(
                     "export DEBIAN_FRONTEND=noninteractive\n\
@@ -433,9 +365,9 @@ impl Roll<'_> {
             .filter(|u| self.o.full || u.security)
             .collect();
         // The engine the inventory pins, on swarm nodes, in place of apt's choice for it.
-        let pinned = var(self.p, n, "docker", "docker_version").unwrap_or_default();
+        let pinned = var(self.f.p, n, "docker", "docker_version").unwrap_or_default();
         if let (true, Some(e)) = (
-            self.parts[n].swarm,
+            self.f.parts[n].swarm,
             checks::pinned_engine(&engine, &pinned, &get("engine")),
         ) {
             ups.retain(|u| u.name != e.name);
@@ -452,7 +384,7 @@ impl Roll<'_> {
 
     /// One node, phase by phase.
     async fn node(&mut self, n: &str) -> Result<Done, Stop> {
-        let parts = self.parts[n].clone();
+        let parts = self.f.parts[n].clone();
         let mut done = Done {
             node: n.to_owned(),
             ..Done::default()
@@ -469,11 +401,12 @@ impl Roll<'_> {
         };
         // Another monitor, or the node itself when it is the only one (--allow-risk).
         let mon = self
+            .f
             .other(n, |p| p.mon)
             .or_else(|| parts.mon.then(|| n.to_owned()));
         if let (true, Some(mon)) = (parts.osds, &mon) {
             say(n, "ceph: noout for its OSDs");
-            self.ok(
+            self.f.ok(
                 mon,
                 &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd add-noout $ids >/dev/null 2>&1", h = q(n)),
             )
@@ -482,10 +415,11 @@ impl Roll<'_> {
         }
         // Another manager, or the node itself in a one-manager swarm (--allow-risk).
         let manager = self
+            .f
             .other(n, |p| p.manager)
             .or_else(|| parts.manager.then(|| n.to_owned()));
         if let (true, Some(m)) = (parts.swarm, &manager) {
-            self.drain(n, m).await.map_err(|e| fail("drain", e))?;
+            self.f.drain(n, m).await.map_err(|e| fail("drain", e))?;
         }
         let (ups, reboot) = self.upgrades(n, true).await.map_err(|e| fail("apt", e))?;
         if !ups.is_empty() {
@@ -496,7 +430,7 @@ impl Roll<'_> {
                 .iter()
                 .map(|u| q(&format!("{}={}", u.name, u.version)))
                 .collect();
-            self.ok(
+            self.f.ok(
                 n,
                 &format!(
                     "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q -o DPkg::Lock::Timeout=300 \
@@ -520,18 +454,19 @@ impl Roll<'_> {
             .map_err(|e| fail("coming back", e))?;
         if let (true, Some(m)) = (parts.swarm, &manager) {
             say(n, "undrain");
-            self.ok(
-                m,
-                &format!(
-                    "docker node update --availability active {} >/dev/null",
-                    q(n)
-                ),
-            )
-            .await
-            .map_err(|e| fail("undrain", e))?;
+            self.f
+                .ok(
+                    m,
+                    &format!(
+                        "docker node update --availability active {} >/dev/null",
+                        q(n)
+                    ),
+                )
+                .await
+                .map_err(|e| fail("undrain", e))?;
         }
         if let (true, Some(mon)) = (parts.osds, &mon) {
-            self.ok(
+            self.f.ok(
                 mon,
                 &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd rm-noout $ids >/dev/null 2>&1", h = q(n)),
             )
@@ -539,72 +474,25 @@ impl Roll<'_> {
             .map_err(|e| fail("ceph rm-noout", e))?;
         }
         if let Some(mon) = &mon {
-            self.ceph_healthy(n, mon)
+            self.f
+                .ceph_healthy(n, mon, &[])
                 .await
                 .map_err(|e| fail("ceph health", e))?;
         }
         Ok(done)
     }
 
-    /// Drains `n` through manager `m` until none of its tasks runs and every service has
-    /// its tasks elsewhere.
-    async fn drain(&self, n: &str, m: &str) -> Result<(), String> {
-        say(n, "drain: its tasks move to other nodes");
-        self.ok(
-            m,
-            &format!(
-                "docker node update --availability drain {} >/dev/null",
-                q(n)
-            ),
-        )
-        .await?;
-        let t = Instant::now();
-        loop {
-            let out = self
-                .ok(
-                    m,
-                    &format!(
-                        "echo '==PROVISION here'; docker node ps {} --filter desired-state=running -q 2>/dev/null\n\
-                         echo '==PROVISION svc'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null",
-                        q(n)
-                    ),
-                )
-                .await?;
-            let s = crate::probe::sections(&out);
-            let here = s
-                .get("here")
-                .map_or(0, |x| x.lines().filter(|l| !l.trim().is_empty()).count());
-            let waiting = checks::unsettled(s.get("svc").map(String::as_str).unwrap_or(""));
-            if here == 0 && waiting.is_empty() {
-                say(n, &format!("drained in {:.1} s", t.elapsed().as_secs_f64()));
-                return Ok(());
-            }
-            if t.elapsed() > self.o.wait {
-                return Err(format!(
-                    "after {} s, {here} task(s) still run there; services short of tasks: {}",
-                    self.o.wait.as_secs(),
-                    if waiting.is_empty() {
-                        "none".into()
-                    } else {
-                        waiting.join(", ")
-                    }
-                ));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
     /// Reboots `n` and waits until it answers SSH again, booted anew.
     async fn reboot(&mut self, n: &str) -> Result<(), String> {
         let id = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat";
-        let before = self.ok(n, id).await?;
+        let before = self.f.ok(n, id).await?;
         say(n, "reboot");
-        self.ok(
+        self.f.ok(
             n,
             "systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot",
         )
         .await?;
-        if let Some(c) = self.conns.shift_remove(n) {
+        if let Some(c) = self.f.conns.shift_remove(n) {
             c.close().await;
         }
         let t = Instant::now();
@@ -616,7 +504,7 @@ impl Roll<'_> {
                     self.o.wait.as_secs()
                 ));
             }
-            let Ok(c) = Conn::connect(self.p.targets[n].clone()).await else {
+            let Ok(c) = Conn::connect(self.f.p.targets[n].clone()).await else {
                 continue;
             };
             let now = c
@@ -633,7 +521,7 @@ impl Roll<'_> {
                         && o.stdout.replace("booted", "").trim() != before.trim() =>
                 {
                     say(n, &format!("back after {:.1} s", t.elapsed().as_secs_f64()));
-                    self.conns.insert(n.to_owned(), c);
+                    self.f.conns.insert(n.to_owned(), c);
                     return Ok(());
                 }
                 _ => c.close().await,
@@ -652,7 +540,7 @@ impl Roll<'_> {
         if parts.etcd {
             local += &format!(
                 "{} endpoint health >/dev/null 2>&1 || {{ echo 'its etcd member is not healthy'; r=1; }}\n",
-                self.etcdctl(n)
+                self.f.etcdctl(n)
             );
         }
         if let Some(m) = &parts.mount {
@@ -665,7 +553,7 @@ impl Roll<'_> {
         let t = Instant::now();
         loop {
             let mut why = Vec::new();
-            match self.sh(n, &local).await {
+            match self.f.sh(n, &local).await {
                 Ok(o) if o.rc == 0 => {}
                 Ok(o) => why.push(o.stdout.trim().replace('\n', "; ")),
                 Err(e) => why.push(e),
@@ -681,7 +569,7 @@ impl Roll<'_> {
                     },
                     h = q(n)
                 );
-                match self.ok(mon, &script).await {
+                match self.f.ok(mon, &script).await {
                     Ok(o) if o.trim().is_empty() => {}
                     Ok(o) => why.push(o.trim().replace('\n', "; ")),
                     Err(e) => why.push(e),
@@ -699,85 +587,6 @@ impl Roll<'_> {
                     "after {} s: {}",
                     self.o.wait.as_secs(),
                     why.join("; ")
-                ));
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    }
-
-    /// Waits for HEALTH_OK (or only the checks `ceph_health_allow` accepts).
-    async fn ceph_healthy(&self, n: &str, mon: &str) -> Result<(), String> {
-        let allow: Vec<String> = self
-            .p
-            .worked
-            .var(&self.p.inventory.hosts[mon], "ceph", "ceph_health_allow")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Healthy means every PG active+clean too, on two reads 3 s apart: right after an
-        // OSD is back, HEALTH_OK can show while its PGs still peer.
-        let t = Instant::now();
-        let mut since: Option<Instant> = None;
-        loop {
-            let out = self
-                .ok(
-                    mon,
-                    "echo '==PROVISION health'; ceph health detail -f json 2>/dev/null; echo\n\
-                     echo '==PROVISION pgs'; ceph pg stat -f json 2>/dev/null; echo",
-                )
-                .await?;
-            let sec = crate::probe::sections(&out);
-            let json = |k: &str| -> Value {
-                sec.get(k)
-                    .and_then(|x| serde_json::from_str(x.trim()).ok())
-                    .unwrap_or_default()
-            };
-            let v = json("health");
-            let mut checks: Vec<String> = v["checks"]
-                .as_object()
-                .map(|m| m.keys().filter(|k| !allow.contains(k)).cloned().collect())
-                .unwrap_or_default();
-            if !v["status"].is_string() {
-                checks.push("no health read".into());
-            }
-            let pgs = json("pgs");
-            let pgs = if pgs["pg_summary"].is_object() {
-                &pgs["pg_summary"]
-            } else {
-                &pgs
-            };
-            let total = pgs["num_pgs"].as_u64().unwrap_or(0);
-            let clean: u64 = pgs["num_pg_by_state"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["name"] == "active+clean")
-                .filter_map(|s| s["num"].as_u64())
-                .sum();
-            if clean < total {
-                checks.push(format!("{clean} of {total} PGs active+clean"));
-            }
-            if checks.is_empty() {
-                let at = *since.get_or_insert_with(Instant::now);
-                if at.elapsed() >= Duration::from_secs(3) {
-                    say(
-                        n,
-                        &format!("Ceph healthy ({:.1} s)", t.elapsed().as_secs_f64()),
-                    );
-                    return Ok(());
-                }
-            } else {
-                since = None;
-            }
-            if t.elapsed() > self.o.wait {
-                return Err(format!(
-                    "not healthy after {} s: {}",
-                    self.o.wait.as_secs(),
-                    checks.join(", ")
                 ));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;

@@ -8,6 +8,8 @@ pub struct Parts {
     pub swarm: bool,
     pub etcd: bool,
     pub mon: bool,
+    pub mgr: bool,
+    pub mds: bool,
     pub osds: bool,
     /// The CephFS mount point, on a Ceph client.
     pub mount: Option<String>,
@@ -129,6 +131,24 @@ pub fn unsettled(service_ls: &str) -> Vec<String> {
         .filter(|(_, r)| !crate::cluster::stacks::converged(r.trim()))
         .map(|(n, r)| format!("{n} {}", r.trim()))
         .collect()
+}
+
+/// The PGs not active+clean, from `ceph pg stat -f json` (either of its shapes).
+pub fn pgs_unclean(v: &serde_json::Value) -> Option<String> {
+    let pgs = if v["pg_summary"].is_object() {
+        &v["pg_summary"]
+    } else {
+        v
+    };
+    let total = pgs["num_pgs"].as_u64().unwrap_or(0);
+    let clean: u64 = pgs["num_pg_by_state"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == "active+clean")
+        .filter_map(|s| s["num"].as_u64())
+        .sum();
+    (clean < total).then(|| format!("{clean} of {total} PGs active+clean"))
 }
 
 #[cfg(test)]
