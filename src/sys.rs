@@ -105,3 +105,17 @@ pub fn raise_nofile(need: u64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The time now in UTC, as 2026-12-07T13:05:00Z.
+pub fn now_utc() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

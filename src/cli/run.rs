@@ -70,6 +70,7 @@ fn rotate_ca(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
 // Long on purpose: one run's phases in order (validate, lock, connect, run, report).
 fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
     let a = a.clone();
+    let remove_wait = a.remove_wait;
     let opts = crate::engine::Options {
         inventory,
         playbook: a.playbook,
@@ -196,6 +197,9 @@ fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
         }
     };
     let check = opts.check;
+    if let Some(code) = retire(&prepared, &state, &opts, remove_wait, &rt) {
+        return Ok(code);
+    }
     rt.block_on(async { crate::interrupt::install(|m| eprintln!("\n{m}")) });
     let summary = rt.block_on(crate::engine::execute(
         prepared,
@@ -217,4 +221,72 @@ fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
         exit::OK
     };
     Ok(code)
+}
+
+/// The hosts marked `provision_state: absent` taken out of the cluster before the plays
+/// (which then leave them out of every firewall, /etc/hosts and target list). Some exit
+/// code when the run must stop.
+fn retire(
+    p: &crate::engine::Prepared,
+    state: &crate::state::State,
+    opts: &crate::engine::Options,
+    remove_wait: u64,
+    rt: &tokio::runtime::Runtime,
+) -> Option<i32> {
+    use crate::day2::{retire, retire_plan};
+    if !opts.check {
+        if let Err(e) = retire::forget_returned(p, state) {
+            eprintln!("error: {e}");
+            return Some(exit::FAILED);
+        }
+    }
+    if p.inventory.retired.is_empty() {
+        return None;
+    }
+    let done: std::collections::HashSet<String> = retire::recorded(state).keys().cloned().collect();
+    if opts.limit.is_some() {
+        let pending: Vec<&String> = p.inventory.retired.keys().filter(|h| !done.contains(*h)).collect();
+        if !pending.is_empty() {
+            eprintln!(
+                "warning: {} marked provision_state: absent: removed only by a run without --limit",
+                pending.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        return None;
+    }
+    if let Err(e) = retire_plan::validate(p, &done) {
+        eprintln!("error: {e}");
+        eprintln!("refused: nothing was changed, no host was contacted");
+        return Some(exit::INVALID);
+    }
+    let o = retire::Opts {
+        check: opts.check,
+        wait: std::time::Duration::from_secs(remove_wait),
+    };
+    let out = rt.block_on(retire::run(p, state, &o));
+    if opts.check && !out.plan.is_empty() {
+        out!("removal plan (nothing changed):");
+        for l in &out.plan {
+            out!("  {l}");
+        }
+    }
+    for d in &out.done {
+        out!(
+            "removed {}: {:.1} s, {:.1} s of it waiting for the cluster ({} steps)",
+            d.node,
+            d.seconds,
+            d.waited,
+            d.changes.len()
+        );
+    }
+    match out.stopped {
+        None => None,
+        Some((why, msg)) => {
+            eprintln!("error: {msg}");
+            Some(match why {
+                retire::Why::Unreachable => exit::UNREACHABLE,
+                retire::Why::Failed => exit::FAILED,
+            })
+        }
+    }
 }

@@ -419,7 +419,7 @@ impl Roll<'_> {
             .other(n, |p| p.manager)
             .or_else(|| parts.manager.then(|| n.to_owned()));
         if let (true, Some(m)) = (parts.swarm, &manager) {
-            self.f.drain(n, m).await.map_err(|e| fail("drain", e))?;
+            self.f.drain(n, n, m).await.map_err(|e| fail("drain", e))?;
         }
         let (ups, reboot) = self.upgrades(n, true).await.map_err(|e| fail("apt", e))?;
         if !ups.is_empty() {

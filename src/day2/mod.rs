@@ -5,6 +5,8 @@
 
 pub mod checks;
 pub mod maintain;
+pub mod retire;
+pub mod retire_plan;
 
 use crate::engine::cluster::docker_bounded;
 use crate::engine::Prepared;
@@ -123,15 +125,15 @@ impl Fleet<'_> {
         )
     }
 
-    /// Drains `n` through manager `m` until none of its tasks runs and every service has
-    /// its tasks elsewhere.
-    pub async fn drain(&self, n: &str, m: &str) -> Result<(), String> {
+    /// Drains `n` (its swarm node `node`, a name or an ID) through manager `m` until none
+    /// of its tasks runs and every service has its tasks elsewhere.
+    pub async fn drain(&self, n: &str, node: &str, m: &str) -> Result<(), String> {
         say(n, "drain: its tasks move to other nodes");
         self.ok(
             m,
             &format!(
                 "docker node update --availability drain {} >/dev/null",
-                q(n)
+                q(node)
             ),
         )
         .await?;
@@ -143,7 +145,7 @@ impl Fleet<'_> {
                     &format!(
                         "echo '==PROVISION here'; docker node ps {} --filter desired-state=running -q 2>/dev/null\n\
                          echo '==PROVISION svc'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null",
-                        q(n)
+                        q(node)
                     ),
                 )
                 .await?;

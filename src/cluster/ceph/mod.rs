@@ -24,7 +24,7 @@ pub fn new() -> Box<dyn Step> {
     Box::<Ceph>::default()
 }
 
-pub use conf::{pool_size, MOUNT_SERVICE};
+pub use conf::{pool_size, DOCKER_DROPIN, MOUNT_SERVICE};
 
 #[derive(Clone, Debug)]
 struct Dev {
