@@ -374,7 +374,9 @@ fn audit(a: AuditArgs) -> anyhow::Result<i32> {
         Some(pb) => std::sync::Arc::new(move || pb.inc(1)),
         None => std::sync::Arc::new(|| {}),
     };
-    let results = rt.block_on(crate::engine::audit(&prepared, &opts, ca.as_deref(), done));
+    let mut results = rt.block_on(crate::engine::audit(&prepared, &opts, ca.as_deref(), done));
+    let state = crate::state::State::read_only(&opts.state_dir());
+    results.extend(rt.block_on(crate::day2::retired::audit(&prepared, &state)));
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }

@@ -245,11 +245,20 @@ fn retire(
     }
     let done: std::collections::HashSet<String> = retire::recorded(state).keys().cloned().collect();
     if opts.limit.is_some() {
-        let pending: Vec<&String> = p.inventory.retired.keys().filter(|h| !done.contains(*h)).collect();
+        let pending: Vec<&String> = p
+            .inventory
+            .retired
+            .keys()
+            .filter(|h| !done.contains(*h))
+            .collect();
         if !pending.is_empty() {
             eprintln!(
                 "warning: {} marked provision_state: absent: removed only by a run without --limit",
-                pending.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                pending
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         return None;

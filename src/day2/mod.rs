@@ -7,6 +7,7 @@ pub mod checks;
 pub mod maintain;
 pub mod retire;
 pub mod retire_plan;
+pub mod retired;
 
 use crate::engine::cluster::docker_bounded;
 use crate::engine::Prepared;

@@ -72,7 +72,11 @@ pub fn forget_returned(p: &Prepared, state: &State) -> Result<(), String> {
     if rec.len() == before {
         return Ok(());
     }
-    state.write(RECORD, &serde_json::to_vec_pretty(&rec).unwrap_or_default(), 0o600)
+    state.write(
+        RECORD,
+        &serde_json::to_vec_pretty(&rec).unwrap_or_default(),
+        0o600,
+    )
 }
 
 struct Stop(Why, String);
@@ -108,7 +112,11 @@ pub async fn run(p: &Prepared, state: &State, o: &Opts) -> Outcome {
     }
     let (conns, mut silent) = connect(targets).await;
     silent.extend(unusable);
-    let is_retired = |s: &String| pending.iter().any(|r| s.starts_with(&format!("{} (", r.host.name)));
+    let is_retired = |s: &String| {
+        pending
+            .iter()
+            .any(|r| s.starts_with(&format!("{} (", r.host.name)))
+    };
     let survivors: Vec<&String> = silent.iter().filter(|s| !is_retired(s)).collect();
     let dead_unforced: Vec<&String> = silent
         .iter()
@@ -121,7 +129,11 @@ pub async fn run(p: &Prepared, state: &State, o: &Opts) -> Outcome {
     let mut f = Fleet {
         p,
         conns,
-        parts: p.hosts.iter().map(|h| (h.clone(), super::parts_of(p, h))).collect(),
+        parts: p
+            .hosts
+            .iter()
+            .map(|h| (h.clone(), super::parts_of(p, h)))
+            .collect(),
         wait: o.wait,
     };
     if !survivors.is_empty() {
@@ -182,14 +194,19 @@ pub async fn run(p: &Prepared, state: &State, o: &Opts) -> Outcome {
                 );
                 r.record.insert("at".into(), json!(crate::sys::now_utc()));
                 r.record.insert("seconds".into(), json!(d.seconds));
-                r.record.insert("dead".into(), json!(!r.f.conns.contains_key(&n)));
-                r.record.insert("left_on_host".into(), json!(d.left_on_host));
+                r.record
+                    .insert("dead".into(), json!(!r.f.conns.contains_key(&n)));
+                r.record
+                    .insert("left_on_host".into(), json!(d.left_on_host));
                 let mut all = recorded(state);
                 all.insert(n.clone(), Value::Object(r.record.clone()));
-                if let Err(e) =
-                    state.write(RECORD, &serde_json::to_vec_pretty(&all).unwrap_or_default(), 0o600)
-                {
-                    out.stopped = Some((Why::Failed, format!("{n}: removed, but not recorded: {e}")));
+                if let Err(e) = state.write(
+                    RECORD,
+                    &serde_json::to_vec_pretty(&all).unwrap_or_default(),
+                    0o600,
+                ) {
+                    out.stopped =
+                        Some((Why::Failed, format!("{n}: removed, but not recorded: {e}")));
                     break;
                 }
                 out.done.push(d);
@@ -266,7 +283,11 @@ impl Retire<'_> {
             n,
             &format!(
                 "removing it from the cluster{}",
-                if alive { "" } else { " (it does not answer: from the survivors' side, provision_force)" }
+                if alive {
+                    ""
+                } else {
+                    " (it does not answer: from the survivors' side, provision_force)"
+                }
             ),
         );
         if parts.swarm {
@@ -287,7 +308,9 @@ impl Retire<'_> {
             self.f.p.worked.var_str(&r.host, "pki", "pki_dir")
         )];
         if parts.swarm {
-            left.push("its swarm state: run `docker swarm leave --force` there if it comes back".into());
+            left.push(
+                "its swarm state: run `docker swarm leave --force` there if it comes back".into(),
+            );
         }
         if parts.etcd {
             left.push("its etcd data and unit".into());
@@ -296,7 +319,10 @@ impl Retire<'_> {
             left.push("its Ceph daemons and data (its devices are not wiped)".into());
         }
         for l in &left {
-            say(n, &format!("not cleaned on the host (it does not answer): {l}"));
+            say(
+                n,
+                &format!("not cleaned on the host (it does not answer): {l}"),
+            );
         }
         Ok(left)
     }
@@ -335,14 +361,22 @@ impl Retire<'_> {
             .map_err(|e| refused(format!("the swarm's nodes could not be read on {m}: {e}")))?;
         let Some(node) = find_node(&nodes, Some(&id), n, &r.host.address).cloned() else {
             if alive && local != "inactive" && !local.is_empty() {
-                self.act(n, "swarm: leave (its node is no longer listed)", n, "docker swarm leave --force >/dev/null")
-                    .await?;
+                self.act(
+                    n,
+                    "swarm: leave (its node is no longer listed)",
+                    n,
+                    "docker swarm leave --force >/dev/null",
+                )
+                .await?;
             }
             return Ok(());
         };
         self.record.insert("swarm_node".into(), json!(node.id));
         let short = &node.id[..node.id.len().min(12)];
-        if self.waits(n, "its tasks run on other nodes and every service has its replicas (drain)") {
+        if self.waits(
+            n,
+            "its tasks run on other nodes and every service has its replicas (drain)",
+        ) {
             let t = Instant::now();
             self.f
                 .drain(n, &node.id, &m)
@@ -353,7 +387,9 @@ impl Retire<'_> {
         }
         if node.manager_status.is_some() {
             demote_keeps_quorum(&nodes, &node.id).map_err(|e| {
-                refused(format!("the swarm would lose its quorum ({e}); refused: add managers first"))
+                refused(format!(
+                    "the swarm would lose its quorum ({e}); refused: add managers first"
+                ))
             })?;
             self.act(
                 n,
@@ -415,12 +451,18 @@ impl Retire<'_> {
         };
         let members = json("members");
         if !members["members"].is_array() {
-            return Err(refused(format!("etcd's member list could not be read on {s}")));
+            return Err(refused(format!(
+                "etcd's member list could not be read on {s}"
+            )));
         }
-        let id = etcd_member(&members, &json("health"), n)
-            .map_err(|e| refused(format!("{e}; refused: bring the other members back, or add members first")))?;
+        let id = etcd_member(&members, &json("health"), n).map_err(|e| {
+            refused(format!(
+                "{e}; refused: bring the other members back, or add members first"
+            ))
+        })?;
         if let Some(id) = id {
-            self.record.insert("etcd_member".into(), json!(format!("{id:x}")));
+            self.record
+                .insert("etcd_member".into(), json!(format!("{id:x}")));
             self.act(
                 n,
                 &format!("etcd: snapshot on {s}, then remove member {id:x}"),
@@ -497,7 +539,8 @@ impl Retire<'_> {
                     "for u in ceph-mds@{h} ceph-mgr@{h} ceph-mon@{h} {MOUNT_SERVICE} provision-ceph-osds.service \
                      $(for d in /var/lib/ceph/osd/ceph-*; do [ -f \"$d/whoami\" ] && echo ceph-osd@$(cat \"$d/whoami\"); done); do \
                      if systemctl is-active -q $u || systemctl is-enabled -q $u 2>/dev/null; then echo $u; fi; done; \
-                     [ -d /var/lib/ceph/mon/ceph-{h} ] && echo mon-data; true",
+                     [ -d /var/lib/ceph/mon/ceph-{h} ] && echo mon-data; \
+                     ls /etc/ceph/*.keyring >/dev/null 2>&1 && echo keyrings; true",
                     h = n
                 ),
                 "its Ceph daemons",
@@ -509,7 +552,10 @@ impl Retire<'_> {
         let has = |u: &str| units.lines().any(|l| l.trim() == u);
         let mut changed = false;
         // The metadata server and the manager first: a standby takes over.
-        for (kind, u) in [("mds", format!("ceph-mds@{n}")), ("mgr", format!("ceph-mgr@{n}"))] {
+        for (kind, u) in [
+            ("mds", format!("ceph-mds@{n}")),
+            ("mgr", format!("ceph-mgr@{n}")),
+        ] {
             if has(&u) {
                 self.act(
                     n,
@@ -518,8 +564,13 @@ impl Retire<'_> {
                     &format!("ceph {kind} fail {} >/dev/null 2>&1 || true", q(n)),
                 )
                 .await?;
-                self.act(n, &format!("ceph: stop its {kind}"), n, &format!("systemctl disable --now {u} >/dev/null 2>&1"))
-                    .await?;
+                self.act(
+                    n,
+                    &format!("ceph: stop its {kind}"),
+                    n,
+                    &format!("systemctl disable --now {u} >/dev/null 2>&1"),
+                )
+                .await?;
                 changed = true;
             }
         }
@@ -545,8 +596,13 @@ impl Retire<'_> {
                     after / 2 + 1
                 )));
             }
-            self.act(n, "ceph: remove its monitor from the monmap", &mon, &format!("ceph mon remove {} >/dev/null", q(n)))
-                .await?;
+            self.act(
+                n,
+                "ceph: remove its monitor from the monmap",
+                &mon,
+                &format!("ceph mon remove {} >/dev/null", q(n)),
+            )
+            .await?;
             changed = true;
         }
         if has(&format!("ceph-mon@{n}")) || has("mon-data") {
@@ -562,8 +618,18 @@ impl Retire<'_> {
             .await?;
         }
         if !ids.is_empty() {
-            self.osds(n, &mon, &ids, &json("tree"), &json("pools"), alive, &units, r.wipe && alive, r)
-                .await?;
+            self.osds(
+                n,
+                &mon,
+                &ids,
+                &json("tree"),
+                &json("pools"),
+                alive,
+                &units,
+                r.wipe && alive,
+                r,
+            )
+            .await?;
             changed = true;
         }
         if parts.mount.is_some() && has(MOUNT_SERVICE) {
@@ -575,6 +641,15 @@ impl Retire<'_> {
                     "systemctl disable --now {MOUNT_SERVICE} >/dev/null 2>&1; rm -f {}; systemctl daemon-reload",
                     crate::cluster::ceph::DOCKER_DROPIN
                 ),
+            )
+            .await?;
+        }
+        if alive && has("keyrings") {
+            self.act(
+                n,
+                "ceph: remove its keyrings",
+                n,
+                "rm -f /etc/ceph/*.keyring",
             )
             .await?;
         }
@@ -615,12 +690,19 @@ impl Retire<'_> {
             &format!("ceph osd out {idl} >/dev/null 2>&1"),
         )
         .await?;
-        if self.waits(n, &format!("the data has moved off {list} (every PG active+clean, safe to destroy)")) {
+        if self.waits(
+            n,
+            &format!("the data has moved off {list} (every PG active+clean, safe to destroy)"),
+        ) {
             let t = Instant::now();
             self.data_moved(n, mon, &idl).await?;
             self.waited += t.elapsed();
         }
-        if alive && units.lines().any(|l| l.starts_with("ceph-osd@") || l.starts_with("provision-ceph-osds")) {
+        if alive
+            && units
+                .lines()
+                .any(|l| l.starts_with("ceph-osd@") || l.starts_with("provision-ceph-osds"))
+        {
             let stop: Vec<String> = ids.iter().map(|i| format!("ceph-osd@{i}")).collect();
             self.act(
                 n,
@@ -700,7 +782,10 @@ impl Retire<'_> {
             if safe && unclean.is_none() {
                 let at = *since.get_or_insert_with(Instant::now);
                 if at.elapsed() >= Duration::from_secs(3) {
-                    say(n, &format!("its data has moved ({:.1} s)", t.elapsed().as_secs_f64()));
+                    say(
+                        n,
+                        &format!("its data has moved ({:.1} s)", t.elapsed().as_secs_f64()),
+                    );
                     return Ok(());
                 }
             } else {
@@ -709,7 +794,11 @@ impl Retire<'_> {
             let why = format!(
                 "{}{}",
                 unclean.unwrap_or_else(|| "every PG active+clean".into()),
-                if safe { "" } else { ", its OSDs not yet safe to destroy" }
+                if safe {
+                    ""
+                } else {
+                    ", its OSDs not yet safe to destroy"
+                }
             );
             if t.elapsed() > self.o.wait {
                 return Err(refused(format!(
@@ -730,7 +819,11 @@ impl Retire<'_> {
     async fn certificates(&mut self, r: &Retired) -> Result<(), Stop> {
         let n = r.host.name.as_str();
         let pki = self.f.p.worked.var_str(&r.host, "pki", "pki_dir");
-        let pki = if pki.is_empty() { "/etc/provision/pki".to_string() } else { pki };
+        let pki = if pki.is_empty() {
+            "/etc/provision/pki".to_string()
+        } else {
+            pki
+        };
         let list = self
             .read(
                 n,

@@ -38,7 +38,7 @@ pub fn leaving(
             "{head}, fewer than the {quorum} that a quorum of {current} needs: remove fewer at a time"
         ));
     }
-    if kept % 2 == 0 {
+    if kept.is_multiple_of(2) {
         if let Some(var) = even_refused_unless {
             return Err(format!(
                 "{head}, an even number: it survives no more failures than {} (set {var}: true to accept it)",
@@ -99,7 +99,12 @@ pub fn validate(p: &Prepared, done: &HashSet<String>) -> Result<(), String> {
 
 /// The swarm node of a host: by its node ID when the host answered, else by its name or
 /// address (one node only).
-pub fn find_node<'a>(nodes: &'a [Node], id: Option<&str>, name: &str, addr: &str) -> Option<&'a Node> {
+pub fn find_node<'a>(
+    nodes: &'a [Node],
+    id: Option<&str>,
+    name: &str,
+    addr: &str,
+) -> Option<&'a Node> {
     if let Some(id) = id.filter(|i| !i.is_empty()) {
         return nodes.iter().find(|n| n.id == id);
     }
@@ -108,7 +113,9 @@ pub fn find_node<'a>(nodes: &'a [Node], id: Option<&str>, name: &str, addr: &str
         .filter(|n| {
             n.description.hostname == name
                 || n.status.addr == addr
-                || n.manager_status.as_ref().is_some_and(|m| m.addr.split(':').next() == Some(addr))
+                || n.manager_status
+                    .as_ref()
+                    .is_some_and(|m| m.addr.split(':').next() == Some(addr))
         })
         .collect();
     (hits.len() == 1).then(|| hits[0])
@@ -117,14 +124,20 @@ pub fn find_node<'a>(nodes: &'a [Node], id: Option<&str>, name: &str, addr: &str
 /// Demoting manager `id` keeps the swarm's quorum: the reachable managers left are a
 /// majority of the managers left.
 pub fn demote_keeps_quorum(nodes: &[Node], id: &str) -> Result<(), String> {
-    let managers: Vec<&Node> = nodes.iter().filter(|n| n.manager_status.is_some()).collect();
+    let managers: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.manager_status.is_some())
+        .collect();
     let reachable = |n: &Node| {
         n.manager_status
             .as_ref()
             .is_some_and(|m| m.reachability == "reachable")
     };
     let after = managers.len().saturating_sub(1);
-    let up_after = managers.iter().filter(|n| n.id != id && reachable(n)).count();
+    let up_after = managers
+        .iter()
+        .filter(|n| n.id != id && reachable(n))
+        .count();
     let up = managers.iter().filter(|n| reachable(n)).count();
     let quorum = after / 2 + 1;
     if after == 0 || up_after < quorum {
@@ -140,7 +153,10 @@ pub fn demote_keeps_quorum(nodes: &[Node], id: &str) -> Result<(), String> {
 /// The etcd member named `name` (its id), and whether removing it keeps the quorum:
 /// the healthy voters left are a majority of the voters left.
 pub fn etcd_member(members: &Value, health: &Value, name: &str) -> Result<Option<u64>, String> {
-    let list: Vec<&Value> = members["members"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let list: Vec<&Value> = members["members"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let Some(m) = list.iter().find(|m| m["name"] == name) else {
         return Ok(None);
     };
@@ -179,7 +195,10 @@ pub fn etcd_member(members: &Value, health: &Value, name: &str) -> Result<Option
 /// Enough OSD hosts stay for every pool's copies once `host`'s OSDs are out (from
 /// `ceph osd tree -f json` and `ceph osd pool ls detail -f json`).
 pub fn osd_hosts_enough(tree: &Value, pools: &Value, host: &str) -> Result<(), String> {
-    let nodes: Vec<&Value> = tree["nodes"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let nodes: Vec<&Value> = tree["nodes"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let up_in = |id: &Value| {
         nodes.iter().any(|o| {
             o["id"] == *id && o["status"] == "up" && o["reweight"].as_f64().unwrap_or(0.0) > 0.0
@@ -188,7 +207,11 @@ pub fn osd_hosts_enough(tree: &Value, pools: &Value, host: &str) -> Result<(), S
     let left: Vec<&str> = nodes
         .iter()
         .filter(|n| n["type"] == "host" && n["name"] != host)
-        .filter(|n| n["children"].as_array().is_some_and(|c| c.iter().any(up_in)))
+        .filter(|n| {
+            n["children"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(up_in))
+        })
         .filter_map(|n| n["name"].as_str())
         .collect();
     let need = pools
@@ -220,12 +243,27 @@ mod tests {
     fn quorum_arithmetic_of_a_removal() {
         let e = leaving("managers", &names(&["m2", "m3"]), 3, 1, Some("v")).unwrap_err();
         assert!(
-            e.contains("(2 of 3 managers) would leave 1, fewer than the 2 that a quorum of 3 needs"),
+            e.contains(
+                "(2 of 3 managers) would leave 1, fewer than the 2 that a quorum of 3 needs"
+            ),
             "{e}"
         );
-        let e = leaving("managers", &names(&["m3"]), 3, 2, Some("swarm_allow_even_managers")).unwrap_err();
-        assert!(e.contains("an even number") && e.contains("swarm_allow_even_managers"), "{e}");
-        assert!(leaving("managers", &names(&["m3"]), 3, 2, None).is_ok(), "even allowed");
+        let e = leaving(
+            "managers",
+            &names(&["m3"]),
+            3,
+            2,
+            Some("swarm_allow_even_managers"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("an even number") && e.contains("swarm_allow_even_managers"),
+            "{e}"
+        );
+        assert!(
+            leaving("managers", &names(&["m3"]), 3, 2, None).is_ok(),
+            "even allowed"
+        );
         assert!(leaving("managers", &names(&["m4", "m5"]), 5, 3, Some("v")).is_ok());
         assert!(leaving("managers", &names(&["m1"]), 1, 0, None).is_err());
     }
@@ -245,7 +283,10 @@ mod tests {
     fn the_host_node_is_found_by_id_else_by_one_name_or_address() {
         let nodes = vec![node("n1", "a", Some("reachable")), node("n2", "b", None)];
         assert_eq!(find_node(&nodes, Some("n2"), "x", "y").unwrap().id, "n2");
-        assert!(find_node(&nodes, Some("n9"), "b", "").is_none(), "the id decides");
+        assert!(
+            find_node(&nodes, Some("n9"), "b", "").is_none(),
+            "the id decides"
+        );
         assert_eq!(find_node(&nodes, None, "b", "").unwrap().id, "n2");
         assert_eq!(find_node(&nodes, None, "zz", "10.0.0.1").unwrap().id, "n1");
         let twice = vec![node("n1", "b", None), node("n2", "b", None)];
@@ -263,8 +304,14 @@ mod tests {
             n.manager_status.as_mut().unwrap().reachability = "unreachable".into();
         }
         let e = demote_keeps_quorum(&two_down, "n5").unwrap_err();
-        assert!(e.contains("4 remain with 2 reachable, and a quorum needs 3"), "{e}");
-        assert!(demote_keeps_quorum(&five[..1], "n1").is_err(), "the last manager");
+        assert!(
+            e.contains("4 remain with 2 reachable, and a quorum needs 3"),
+            "{e}"
+        );
+        assert!(
+            demote_keeps_quorum(&five[..1], "n1").is_err(),
+            "the last manager"
+        );
     }
 
     #[test]
@@ -282,7 +329,10 @@ mod tests {
         assert_eq!(etcd_member(&members, &health, "c").unwrap(), Some(3));
         assert_eq!(etcd_member(&members, &health, "zz").unwrap(), None);
         let e = etcd_member(&members, &health, "a").unwrap_err();
-        assert!(e.contains("2 remain with 1 healthy, and a quorum needs 2"), "{e}");
+        assert!(
+            e.contains("2 remain with 1 healthy, and a quorum needs 2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -298,6 +348,9 @@ mod tests {
         let pools = json!([{"pool_name": "rbd", "size": 2}, {"pool_name": "fs", "size": 1}]);
         assert!(osd_hosts_enough(&tree, &pools, "c").is_ok());
         let e = osd_hosts_enough(&tree, &pools, "b").unwrap_err();
-        assert!(e.contains("pool rbd keeps 2 copies") && e.contains("1 OSD host(s)"), "{e}");
+        assert!(
+            e.contains("pool rbd keeps 2 copies") && e.contains("1 OSD host(s)"),
+            "{e}"
+        );
     }
 }

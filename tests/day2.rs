@@ -1,9 +1,14 @@
-//! `provision status` and `provision maintain` on a cluster of 5: 3 managers (etcd members, Ceph monitors and OSD
-//! hosts) and 2 workers (node4 with an OSD), a web stack with 2 replicas. The plan in
-//! check mode; a roll refused while a host is powered off; then a manager and the OSD
-//! worker drained, patched and rebooted one at a time, the stack served throughout; a node
-//! that does not come back stops the roll, and the next one resumes with it; a package
-//! upgrade applied only with --full; the cluster whole and the audit clean at the end.
+//! Day 2 on one cluster of 5: 3 managers (etcd members, Ceph monitors and OSD hosts) and
+//! 2 workers (node4 with an OSD), a web stack with 2 replicas.
+//! - `provision status` and `provision maintain`: the plan in check mode; a roll refused
+//!   while a host is powered off; then a manager and the OSD worker drained, patched and
+//!   rebooted one at a time, the stack served throughout; a node that does not come back
+//!   stops the roll, and the next one resumes with it; a package upgrade applied only with
+//!   --full; the cluster whole and the audit clean.
+//! - Removal (`provision_state: absent`): the plan in check mode; a removal that would
+//!   break the managers' quorum refused before any contact; a worker removed while the
+//!   stack is served; the OSD worker powered off and removed with `provision_force`, its
+//!   data moved (a CephFS file intact), the OSD purged; the audit clean, a re-run idle.
 
 mod common;
 use common::*;
@@ -111,13 +116,18 @@ fn availability() -> String {
 }
 
 #[test]
-fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
+fn day_two_maintenance_then_removals_on_one_cluster() {
     let Some(_lab) = LabGuard::start(&["lab", "up", "5", "--disk", "8G", "--registry"]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     inventory(d);
+    maintenance(d);
+    removals(d);
+}
+
+fn maintenance(d: &Path) {
     let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let all_active = "node1 Ready Active\nnode2 Ready Active\nnode3 Ready Active\nnode4 Ready Active\nnode5 Ready Active";
@@ -369,4 +379,255 @@ fn maintain_drains_patches_and_reboots_one_node_at_a_time() {
         !d.join(".provision/maintain.json").exists(),
         "a finished roll leaves no progress behind"
     );
+}
+
+/// Samples the web service's running tasks every 500 ms from `node`, until stopped:
+/// (samples, samples with no running task).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    samples: Arc<AtomicUsize>,
+    empty: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(node: &'static str) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (samples, empty) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let thread = {
+            let (stop, samples, empty) = (stop.clone(), samples.clone(), empty.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (rc, r) = ssh_rc(
+                        node,
+                        "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'",
+                    );
+                    if rc == 0 {
+                        samples.fetch_add(1, Ordering::Relaxed);
+                        if r.trim().starts_with("0/") {
+                            empty.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            })
+        };
+        Sampler {
+            stop,
+            samples,
+            empty,
+            thread,
+        }
+    }
+
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        (
+            self.samples.load(Ordering::Relaxed),
+            self.empty.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The inventory with `vars` added to each named host's line.
+fn with_vars(d: &Path, base: &str, hosts: &[(&str, &str)]) {
+    let mut s = base.to_string();
+    for (h, vars) in hosts {
+        let i = h.trim_start_matches("node");
+        let from = format!("{h}: {{ ansible_host: 10.200.0.1{i} }}");
+        assert!(s.contains(&from), "{from}");
+        s = s.replace(
+            &from,
+            &format!("{h}: {{ ansible_host: 10.200.0.1{i}, {vars} }}"),
+        );
+    }
+    write(d, "inventory.yml", &s);
+}
+
+fn run(d: &Path) -> (i32, String) {
+    let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+fn removals(d: &Path) {
+    let base = std::fs::read_to_string(d.join("inventory.yml")).unwrap();
+    let nodes = || {
+        ssh(
+            "node1",
+            "sudo docker node ls --format '{{.Hostname}}' | sort | tr '\\n' ' '",
+        )
+    };
+    assert_eq!(nodes(), "node1 node2 node3 node4 node5 ");
+    // What names node5 on node1: its firewall and /etc/hosts.
+    let mentions = || {
+        ssh(
+            "node1",
+            "sudo sh -c 'nft list ruleset | grep -c 10.200.0.15; grep -c 10.200.0.15 /etc/hosts; true'",
+        )
+    };
+    let before = mentions();
+    assert!(
+        before.lines().all(|l| l.trim() != "0"),
+        "node1 names node5 in its firewall and /etc/hosts: {before}"
+    );
+
+    // The plan only: every step named, nothing changed.
+    with_vars(d, &base, &[("node5", "provision_state: absent")]);
+    let o = provision(&[d.join("inventory.yml").to_str().unwrap(), "--check"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for want in [
+        "removal plan (nothing changed):",
+        "node5: wait until its tasks run on other nodes",
+        "node5: swarm: leave",
+        "node5: swarm: remove node",
+        "node5: ceph: stop its CephFS mount",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert_eq!(nodes(), "node1 node2 node3 node4 node5 ");
+    assert!(availability().contains("node5 Ready Active"));
+
+    // Two of three managers: refused before any host is contacted, with the numbers.
+    with_vars(
+        d,
+        &base,
+        &[
+            ("node2", "provision_state: absent"),
+            ("node3", "provision_state: absent"),
+        ],
+    );
+    let (rc, out) = run(d);
+    assert_eq!(rc, 4, "{out}");
+    for want in [
+        "removing node2, node3 (2 of 3 managers) would leave 1, fewer than the 2 that a quorum of 3 needs",
+        "(2 of 3 etcd members)",
+        "(2 of 3 Ceph monitors)",
+        "nothing was changed",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert_eq!(nodes(), "node1 node2 node3 node4 node5 ");
+
+    // node5, a worker with a web replica maybe: drained while the service is sampled, then
+    // out of the swarm, and out of node1's firewall and /etc/hosts.
+    with_vars(d, &base, &[("node5", "provision_state: absent")]);
+    let sampler = Sampler::start("node3");
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d);
+    let took = t.elapsed().as_secs_f64();
+    let (n, e) = sampler.finish();
+    eprintln!("removing node5 (the whole run): {took:.1} s\n{out}");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("removed node5: "), "{out}");
+    assert!(n > 5, "the sampler ran");
+    assert_eq!(
+        e, 0,
+        "the web service had no running task in {e} of {n} samples"
+    );
+    assert_eq!(nodes(), "node1 node2 node3 node4 ");
+    assert_eq!(
+        ssh(
+            "node5",
+            "sudo docker info --format '{{.Swarm.LocalNodeState}}'"
+        ),
+        "inactive"
+    );
+    assert_eq!(
+        ssh(
+            "node5",
+            "systemctl is-active provision-cephfs.service || true"
+        ),
+        "inactive"
+    );
+    let after = mentions();
+    assert!(
+        after.lines().all(|l| l.trim() == "0"),
+        "node1 no longer names node5: {after}"
+    );
+    let rec = std::fs::read_to_string(d.join(".provision/retired.json")).unwrap();
+    assert!(
+        rec.contains("\"node5\"") && rec.contains("swarm_node"),
+        "{rec}"
+    );
+
+    // node4, the OSD worker, powered off. Removing it needs the explicit flag; with it,
+    // its OSD goes out, the data moves to the others (a CephFS file stays intact), and
+    // the OSD is purged.
+    let sum = "sha256sum /mnt/cephfs/keep.bin | cut -d' ' -f1";
+    ssh(
+        "node1",
+        "sudo sh -c 'head -c 8M /dev/urandom > /mnt/cephfs/keep.bin && sync'",
+    );
+    let want_sum = ssh("node1", &format!("sudo sh -c '{sum}'"));
+    assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "4");
+    let o = provision(&["lab", "stop", "node4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    with_vars(
+        d,
+        &base,
+        &[
+            ("node5", "provision_state: absent"),
+            ("node4", "provision_state: absent"),
+        ],
+    );
+    let (rc, out) = run(d);
+    assert_eq!(rc, 3, "{out}");
+    assert!(
+        out.contains("node4")
+            && out.contains("provision_force: true")
+            && out.contains("Nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "4");
+    with_vars(
+        d,
+        &base,
+        &[
+            ("node5", "provision_state: absent"),
+            ("node4", "provision_state: absent, provision_force: true"),
+        ],
+    );
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d);
+    let took = t.elapsed().as_secs_f64();
+    eprintln!("removing node4, powered off (the whole run): {took:.1} s\n{out}");
+    assert_eq!(rc, 0, "{out}");
+    for want in [
+        "removed node4: ",
+        "node4: ceph: mark osd.",
+        "its data has moved",
+        "not cleaned on the host (it does not answer)",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "3");
+    assert_eq!(ssh("node2", "sudo ceph health"), "HEALTH_OK");
+    assert_eq!(ssh("node2", &format!("sudo sh -c '{sum}'")), want_sum);
+    assert_eq!(nodes(), "node1 node2 node3 ");
+    assert_eq!(
+        ssh(
+            "node2",
+            "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'"
+        ),
+        "2/2"
+    );
+
+    // Done: the audit is clean, and a run again changes nothing (node4 still off).
+    let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
+    assert!(o.status.success(), "audit after the removals: {}", text(&o));
+    // A removed node that answers on a cluster port again is flagged.
+    sh_on(
+        "node5",
+        "setsid python3 -m http.server 7946 >/dev/null 2>&1 </dev/null & sleep 1",
+    );
+    let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{out}");
+    assert!(out.contains("node5") && out.contains("7946"), "{out}");
+    sh_on("node5", "pkill -f 'http.server 7946'; true");
+    let (rc, out) = run(d);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
+    assert!(!out.contains("removing"), "nothing left to remove: {out}");
 }
