@@ -458,7 +458,7 @@ fn removals(d: &Path) {
             "sudo docker node ls --format '{{.Hostname}}' | sort | tr '\\n' ' '",
         )
     };
-    assert_eq!(nodes(), "node1 node2 node3 node4 node5 ");
+    assert_eq!(nodes(), "node1 node2 node3 node4 node5");
     // What names node5 on node1: its firewall and /etc/hosts.
     let mentions = || {
         ssh(
@@ -486,7 +486,7 @@ fn removals(d: &Path) {
     ] {
         assert!(out.contains(want), "{want}: {out}");
     }
-    assert_eq!(nodes(), "node1 node2 node3 node4 node5 ");
+    assert_eq!(nodes(), "node1 node2 node3 node4 node5");
     assert!(availability().contains("node5 Ready Active"));
 
     // Two of three managers: refused before any host is contacted, with the numbers.
@@ -508,7 +508,7 @@ fn removals(d: &Path) {
     ] {
         assert!(out.contains(want), "{want}: {out}");
     }
-    assert_eq!(nodes(), "node1 node2 node3 node4 node5 ");
+    assert_eq!(nodes(), "node1 node2 node3 node4 node5");
 
     // node5, a worker with a web replica maybe: drained while the service is sampled, then
     // out of the swarm, and out of node1's firewall and /etc/hosts.
@@ -526,7 +526,7 @@ fn removals(d: &Path) {
         e, 0,
         "the web service had no running task in {e} of {n} samples"
     );
-    assert_eq!(nodes(), "node1 node2 node3 node4 ");
+    assert_eq!(nodes(), "node1 node2 node3 node4");
     assert_eq!(
         ssh(
             "node5",
@@ -605,7 +605,7 @@ fn removals(d: &Path) {
     assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "3");
     assert_eq!(ssh("node2", "sudo ceph health"), "HEALTH_OK");
     assert_eq!(ssh("node2", &format!("sudo sh -c '{sum}'")), want_sum);
-    assert_eq!(nodes(), "node1 node2 node3 ");
+    assert_eq!(nodes(), "node1 node2 node3");
     assert_eq!(
         ssh(
             "node2",
