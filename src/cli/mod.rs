@@ -243,6 +243,8 @@ pub enum LabCmd {
     Stop { node: String },
     /// Boot a stopped host again
     Start { node: String },
+    /// Replace a host with a new machine under the same name (files, disk, host key new)
+    Reinstall { node: String },
     /// Open an SSH session to a host, or run a command there
     Ssh {
         node: String,
@@ -306,6 +308,7 @@ fn lab_cmd(cmd: LabCmd) -> anyhow::Result<i32> {
         LabCmd::Down => lab.down(&mut log)?,
         LabCmd::Stop { node } => lab.stop_host(&node, &mut log)?,
         LabCmd::Start { node } => lab.start_host_again(&node, &mut log)?,
+        LabCmd::Reinstall { node } => lab.reinstall_host(&node, &mut log)?,
         LabCmd::Status => {
             let rows = lab.status();
             if rows.is_empty() {

@@ -436,6 +436,9 @@ impl Step for Swarm {
             }
         }
         promotes.append(&mut actions);
+        if promotes.is_empty() && !need_tokens {
+            promotes = plan_replaced(members, &obs, &view);
+        }
         if need_tokens {
             self.tokens_wanted = true;
             if promotes.is_empty() {
@@ -474,6 +477,56 @@ struct View<'a> {
     nodes: &'a [Node],
     by_id: IndexMap<&'a str, &'a Node>,
     unreachable_managers: usize,
+}
+
+/// A host that joined anew (a replaced machine, or one that left and joined again)
+/// leaves its old node behind, down, under its name or address: removed (demoted first
+/// when a manager: an unreachable voter less), one at a time, once the new node is ready.
+fn plan_replaced(members: &[Member], obs: &IndexMap<String, Seen1>, v: &View) -> Vec<Action> {
+    let mut out = Vec::new();
+    for m in members.iter().filter(|m| m.writable) {
+        let Some(me) = obs
+            .get(&m.name)
+            .filter(|o| o.info.local_node_state == "active")
+            .and_then(|o| v.by_id.get(o.info.node_id.as_str()))
+        else {
+            continue;
+        };
+        if me.status.state != "ready" {
+            continue;
+        }
+        for n in v.nodes {
+            let same = n.description.hostname == me.description.hostname
+                || (!n.status.addr.is_empty() && n.status.addr == me.status.addr);
+            if n.id == me.id
+                || !same
+                || n.status.state != "down"
+                || obs.values().any(|o| o.info.node_id == n.id)
+            {
+                continue;
+            }
+            let id = quote(&n.id);
+            out.push(Action {
+                host: m.name.clone(),
+                run_on: Some(v.src.to_owned()),
+                msg: format!(
+                    "remove {}'s old swarm node {} (down; it joined anew as {})",
+                    m.name,
+                    &n.id[..n.id.len().min(12)],
+                    &me.id[..me.id.len().min(12)]
+                ),
+                script: if n.manager_status.is_some() {
+                    format!("docker node demote {id} >/dev/null && docker node rm --force {id} >/dev/null")
+                } else {
+                    format!("docker node rm --force {id} >/dev/null")
+                },
+                stdin: None,
+                serial: true,
+            });
+            return out;
+        }
+    }
+    out
 }
 
 /// A node stuck joining (pending, error) leaves the swarm to join again.
@@ -782,6 +835,35 @@ mod tests {
 
     fn msgs(a: &[Action]) -> Vec<&str> {
         a.iter().map(|a| a.msg.as_str()).collect()
+    }
+
+    #[test]
+    fn a_replaced_machine_old_down_node_is_removed_once_the_new_one_is_ready() {
+        let ms = vec![member("m1", "manager", true), member("w1", "worker", true)];
+        let swarm = [("m1", "manager", "reachable"), ("w1", "worker", "")];
+        let old = "{\"ID\":\"old-w1\",\"Spec\":{\"Role\":\"worker\"},\"Description\":{\"Hostname\":\"w1\"},\"Status\":{\"State\":\"down\"}}\n";
+        let m1 = info("active", "id-m1", &swarm)
+            .replace("==PROVISION tokens", &format!("{old}==PROVISION tokens"));
+        let outs = vec![("m1", m1.clone()), ("w1", info("active", "id-w1", &[]))];
+        let a = planned(&ms, &outs).unwrap();
+        assert_eq!(
+            msgs(&a),
+            ["remove w1's old swarm node old-w1 (down; it joined anew as id-w1)"]
+        );
+        assert_eq!(a[0].run_on.as_deref(), Some("m1"));
+        assert!(
+            a[0].script.contains("docker node rm --force old-w1"),
+            "{}",
+            a[0].script
+        );
+        // Still joining: the old node stays until the new one is in.
+        let outs = vec![("m1", m1), ("w1", info("inactive", "", &[]))];
+        let a = planned(&ms, &outs).unwrap();
+        assert!(
+            a.iter().all(|a| !a.msg.contains("old swarm node")),
+            "{:?}",
+            msgs(&a)
+        );
     }
 
     #[test]

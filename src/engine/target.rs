@@ -209,7 +209,12 @@ impl Prepared {
         become_pass: Option<String>,
     ) -> Result<(), String> {
         let mut files = Vec::new();
-        for t in self.targets.values().chain(self.outside.values().flatten()) {
+        for t in self
+            .targets
+            .values()
+            .chain(self.outside.values().flatten())
+            .chain(self.retired.values().flatten())
+        {
             key_files(t, &mut files);
         }
         let keys = Arc::new(Keys::load(&files, interactive).await?);
@@ -218,6 +223,7 @@ impl Prepared {
             .targets
             .values_mut()
             .chain(self.outside.values_mut().flatten())
+            .chain(self.retired.values_mut().flatten())
         {
             set_secrets(t, &keys, &pass);
         }

@@ -668,6 +668,45 @@ impl Lab {
         Ok(())
     }
 
+    /// A new machine under the same name and address: powered off, its files, docker
+    /// data and host key gone, the start of its disk zeroed, booted from the image. The
+    /// lab's known_hosts takes its new key (an operator accepting a replaced machine's key
+    /// on purpose).
+    pub fn reinstall_host(&self, node: &str, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let (st, i) = self.find_host(node)?;
+        if !cgroup::pids(node).is_empty() {
+            self.stop_host(node, log)?;
+        }
+        let dir = self.host_dir(node);
+        for sub in ["upper", "work", "docker", "keys"] {
+            let _ = std::fs::remove_dir_all(dir.join(sub));
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        if let Some(l) = &st.hosts[i].loopdev {
+            run(
+                Command::new("dd").args([
+                    "if=/dev/zero",
+                    &format!("of={l}"),
+                    "bs=1M",
+                    "count=64",
+                    "oflag=direct",
+                    "status=none",
+                ]),
+                "zeroing the disk",
+            )?;
+        }
+        let image = image::ensure(&self.cache, log)?;
+        let root = if st.fresh || st.minimal {
+            &image.fresh
+        } else {
+            &image.rootfs
+        };
+        self.write_identity(node, &dir, root)?;
+        self.write_client_files(&st)?;
+        log(&format!("{node} reinstalled: new host key, blank disk"));
+        self.start_host_again(node, log)
+    }
+
     fn find_host(&self, node: &str) -> Result<(LabState, usize)> {
         let Some(st) = self.state() else {
             bail!("no lab is up: run `provision lab up` first")

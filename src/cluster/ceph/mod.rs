@@ -11,6 +11,7 @@ mod health;
 pub mod keys;
 pub mod observe;
 mod plan;
+mod replaced;
 
 use super::{arg, put_inline, Action, Ctx, Member, Seen, Step};
 use crate::transport::quote;
@@ -648,6 +649,7 @@ impl Ceph {
         for phase in [
             Self::phase_keys,
             Self::phase_daemons,
+            Self::phase_replaced,
             Self::phase_pools,
             Self::phase_mounts,
             Self::phase_health,

@@ -28,7 +28,7 @@ pub(super) struct Quorate {
 pub(super) type Phase = Result<Option<Vec<Action>>, String>;
 
 impl Ceph {
-    fn wait_some(&mut self, why: String, detail: &str, cx: &Ctx) -> Phase {
+    pub(super) fn wait_some(&mut self, why: String, detail: &str, cx: &Ctx) -> Phase {
         self.wait(why, detail, cx).map(Some)
     }
 
