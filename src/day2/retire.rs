@@ -166,6 +166,7 @@ pub async fn run(p: &Prepared, state: &State, o: &Opts) -> Outcome {
         changes: Vec::new(),
         waited: Duration::ZERO,
         record: serde_json::Map::new(),
+        dry: false,
     };
     for ret in pending {
         let n = ret.host.name.clone();
@@ -173,6 +174,19 @@ pub async fn run(p: &Prepared, state: &State, o: &Opts) -> Outcome {
         r.changes.clear();
         r.waited = Duration::ZERO;
         r.record = serde_json::Map::new();
+        // Every check of every layer first, with nothing changed: a removal refused by
+        // Ceph (too few OSD hosts left) must not have drained and demoted the node.
+        if !o.check {
+            r.dry = true;
+            let pre = r.one(ret).await;
+            r.dry = false;
+            r.plan.clear();
+            r.record = serde_json::Map::new();
+            if let Err(Stop(why, msg)) = pre {
+                out.stopped = Some((why, format!("{n}: {msg}; nothing was changed")));
+                break;
+            }
+        }
         match r.one(ret).await {
             Ok(left) => {
                 if o.check {
@@ -239,12 +253,14 @@ struct Retire<'a> {
     changes: Vec<String>,
     waited: Duration,
     record: serde_json::Map<String, Value>,
+    /// Checks only: every read and refusal, no change and no wait, no plan kept.
+    dry: bool,
 }
 
 impl Retire<'_> {
     /// A change: in check mode a line of the plan, else said and run on `on`.
     async fn act(&mut self, n: &str, what: &str, on: &str, script: &str) -> Result<String, Stop> {
-        if self.o.check {
+        if self.o.check || self.dry {
             self.plan.push(format!("{n}: {what}"));
             return Ok(String::new());
         }
@@ -260,7 +276,7 @@ impl Retire<'_> {
 
     /// A wait: in check mode a line of the plan.
     fn waits(&mut self, n: &str, what: &str) -> bool {
-        if self.o.check {
+        if self.o.check || self.dry {
             self.plan.push(format!("{n}: wait until {what}"));
             return false;
         }
@@ -279,6 +295,12 @@ impl Retire<'_> {
         let n = r.host.name.as_str();
         let parts: Parts = parts(self.f.p, &r.host, |g| r.groups.iter().any(|x| x == g));
         let alive = self.f.conns.contains_key(n);
+        let dry = self.dry;
+        let say = |n: &str, m: &str| {
+            if !dry {
+                say(n, m)
+            }
+        };
         say(
             n,
             &format!(
