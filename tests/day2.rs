@@ -18,15 +18,17 @@ use std::sync::Arc;
 
 fn inventory(d: &Path) {
     let disks = disks();
-    let osds: String = [1, 2, 3, 4]
-        .into_iter()
-        .map(|i| {
-            format!(
-                "        node{i}: {{ ansible_host: 10.200.0.1{i}, ceph_osd_devices: [{}] }}\n",
-                disks[i - 1]
+    let osds: String =
+        [1, 2, 3, 4]
+            .into_iter()
+            .map(|i| {
+                format!(
+                "        node{i}: {{ ansible_host: 10.200.0.1{i}, ceph_osd_devices: [{}]{} }}\n",
+                disks[i - 1],
+                if i == 4 { ", swarm_labels: { disk: osd }" } else { "" }
             )
-        })
-        .collect();
+            })
+            .collect();
     write(
         d,
         "inventory.yml",
@@ -123,13 +125,13 @@ fn day_two_maintenance_then_removals_on_one_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     inventory(d);
+    let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
     maintenance(d);
     removals(d);
 }
 
 fn maintenance(d: &Path) {
-    let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
     let all_active = "node1 Ready Active\nnode2 Ready Active\nnode3 Ready Active\nnode4 Ready Active\nnode5 Ready Active";
     assert_eq!(availability(), all_active);
 
@@ -552,16 +554,50 @@ fn removals(d: &Path) {
         "{rec}"
     );
 
-    // node4, the OSD worker, powered off. Removing it needs the explicit flag; with it,
-    // its OSD goes out, the data moves to the others (a CephFS file stays intact), and
-    // the OSD is purged.
-    let sum = "sha256sum /mnt/cephfs/keep.bin | cut -d' ' -f1";
+    // node4 replaced: a new machine under the same name (reinstalled, a blank disk, its
+    // new host key accepted on purpose). One run: a new swarm node with the same labels,
+    // the old entry gone; a new OSD, the old one out, then purged once its data has moved;
+    // a CephFS file written before intact.
+    let sum = "sha256sum /mnt/cephfs/keep.bin";
     ssh(
         "node1",
         "sudo sh -c 'head -c 8M /dev/urandom > /mnt/cephfs/keep.bin && sync'",
     );
     let want_sum = ssh("node1", &format!("sudo sh -c '{sum}'"));
     assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "4");
+    let old_node = ssh("node1", "sudo docker node inspect node4 -f '{{.ID}}'");
+    let old_osd = ssh("node1", "sudo ceph osd ls-tree node4");
+    let o = provision(&["lab", "reinstall", "node4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d);
+    eprintln!(
+        "replacing node4 (one run): {:.1} s\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(nodes(), "node1 node2 node3 node4");
+    let new_node = ssh("node1", "sudo docker node inspect node4 -f '{{.ID}}'");
+    assert_ne!(new_node, old_node, "a new swarm node");
+    assert_eq!(
+        ssh(
+            "node1",
+            "sudo docker node inspect node4 -f '{{index .Spec.Labels \"disk\"}}'"
+        ),
+        "osd"
+    );
+    let new_osd = ssh("node1", "sudo ceph osd ls-tree node4");
+    assert!(
+        !new_osd.is_empty() && new_osd != old_osd,
+        "a new OSD: {old_osd} -> {new_osd}"
+    );
+    assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "4");
+    assert_eq!(ssh("node2", "sudo ceph health"), "HEALTH_OK");
+    assert_eq!(ssh("node2", &format!("sudo sh -c '{sum}'")), want_sum);
+
+    // node4, the OSD worker, powered off. Removing it needs the explicit flag; with it,
+    // its OSD goes out, the data moves to the others (the CephFS file stays intact), and
+    // the OSD is purged.
     let o = provision(&["lab", "stop", "node4"]);
     assert!(o.status.success(), "{}", text(&o));
     with_vars(
@@ -612,6 +648,46 @@ fn removals(d: &Path) {
             "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'"
         ),
         "2/2"
+    );
+
+    // node3 too (even counts allowed): its quorums would hold, but 2 OSD hosts cannot
+    // keep 3 copies. Refused before anything changes, with the numbers.
+    let mut even = base.replace(
+        "    ceph_allow_loop_devices: true\n",
+        "    ceph_allow_loop_devices: true\n    swarm_allow_even_managers: true\n    \
+         etcd_allow_even_members: true\n    ceph_allow_even_mons: true\n",
+    );
+    for (h, v) in [
+        ("node3", "provision_state: absent"),
+        ("node4", "provision_state: absent, provision_force: true"),
+        ("node5", "provision_state: absent"),
+    ] {
+        let i = h.trim_start_matches("node");
+        even = even.replace(
+            &format!("{h}: {{ ansible_host: 10.200.0.1{i} }}"),
+            &format!("{h}: {{ ansible_host: 10.200.0.1{i}, {v} }}"),
+        );
+    }
+    write(d, "inventory.yml", &even);
+    let (rc, out) = run(d);
+    assert_eq!(rc, 2, "{out}");
+    assert!(
+        out.contains("keeps 3 copies, one per host, and without node3 2 OSD host(s)")
+            && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert!(
+        availability().contains("node3 Ready Active"),
+        "{}",
+        availability()
+    );
+    with_vars(
+        d,
+        &base,
+        &[
+            ("node5", "provision_state: absent"),
+            ("node4", "provision_state: absent, provision_force: true"),
+        ],
     );
 
     // Done: the audit is clean, and a run again changes nothing (node4 still off).
