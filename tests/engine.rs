@@ -140,6 +140,33 @@ fn modules_idempotence_check_mode_and_host_keys() {
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["event"], "recap");
     assert_eq!(v["hosts"]["node1"]["changed"], 0);
+    // Where the time went: every task with its wall time and slowest host, the critical
+    // path from the first task to the last.
+    let items = v["timings"]["items"].as_array().unwrap();
+    assert!(items.len() >= 10, "{items:?}");
+    assert!(items
+        .iter()
+        .all(|i| i["slowest"] == "node1" && i["wall"].as_f64().unwrap() >= 0.0));
+    let path = v["timings"]["critical_path"].as_array().unwrap();
+    assert!(
+        !path.is_empty() && v["timings"]["spans"].is_null(),
+        "spans only with --timings"
+    );
+    let wall = v["timings"]["wall"].as_f64().unwrap();
+    assert!((path.last().unwrap()["end"].as_f64().unwrap() - wall).abs() < 0.01);
+    let o = run(&["--timings"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let t = out.split("TIMINGS (the run: ").nth(1).expect(&out);
+    assert!(
+        t.contains("largest items (wall time across hosts):") && t.contains("critical path"),
+        "{t}"
+    );
+    assert!(
+        t.lines().filter(|l| l.contains(" host")).count() >= 10,
+        "{t}"
+    );
+    assert!(t.contains("3 hosts, slowest node"), "{t}");
 
     // Host keys: an inventory without a known_hosts entry is refused...
     let dir = tempfile::tempdir().unwrap();

@@ -387,4 +387,84 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
         !f.is_empty() && f.iter().all(|f| f.ends_with("true")),
         "{f:?}"
     );
+
+    // Two members removed (5 -> 3, `provision_state: absent`) under a writer to the three
+    // that stay: a snapshot first, each `member remove` keeps the quorum, etcd stopped on
+    // the hosts and their data set aside, their certificates gone; no write fails.
+    let inv = std::fs::read_to_string(d.join("inventory.yml")).unwrap();
+    let mut gone = inv.clone();
+    for i in [4, 5] {
+        gone = gone.replace(
+            &format!("node{i}: {{ ansible_host: 10.200.0.1{i} }}"),
+            &format!("node{i}: {{ ansible_host: 10.200.0.1{i}, provision_state: absent }}"),
+        );
+    }
+    assert_ne!(gone, inv);
+    write(d, "inventory.yml", &gone);
+    let stop = writer("r", Some(&all[..3].join(",")));
+    let t = std::time::Instant::now();
+    let (rc, out) = run(d, &[]);
+    let took = t.elapsed().as_secs_f64();
+    let w = stop();
+    eprintln!("removing node4 and node5 (the whole run): {took:.1} s; writer: {w}\n{out}");
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(
+        out.contains("removed node4: ") && out.contains("removed node5: "),
+        "{out}"
+    );
+    assert_eq!(members("node1"), voting(&["node1", "node2", "node3"]));
+    assert_eq!(healthy("node1"), 3);
+    let failed: usize = w.rsplit("failed=").next().unwrap().parse().unwrap();
+    assert_eq!(failed, 0, "{w}");
+    for n in ["node4", "node5"] {
+        assert_eq!(ssh(n, "systemctl is-active etcd || true"), "inactive");
+        assert_eq!(
+            ssh(
+                n,
+                "sudo sh -c 'ls -d /var/lib/etcd/provision.removed-* | wc -l'"
+            ),
+            "1",
+            "{n}: its data set aside"
+        );
+        assert_eq!(ssh(n, "sudo ls /etc/provision/pki"), "ca.crt", "{n}");
+        assert!(
+            ssh(
+                "node1",
+                &format!("sudo test -s /var/lib/etcd/snapshot-before-removing-{n}.db && echo yes")
+            ) == "yes",
+            "a snapshot before removing {n}"
+        );
+    }
+    assert_eq!(
+        ssh("node2", &format!("{E} get greeting --print-value-only")),
+        "hello"
+    );
+    let (rc, out) = run(d, &[]);
+    assert!(rc == Some(0) && out.contains("no changes"), "{out}");
+    assert!(!out.contains("removing"), "{out}");
+    let f = etcd_findings(d);
+    assert!(
+        !f.is_empty() && f.iter().all(|f| f.ends_with("true")),
+        "{f:?}"
+    );
+    // The removed members answer on no cluster port, as seen from a member.
+    let o = provision(&[
+        "audit",
+        d.join("inventory.yml").to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let out = text(&o);
+    for n in ["node4", "node5"] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("\"host\":\"{n}\"")))
+            .expect(&out);
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        let f = e["findings"].as_array().unwrap();
+        assert!(
+            f.iter().any(|f| f["id"] == "retired.port-2379") && f.iter().all(|f| f["pass"] == true),
+            "{line}"
+        );
+    }
 }

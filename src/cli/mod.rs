@@ -113,6 +113,9 @@ pub struct RunArgs {
     /// Seconds to wait for another provision run to release a host (at least 1)
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_timeout: u64,
+    /// End the recap with where the time went: the largest tasks and the critical path
+    #[arg(long)]
+    pub timings: bool,
     /// Seconds each wait of a node's removal may take (tasks moved, data moved, health)
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub remove_wait: u64,

@@ -172,6 +172,9 @@ fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
         );
     }
     rep.hide(hidden);
+    if a.timings {
+        rep.show_timings();
+    }
     if let Some(p) = prepared
         .targets
         .values()

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 mod audit;
+pub mod timings;
 pub use audit::{audit_report, AuditView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +141,9 @@ pub struct Reporter {
     lock: Mutex<()>,
     /// Values never printed: replaced by `********` in messages and diffs.
     secrets: std::sync::RwLock<Vec<String>>,
+    /// Every task's span on every host, for `--timings` and the JSON recap.
+    clock: Mutex<timings::Clock>,
+    timings: std::sync::atomic::AtomicBool,
 }
 
 /// Variable names whose values are secrets.
@@ -216,7 +220,25 @@ impl Reporter {
             crowd,
             lock: Mutex::new(()),
             secrets: Default::default(),
+            clock: Mutex::new(timings::Clock::default()),
+            timings: Default::default(),
         }
+    }
+
+    /// `--timings`: the recap ends with the largest items and the critical path.
+    pub fn show_timings(&self) {
+        self.timings
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn timing_report(&self) -> (Vec<timings::Span>, f64, bool) {
+        let c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let wall = c.spans.iter().map(|s| s.end).fold(0.0, f64::max);
+        (
+            c.spans.clone(),
+            wall,
+            self.timings.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn line(&self, text: &str) {
@@ -296,6 +318,10 @@ impl Reporter {
     }
 
     pub fn task_start(&self, host: &str, role: &str, task: &str) {
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .start(host, role, task);
         if self.crowd.is_some() {
             self.crowd_update(host, |h| {
                 h.task = format!("{role} : {task}");
@@ -325,6 +351,10 @@ impl Reporter {
         msg: &str,
         diff: Option<&str>,
     ) {
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .done(host, role, task);
         let msg = &self.redact(msg);
         let diff = diff.map(|d| self.redact(d));
         let diff = diff.as_deref();
@@ -412,14 +442,23 @@ impl Reporter {
         if let Some(bar) = self.crowd_bar() {
             bar.finish_and_clear();
         }
+        let (spans, wall, show) = self.timing_report();
         if self.crowd.is_some() {
-            return self.recap_summary(rows, check, connections);
+            self.recap_summary(rows, check, connections);
+            if show && self.mode == Mode::Text {
+                self.line(timings::text(&spans, wall, 10).trim_end());
+            }
+            return;
         }
         match self.mode {
             Mode::Json => {
                 let hosts: serde_json::Map<String, serde_json::Value> =
                     rows.iter().map(|(h, t)| (h.clone(), json!(t))).collect();
-                self.event(json!({"event": "recap", "check": check, "connections": connections, "hosts": hosts}));
+                let mut t = timings::json(&spans, wall);
+                if !show {
+                    t.as_object_mut().map(|o| o.remove("spans"));
+                }
+                self.event(json!({"event": "recap", "check": check, "connections": connections, "hosts": hosts, "timings": t}));
             }
             Mode::Text => {
                 let mut out = format!(
@@ -443,6 +482,9 @@ impl Reporter {
                         .all(|(_, t)| t.failed == 0 && t.unreachable == 0)
                 {
                     out += "no changes: every host is already in the wanted state\n";
+                }
+                if show {
+                    out += &timings::text(&spans, wall, 10);
                 }
                 self.line(out.trim_end());
             }
