@@ -31,6 +31,7 @@ pub mod status;
 pub mod sys;
 pub mod template;
 pub mod transport;
+pub mod vault;
 pub mod yaml;
 
 #[cfg(test)]

@@ -118,6 +118,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Located> {
 pub fn parse_file(path: &Path) -> Result<Node, Located> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(&Loc::file_only(path), format!("cannot read this file: {e}")))?;
+    if crate::vault::is_vault(&text) {
+        let plain = crate::vault::open(&text).map_err(|e| err(&Loc::file_only(path), e))?;
+        return parse(&plain, path);
+    }
     parse(&text, path)
 }
 
@@ -192,6 +196,19 @@ fn convert(n: MarkedYamlOwned, file: &Arc<PathBuf>) -> Result<Node, Located> {
                 kind: Kind::Map(out),
                 loc,
             });
+        }
+        YamlDataOwned::Tagged(tag, inner) if tag.suffix == "vault" => {
+            let text = match &inner.data {
+                YamlDataOwned::Value(ScalarOwned::String(s)) => s.clone(),
+                _ => {
+                    return Err(err(
+                        &loc,
+                        "a `!vault` value must be the text ansible-vault wrote",
+                    ))
+                }
+            };
+            let plain = crate::vault::open(&text).map_err(|e| err(&loc, e))?;
+            Kind::Str(plain.trim_end_matches('\n').to_owned())
         }
         YamlDataOwned::Tagged(_, inner) => return convert(*inner, file),
         // The loader copies an anchored node in place of each alias (bounded beforehand).

@@ -5,6 +5,7 @@ mod maintain;
 mod pki;
 mod run;
 mod status;
+mod vault;
 
 use crate::lab::{self, Lab};
 use clap::{Parser, Subcommand};
@@ -36,6 +37,68 @@ pub struct Args {
     pub inventory: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// Ansible Vault passwords, for every command that reads the inventory.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VaultArgs {
+    /// A file holding the vault password (an executable file prints it); also
+    /// ANSIBLE_VAULT_PASSWORD_FILE
+    #[arg(long, global = true)]
+    pub vault_password_file: Vec<PathBuf>,
+    /// Ask for the vault password on the terminal
+    #[arg(long, global = true)]
+    pub ask_vault_pass: bool,
+    /// A vault password with its id: ID@FILE or ID@prompt
+    #[arg(long, global = true)]
+    pub vault_id: Vec<String>,
+}
+
+impl VaultArgs {
+    /// The passwords given, read (prompted for) now.
+    pub fn passwords(&self) -> Result<Vec<crate::vault::Password>, String> {
+        use crate::vault::{read_source, Password};
+        let prompt = |what: &str| {
+            rpassword::prompt_password(what)
+                .map_err(|e| format!("cannot read the vault password from the terminal: {e}"))
+        };
+        let mut out = Vec::new();
+        let mut files = self.vault_password_file.clone();
+        if files.is_empty() && self.vault_id.is_empty() && !self.ask_vault_pass {
+            if let Some(f) =
+                std::env::var_os("ANSIBLE_VAULT_PASSWORD_FILE").filter(|f| !f.is_empty())
+            {
+                files.push(PathBuf::from(f));
+            }
+        }
+        for f in &files {
+            out.push(Password {
+                id: "default".into(),
+                secret: read_source(f)?,
+            });
+        }
+        for v in &self.vault_id {
+            let (id, src) = v.split_once('@').unwrap_or(("default", v.as_str()));
+            let secret = if src == "prompt" {
+                prompt(&format!("Vault password ({id}): "))?
+            } else {
+                read_source(std::path::Path::new(src))?
+            };
+            out.push(Password {
+                id: id.to_owned(),
+                secret,
+            });
+        }
+        if self.ask_vault_pass {
+            out.push(Password {
+                id: "default".into(),
+                secret: prompt("Vault password: ")?,
+            });
+        }
+        Ok(out)
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -208,6 +271,11 @@ pub enum Cmd {
     /// The cluster at a glance: nodes, services, etcd, Ceph, certificates (exit 0 healthy,
     /// 5 degraded, 3 a host did not answer)
     Status(status::StatusArgs),
+    /// Ansible Vault files: encrypt, decrypt, view, edit (ansible-vault reads what it writes)
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCmd,
+    },
     /// Local lab: real SSH hosts on this machine
     Lab {
         #[command(subcommand)]
@@ -270,6 +338,18 @@ pub fn main(args: Args) -> i32 {
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
+    let passwords = match args.vault.passwords() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was changed: no host was contacted");
+            return Ok(exit::INVALID);
+        }
+    };
+    if let Some(Cmd::Vault { command }) = args.command {
+        return vault::main(command, passwords);
+    }
+    crate::vault::set_passwords(passwords);
     match args.command {
         Some(Cmd::Lab { command }) => lab_cmd(command),
         Some(Cmd::Completions { shell }) => {
@@ -285,6 +365,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Inventory(a)) => inventory::main(a),
         Some(Cmd::Maintain(a)) => maintain::main(a),
         Some(Cmd::Status(a)) => status::main(a),
+        Some(Cmd::Vault { .. }) => Ok(exit::OK),
         None => run::main(args.inventory, args.run),
     }
 }

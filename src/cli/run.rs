@@ -171,6 +171,7 @@ fn once(inventory: PathBuf, a: &RunArgs) -> anyhow::Result<i32> {
             &mut hidden,
         );
     }
+    hidden.extend(crate::vault::revealed());
     rep.hide(hidden);
     if a.timings {
         rep.show_timings();

@@ -602,7 +602,9 @@ pub fn some_names(hs: &[String]) -> String {
 /// Every string under a secret-looking key, at any depth.
 pub fn secret_values(v: &serde_json::Value, under_secret: bool, out: &mut Vec<String>) {
     match v {
-        serde_json::Value::String(s) if under_secret => out.push(s.clone()),
+        serde_json::Value::String(s) if under_secret || crate::vault::is_revealed(s) => {
+            out.push(s.clone())
+        }
         serde_json::Value::Array(a) => a.iter().for_each(|x| secret_values(x, under_secret, out)),
         serde_json::Value::Object(m) => {
             for (k, x) in m {

@@ -1,0 +1,162 @@
+//! Ansible Vault against the real `ansible-vault` (Debian's ansible-core, installed by
+//! .ci/run): files and inline values it wrote are read, files `provision vault` writes it
+//! reads, wrong and missing passwords refused with the place, values masked in output.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn ansible_vault(args: &[&str], dir: &Path) -> String {
+    let o = Command::new("ansible-vault")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("ansible-vault is installed (apt-get install ansible-core; .ci/run does)");
+    assert!(o.status.success(), "ansible-vault {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+#[test]
+fn vault_files_and_inline_values_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(d, "pass", "lab-secret\n");
+    write(d, "wrong", "not-it\n");
+    // A password script: its output is the password.
+    write(d, "pass.sh", "#!/bin/sh\necho lab-secret\n");
+    std::fs::set_permissions(
+        d.join("pass.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let plain = "db_password: hunter2\nnotes: |\n  two\n  lines\n";
+
+    // ansible-vault writes (1.1), provision reads.
+    write(d, "a.yml", plain);
+    ansible_vault(&["encrypt", "--vault-password-file", "pass", "a.yml"], d);
+    let (rc, out) = run_in(
+        d,
+        &["vault", "view", "a.yml", "--vault-password-file", "pass.sh"],
+    );
+    assert_eq!((rc, out.as_str()), (0, plain));
+    let (rc, out) = run_in(
+        d,
+        &["vault", "view", "a.yml", "--vault-password-file", "wrong"],
+    );
+    assert_eq!(rc, 4, "{out}");
+    assert!(out.contains("a.yml: wrong vault password"), "{out}");
+
+    // provision writes (1.2 with a vault id), ansible-vault reads; decrypt in place.
+    write(d, "b.yml", plain);
+    let (rc, out) = run_in(d, &["vault", "encrypt", "b.yml", "--vault-id", "prod@pass"]);
+    assert_eq!(rc, 0, "{out}");
+    let b = std::fs::read_to_string(d.join("b.yml")).unwrap();
+    assert!(
+        b.starts_with("$ANSIBLE_VAULT;1.2;AES256;prod\n") && !b.contains("hunter2"),
+        "{b}"
+    );
+    assert_eq!(
+        ansible_vault(&["view", "--vault-id", "prod@pass", "b.yml"], d),
+        plain
+    );
+    let (rc, out) = run_in(d, &["vault", "decrypt", "b.yml", "--vault-id", "prod@pass"]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(d.join("b.yml")).unwrap(), plain);
+
+    // An inventory with a vaulted group_vars file and an inline !vault value, both by
+    // ansible-vault: read with the password, the values masked; refused without it or
+    // with a wrong one, naming the place, before anything else.
+    std::fs::create_dir_all(d.join("group_vars")).unwrap();
+    write(d, "group_vars/all.yml", "app_secret: from-the-file\n");
+    ansible_vault(
+        &[
+            "encrypt",
+            "--vault-password-file",
+            "pass",
+            "group_vars/all.yml",
+        ],
+        d,
+    );
+    let inline = ansible_vault(
+        &[
+            "encrypt_string",
+            "--vault-password-file",
+            "pass",
+            "inline-value",
+            "--name",
+            "      api_key_x",
+        ],
+        d,
+    );
+    write(
+        d,
+        "inv.yml",
+        &format!("all:\n  hosts:\n    n1:\n      ansible_host: 10.0.0.1\n{inline}"),
+    );
+    let (rc, out) = run_in(
+        d,
+        &[
+            "inventory",
+            "inv.yml",
+            "--host",
+            "n1",
+            "--vault-password-file",
+            "pass",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(v["ansible_host"], "10.0.0.1");
+    assert_eq!(v["app_secret"], "********", "{out}");
+    assert_eq!(v["api_key_x"], "********", "{out}");
+    assert!(!out.contains("inline-value") && !out.contains("from-the-file"));
+    // Without the password, or with a wrong one: refused at the value's place.
+    let (rc, out) = run_in(d, &["inventory", "inv.yml", "--host", "n1"]);
+    assert_eq!(rc, 4, "{out}");
+    assert!(
+        out.contains("inv.yml:6:") && out.contains("no vault password was given"),
+        "{out}"
+    );
+    let (rc, out) = run_in(
+        d,
+        &[
+            "inventory",
+            "inv.yml",
+            "--host",
+            "n1",
+            "--vault-password-file",
+            "wrong",
+        ],
+    );
+    assert_eq!(rc, 4, "{out}");
+    assert!(
+        out.contains("inv.yml:6:") && out.contains("wrong vault password"),
+        "{out}"
+    );
+    let o = Command::new(BIN)
+        .args(["inventory", "inv.yml", "--host", "n1"])
+        .env("ANSIBLE_VAULT_PASSWORD_FILE", d.join("pass"))
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // A damaged file: refused with its name.
+    let a = std::fs::read_to_string(d.join("a.yml")).unwrap();
+    write(d, "a.yml", &a[..a.len() / 2]);
+    let (rc, out) = run_in(
+        d,
+        &["vault", "view", "a.yml", "--vault-password-file", "pass"],
+    );
+    assert_eq!(rc, 4, "{out}");
+    assert!(out.contains("a.yml:"), "{out}");
+}
