@@ -28,6 +28,11 @@ pub fn set_passwords(p: Vec<Password>) {
     *PASSWORDS.write().unwrap_or_else(|e| e.into_inner()) = p;
 }
 
+/// The passwords of this run.
+pub fn passwords() -> Vec<Password> {
+    PASSWORDS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Every value decrypted so far: the outputs mask them.
 pub fn revealed() -> Vec<String> {
     REVEALED.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -1,5 +1,6 @@
 //! The command line: arguments, dispatch, and the exit code. One file per command.
 
+mod backup;
 mod inventory;
 mod maintain;
 mod pki;
@@ -271,6 +272,9 @@ pub enum Cmd {
     /// The cluster at a glance: nodes, services, etcd, Ceph, certificates (exit 0 healthy,
     /// 5 degraded, 3 a host did not answer)
     Status(status::StatusArgs),
+    /// Back up what the cluster cannot be rebuilt without (state, etcd, swarm, Ceph maps),
+    /// encrypted with the vault password; --verify SET checks a set
+    Backup(backup::BackupArgs),
     /// Ansible Vault files: encrypt, decrypt, view, edit (ansible-vault reads what it writes)
     Vault {
         #[command(subcommand)]
@@ -366,6 +370,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Maintain(a)) => maintain::main(a),
         Some(Cmd::Status(a)) => status::main(a),
         Some(Cmd::Vault { .. }) => Ok(exit::OK),
+        Some(Cmd::Backup(a)) => backup::main(a),
         None => run::main(args.inventory, args.run),
     }
 }

@@ -3,6 +3,7 @@
 //! drive a `Fleet`: one connection per host, each host's parts in the cluster, and the
 //! waits they share (a swarm drain, Ceph healthy with every PG active+clean).
 
+pub mod backup;
 pub mod checks;
 pub mod maintain;
 pub mod retire;

@@ -518,9 +518,7 @@ impl PlayRun {
             .collect();
         g.members
             .sort_by_key(|m| order.get(m.name.as_str()).copied().unwrap_or(usize::MAX));
-        for h in &writable {
-            self.rep.task_start(h, &role, &task.name);
-        }
+        self.rep.step_start(&writable, &role, &task.name);
         let cx = Ctx {
             state: &self.state,
             inventory: &self.inv,

@@ -317,6 +317,17 @@ impl Reporter {
         }
     }
 
+    /// A cluster step starts on `hosts` at once: a barrier in the timings.
+    pub fn step_start(&self, hosts: &[String], role: &str, task: &str) {
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .step(role, task);
+        for h in hosts {
+            self.task_start(h, role, task);
+        }
+    }
+
     pub fn task_start(&self, host: &str, role: &str, task: &str) {
         self.clock
             .lock()
