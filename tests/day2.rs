@@ -127,8 +127,96 @@ fn day_two_maintenance_then_removals_on_one_cluster() {
     inventory(d);
     let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    backups(d);
     maintenance(d);
     removals(d);
+}
+
+/// A backup set of the whole cluster: every part there and encrypted, the raft state
+/// from a manager that is not the leader (back in the swarm after), the set verified; a
+/// damaged part and a wrong password named.
+fn backups(d: &Path) {
+    write(d, "vault-pass", "day2-backup\n");
+    let (inv, pass, to) = (
+        d.join("inventory.yml"),
+        d.join("vault-pass"),
+        d.join("backups"),
+    );
+    let (inv, pass, to) = (
+        inv.to_str().unwrap(),
+        pass.to_str().unwrap(),
+        to.to_str().unwrap(),
+    );
+    let o = provision(&["backup", inv, "--to", to]);
+    assert_eq!(o.status.code(), Some(4), "no password: {}", text(&o));
+    let leader = ssh(
+        "node1",
+        "sudo docker node ls --format '{{.Hostname}} {{.ManagerStatus}}' | awk '$2 == \"Leader\" {print $1}'",
+    );
+    let t = std::time::Instant::now();
+    let o = provision(&["backup", inv, "--to", to, "--vault-password-file", pass]);
+    let out = text(&o);
+    eprintln!("backup: {:.1} s\n{out}", t.elapsed().as_secs_f64());
+    assert!(o.status.success(), "{out}");
+    let set = out
+        .lines()
+        .find_map(|l| l.strip_prefix("backup set: "))
+        .expect(&out)
+        .to_owned();
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&set).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let parts = m["parts"].as_array().unwrap();
+    for name in ["state", "etcd", "swarm", "swarm-raft", "ceph"] {
+        let p = parts.iter().find(|p| p["name"] == name).expect(name);
+        assert!(
+            p["file"].is_string() && p["bytes"].as_u64().unwrap() > 100,
+            "{name}: {p}"
+        );
+        let body =
+            std::fs::read_to_string(Path::new(&set).join(p["file"].as_str().unwrap())).unwrap();
+        assert!(
+            body.starts_with("$ANSIBLE_VAULT;1.1;AES256\n"),
+            "{name} is encrypted"
+        );
+    }
+    let raft = parts.iter().find(|p| p["name"] == "swarm-raft").unwrap();
+    assert_ne!(
+        raft["from"],
+        leader.as_str(),
+        "the raft state is not the leader's"
+    );
+    let etcd = parts.iter().find(|p| p["name"] == "etcd").unwrap();
+    assert!(
+        etcd["note"].as_str().unwrap().contains("revision"),
+        "{etcd}"
+    );
+    // The manager whose dockerd stopped is back: every node Ready.
+    let ready = ssh(
+        "node1",
+        "sudo docker node ls --format '{{.Status}}' | sort | uniq -c",
+    );
+    assert_eq!(ready.trim(), "5 Ready", "{ready}");
+    let verify = |pw: &str| {
+        let o = provision(&["backup", "--verify", &set, "--vault-password-file", pw]);
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    let (rc, out) = verify(pass);
+    assert_eq!(rc, 0, "{out}");
+    write(d, "wrong-pass", "nope\n");
+    let (rc, out) = verify(d.join("wrong-pass").to_str().unwrap());
+    assert!(rc == 2 && out.contains("wrong vault password"), "{out}");
+    let etcd_file = Path::new(&set).join("etcd.vault");
+    let mut b = std::fs::read(&etcd_file).unwrap();
+    let i = b.len() / 2;
+    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&etcd_file, b).unwrap();
+    let (rc, out) = verify(pass);
+    assert!(
+        rc == 2 && out.contains("etcd: etcd.vault differs from the manifest"),
+        "{out}"
+    );
 }
 
 fn maintenance(d: &Path) {

@@ -269,9 +269,10 @@ async fn raft(f: &Fleet<'_>) -> Result<(String, Vec<u8>), String> {
     let quorum = count / 2 + 1;
     if up.len() < quorum + 1 {
         return Err(format!(
-            "none: {count} manager(s), {} reachable: stopping one would leave fewer than the {quorum} a quorum needs; \
+            "none: {count} manager(s), {} reachable: stopping one for the copy would leave {}, and a quorum of {count} needs {quorum}; \
              the raft state is not taken (the specs are)",
-            up.len()
+            up.len(),
+            up.len().saturating_sub(1)
         ));
     }
     let h = up
