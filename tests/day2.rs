@@ -192,11 +192,19 @@ fn backups(d: &Path) {
         etcd["note"].as_str().unwrap().contains("revision"),
         "{etcd}"
     );
-    // The manager whose dockerd stopped is back: every node Ready.
-    let ready = ssh(
-        "node1",
-        "sudo docker node ls --format '{{.Status}}' | sort | uniq -c",
-    );
+    // The manager whose dockerd stopped is back: every node Ready (a leader change may
+    // leave another node Unknown until its next heartbeat).
+    let mut ready = String::new();
+    for _ in 0..30 {
+        ready = ssh(
+            "node1",
+            "sudo docker node ls --format '{{.Status}}' | sort | uniq -c",
+        );
+        if ready.trim() == "5 Ready" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     assert_eq!(ready.trim(), "5 Ready", "{ready}");
     let verify = |pw: &str| {
         let o = provision(&["backup", "--verify", &set, "--vault-password-file", pw]);
