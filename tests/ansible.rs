@@ -1,6 +1,8 @@
-//! Ansible Vault against the real `ansible-vault` (Debian's ansible-core, installed by
-//! .ci/run): files and inline values it wrote are read, files `provision vault` writes it
-//! reads, wrong and missing passwords refused with the place, values masked in output.
+//! An Ansible user's files against the real tools (Debian's ansible-core, installed by
+//! .ci/run). Vault: files and inline values `ansible-vault` wrote are read, files
+//! `provision vault` writes it reads, wrong and missing passwords refused with the place,
+//! values masked in output. Inventory: anchors, aliases and merge keys give the same
+//! hostvars as `ansible-inventory --list`.
 
 mod common;
 use common::*;
@@ -159,4 +161,35 @@ fn vault_files_and_inline_values_both_ways() {
     );
     assert_eq!(rc, 4, "{out}");
     assert!(out.contains("a.yml:"), "{out}");
+}
+
+#[test]
+fn anchors_and_merge_keys_give_the_hostvars_of_ansible_inventory() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(
+        d,
+        "inv.yml",
+        "all:\n  vars:\n    base: &base { tier: web, disk: ssd }\n    ports: &ports [80, 443]\n  children:\n    managers:\n      \
+         hosts:\n        m1: { ansible_host: 10.0.0.1, node_labels: *base, extra_labels: { <<: *base, backup: \"yes\", tier: db } }\n    \
+         workers:\n      vars: { role_name: w, open: *ports }\n      hosts:\n        w1: { ansible_host: 10.0.0.2 }\n        \
+         w2: { ansible_host: 10.0.0.3, role_name: special }\n",
+    );
+    let o = Command::new("ansible-inventory")
+        .args(["-i", "inv.yml", "--list"])
+        .current_dir(d)
+        .output()
+        .expect("ansible-inventory is installed (apt-get install ansible-core; .ci/run does)");
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (rc, out) = run_in(d, &["inventory", "inv.yml", "--list"]);
+    assert_eq!(rc, 0, "{out}");
+    let ours: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let (a, b) = (&ours["_meta"]["hostvars"], &theirs["_meta"]["hostvars"]);
+    assert_eq!(a, b, "ours:\n{a:#}\nansible-inventory:\n{b:#}");
+    assert_eq!(
+        b["m1"]["extra_labels"]["tier"], "db",
+        "the mapping's own key wins"
+    );
+    assert_eq!(b["m1"]["extra_labels"]["disk"], "ssd");
 }
