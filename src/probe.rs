@@ -5,6 +5,13 @@ use crate::transport::quote as q;
 use base64::Engine;
 use indexmap::IndexMap;
 
+/// Section `k` read as JSON (null when absent or not JSON).
+pub fn json(sec: &IndexMap<String, String>, k: &str) -> serde_json::Value {
+    sec.get(k)
+        .and_then(|x| serde_json::from_str(x.trim()).ok())
+        .unwrap_or_default()
+}
+
 /// Splits `out` into the sections a probe printed after `==NAME` marker lines.
 pub fn sections(out: &str) -> IndexMap<String, String> {
     let mut m: IndexMap<String, String> = IndexMap::new();

@@ -202,11 +202,7 @@ impl Fleet<'_> {
                 )
                 .await?;
             let sec = crate::probe::sections(&out);
-            let json = |k: &str| -> Value {
-                sec.get(k)
-                    .and_then(|x| serde_json::from_str(x.trim()).ok())
-                    .unwrap_or_default()
-            };
+            let json = |k: &str| crate::probe::json(&sec, k);
             let v = json("health");
             let mut checks: Vec<String> = v["checks"]
                 .as_object()

@@ -466,11 +466,7 @@ impl Retire<'_> {
             )
             .await?;
         let sec = crate::probe::sections(&out);
-        let json = |k: &str| -> Value {
-            sec.get(k)
-                .and_then(|x| serde_json::from_str(x.trim()).ok())
-                .unwrap_or_default()
-        };
+        let json = |k: &str| crate::probe::json(&sec, k);
         let members = json("members");
         if !members["members"].is_array() {
             return Err(refused(format!(
@@ -545,11 +541,7 @@ impl Retire<'_> {
             )
             .await?;
         let sec = crate::probe::sections(&out);
-        let json = |k: &str| -> Value {
-            sec.get(k)
-                .and_then(|x| serde_json::from_str(x.trim()).ok())
-                .unwrap_or_default()
-        };
+        let json = |k: &str| crate::probe::json(&sec, k);
         let ids: Vec<String> = sec
             .get("ids")
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -795,10 +787,7 @@ impl Retire<'_> {
                 .await
                 .map_err(|e| refused(format!("Ceph could not be read: {e}")))?;
             let sec = crate::probe::sections(&out);
-            let pgs: Value = sec
-                .get("pgs")
-                .and_then(|x| serde_json::from_str(x.trim()).ok())
-                .unwrap_or_default();
+            let pgs = crate::probe::json(&sec, "pgs");
             let unclean = super::checks::pgs_unclean(&pgs);
             let safe = sec.get("safe").is_some_and(|s| s.trim() == "yes");
             if safe && unclean.is_none() {
