@@ -24,6 +24,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("all:\n  children:\n    all:\n", "", "inv.yml:3:5", "cannot be a child"),
     ("all:\n  hosts:\n    a:\n  children:\n    web: [a]\n", "", "inv.yml:5:11", "must be a mapping"),
     ("all:\n  hosts:\n    a:\n      ansible_host: ''\n", "", "inv.yml:3:5", "not a valid address"),
+    ("all:\n  hosts:\n    a:\n      ansible_host: 999.1.1.1\n", "", "inv.yml:3:5", "not a valid address: `999.1.1.1`"),
+    ("all:\n  hosts:\n    a:\n      ansible_host: web..lan\n", "", "inv.yml:3:5", "not a valid address"),
     ("all:\n  hosts:\n    a:\n      ansible_host: 10.0.0.1\n    a:\n", "", "inv.yml:5:5", "key `a` appears twice"),
     ("all:\n  vars:\n    x: 1\n    x: 2\n  hosts:\n    a:\n", "", "inv.yml:4:5", "first on line 3"),
     ("all:\n  hosts:\n    web[3:1]:\n", "", "inv.yml:3:5", "invalid host range"),
@@ -166,6 +168,12 @@ fn limit_patterns_select_hosts() {
         "{}",
         text(&o)
     );
+    // --list-hosts validates the whole inventory too: a bad address is refused.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "all:\n  hosts:\n    m1:\n      ansible_host: 999.1.1.1\n").unwrap();
+    let o = provision(&[bad.to_str().unwrap(), "--list-hosts"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("bad.yml:3:5") && o.stdout.is_empty(), "{}", text(&o));
     let o = provision(&[i, "--list-hosts", "--limit", "managerz"]);
     assert_eq!(o.status.code(), Some(4));
     assert!(text(&o).contains("did you mean `managers`"), "{}", text(&o));

@@ -1,6 +1,7 @@
 //! Ansible-style YAML inventories: parsed with locations, then resolved into hosts
 //! with merged variables and connection settings, all invariants checked before any SSH.
 
+mod address;
 mod pattern;
 mod range;
 mod retire;
@@ -537,11 +538,12 @@ fn connection(
         }
     }
     let address = s("ansible_host")?.unwrap_or_else(|| name.to_owned());
-    if address.is_empty() || address.contains(char::is_whitespace) {
+    if let Some(why) = address::problem(&address) {
         return Err(err(
             loc,
-            format!("ansible_host of host `{name}` is not a valid address: `{address}`"),
-        ));
+            format!("ansible_host of host `{name}` is not a valid address: `{address}` ({why})"),
+        )
+        .hint("give an IP address or a host name the controller resolves"));
     }
     let key_file = s("ansible_ssh_private_key_file")?.map(|k| expand(&k, dir));
     Ok(Host {
