@@ -138,6 +138,20 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
     );
     assert_eq!(healthy("node2"), 3);
     assert_eq!(members("node1"), voting(&["node1", "node2", "node3"]));
+    // The operator profile: a login shell's plain `etcdctl` reaches the cluster, no sudo.
+    let op = ssh("node2", "bash -lc 'etcdctl member list' 2>&1");
+    assert_eq!(
+        op.lines().filter(|l| l.contains(", started, ")).count(),
+        3,
+        "{op}"
+    );
+    assert_eq!(
+        ssh(
+            "node2",
+            "stat -c '%a %G' /etc/provision/pki/etcd-operator.key"
+        ),
+        "640 etcd-operators"
+    );
     ssh("node1", &format!("{E} put greeting hello >/dev/null"));
     assert_eq!(
         ssh("node3", &format!("{E} get greeting --print-value-only")),
@@ -178,6 +192,8 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
     let w = stop();
     assert_eq!(rc, Some(0), "{out}");
     assert!(w.ends_with("failed=0") && !w.starts_with("writes=0"), "{w}");
+    let profile = ssh("node1", "cat /etc/profile.d/01-etcd.sh");
+    assert!(profile.contains("https://10.200.0.15:2379"), "{profile}");
     eprintln!("writer during two member adds: {w}");
     assert_eq!(
         members("node4"),

@@ -170,10 +170,18 @@ fn limit_patterns_select_hosts() {
     );
     // --list-hosts validates the whole inventory too: a bad address is refused.
     let bad = dir.path().join("bad.yml");
-    std::fs::write(&bad, "all:\n  hosts:\n    m1:\n      ansible_host: 999.1.1.1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "all:\n  hosts:\n    m1:\n      ansible_host: 999.1.1.1\n",
+    )
+    .unwrap();
     let o = provision(&[bad.to_str().unwrap(), "--list-hosts"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
-    assert!(text(&o).contains("bad.yml:3:5") && o.stdout.is_empty(), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.yml:3:5") && o.stdout.is_empty(),
+        "{}",
+        text(&o)
+    );
     let o = provision(&[i, "--list-hosts", "--limit", "managerz"]);
     assert_eq!(o.status.code(), Some(4));
     assert!(text(&o).contains("did you mean `managers`"), "{}", text(&o));

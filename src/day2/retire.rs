@@ -499,7 +499,7 @@ impl Retire<'_> {
                     n,
                     &format!(
                         "systemctl is-active -q etcd && echo active; systemctl is-enabled -q etcd 2>/dev/null && echo enabled; \
-                         [ -d {d} ] && echo data; true",
+                         [ -d {d} ] && echo data; [ -e /etc/profile.d/01-etcd.sh ] && echo profile; true",
                         d = q(&data)
                     ),
                     "its etcd member",
@@ -508,10 +508,10 @@ impl Retire<'_> {
             if !there.trim().is_empty() {
                 self.act(
                     n,
-                    &format!("etcd: stop its member, its data set aside ({data}.removed-*)"),
+                    &format!("etcd: stop its member, its data set aside ({data}.removed-*), its etcdctl profile removed"),
                     n,
                     &format!(
-                        "systemctl disable --now etcd >/dev/null 2>&1 || true; \
+                        "systemctl disable --now etcd >/dev/null 2>&1 || true; rm -f /etc/profile.d/01-etcd.sh; \
                          [ ! -d {d} ] || mv {d} {d}.removed-$(date +%Y%m%d%H%M%S)",
                         d = q(&data)
                     ),
