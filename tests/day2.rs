@@ -1,5 +1,9 @@
-//! Day 2 on one cluster of 5: 3 managers (etcd members, Ceph monitors and OSD hosts) and
-//! 2 workers (node4 with an OSD), a web stack with 2 replicas.
+//! Day 2 on one cluster of 5 fresh hosts: 3 managers (etcd members, Ceph monitors and
+//! OSD hosts) and 2 workers (node4 with an OSD), a web stack with 2 replicas.
+//! - Ceph as built and kept: quorum, keys, CephFS before docker and shared; a second run
+//!   that restarts nothing; drift seen by the audit and repaired; a host powered off and
+//!   on; a changed setting rolled through every daemon; lost keys refused.
+//! - `provision backup`: every part, encrypted, verified.
 //! - `provision status` and `provision maintain`: the plan in check mode; a roll refused
 //!   while a host is powered off; then a manager and the OSD worker drained, patched and
 //!   rebooted one at a time, the stack served throughout; a node that does not come back
@@ -7,14 +11,21 @@
 //!   --full; the cluster whole and the audit clean.
 //! - Removal (`provision_state: absent`): the plan in check mode; a removal that would
 //!   break the managers' quorum refused before any contact; a worker removed while the
-//!   stack is served; the OSD worker powered off and removed with `provision_force`, its
-//!   data moved (a CephFS file intact), the OSD purged; the audit clean, a re-run idle.
+//!   stack is served; the OSD worker replaced by a new machine under its name; then
+//!   powered off and removed with `provision_force`, its data moved (a CephFS file
+//!   intact), the OSD purged; the audit clean after each, a re-run idle.
+//! - Both workers back as managers (5 managers, etcd members and monitors; node5 an OSD
+//!   host once its disk may be wiped), then both removed in one run under an etcd writer,
+//!   a CephFS writer and the web service: 3 of each left, node5's data moved.
 
 mod common;
 use common::*;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "10.200.0.1:5000/busybox:lab";
 
 fn inventory(d: &Path) {
     let disks = disks();
@@ -118,18 +129,306 @@ fn availability() -> String {
 }
 
 #[test]
-fn day_two_maintenance_then_removals_on_one_cluster() {
-    let Some(_lab) = LabGuard::start(&["lab", "up", "5", "--disk", "8G", "--registry"]) else {
+fn day_two_on_one_cluster() {
+    let Some(_lab) = LabGuard::start(&["lab", "up", "5", "--disk", "8G", "--fresh", "--registry"])
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     inventory(d);
+    let t = Instant::now();
     let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    eprintln!(
+        "fresh hosts to a cluster (etcd, Ceph HEALTH_OK with CephFS mounted, swarm, stack): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    ceph(d, &out);
     backups(d);
     maintenance(d);
-    removals(d);
+    let base = removals(d);
+    managers(d, &base);
+}
+
+fn ceph_status() -> serde_json::Value {
+    serde_json::from_str(&ssh("node1", "sudo ceph -s -f json 2>/dev/null")).unwrap()
+}
+
+/// Reads `ceph -s` until `ok` holds or `secs` pass; returns the last read.
+fn ceph_wait(secs: u64, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let s = ceph_status();
+        if ok(&s) || t.elapsed() > Duration::from_secs(secs) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// HEALTH_OK with `osds` OSDs up and in.
+fn ceph_healthy(s: &serde_json::Value, osds: u64) -> bool {
+    s["health"]["status"] == "HEALTH_OK"
+        && s["osdmap"]["num_up_osds"] == osds
+        && s["osdmap"]["num_in_osds"] == osds
+}
+
+/// Each CRUSH host with its number of OSDs.
+fn crush_hosts() -> Vec<(String, usize)> {
+    let tree: serde_json::Value =
+        serde_json::from_str(&ssh("node1", "sudo ceph osd tree -f json 2>/dev/null")).unwrap();
+    let mut hosts: Vec<(String, usize)> = tree["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "host")
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_owned(),
+                n["children"].as_array().map_or(0, |c| c.len()),
+            )
+        })
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+fn pid(node: &str, unit: &str) -> String {
+    ssh(node, &format!("systemctl show -p MainPID --value {unit}"))
+}
+
+fn osd_unit(node: &str) -> String {
+    format!(
+        "ceph-osd@{}",
+        ssh(node, "sudo sh -c 'cat /var/lib/ceph/osd/ceph-*/whoami'")
+    )
+}
+
+fn audit(d: &Path) -> (i32, String) {
+    let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+/// Waits (up to 30 s) until every swarm node is Ready: a leader change may leave a node
+/// Unknown until its next heartbeat.
+fn all_ready(n: usize) {
+    let want = format!("{n} Ready");
+    let mut ready = String::new();
+    for _ in 0..30 {
+        ready = ssh(
+            "node1",
+            "sudo docker node ls --format '{{.Status}}' | sort | uniq -c",
+        );
+        if ready.trim() == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("not every node is Ready: {ready}");
+}
+
+/// Ceph as the first run leaves it, then kept: 3 monitors in quorum on their own
+/// addresses, a manager with 2 standbys, one OSD and one CRUSH host per OSD node, keys
+/// 0600 and never printed, CephFS mounted before docker on every swarm node and shared by
+/// containers; a second run that restarts nothing; an OSD stopped by hand seen by the
+/// audit and started again; a host powered off and on whose daemons and mount come back;
+/// a changed setting rolled through every daemon one at a time; lost keys refused.
+fn ceph(d: &Path, first: &str) {
+    let s = ceph_status();
+    assert!(ceph_healthy(&s, 4), "{s}");
+    assert_eq!(s["mgrmap"]["available"], true, "{s}");
+    assert_eq!(s["mgrmap"]["num_standbys"], 2, "{s}");
+    assert_eq!(
+        crush_hosts(),
+        (1..=4).map(|i| (format!("node{i}"), 1)).collect::<Vec<_>>()
+    );
+    let dump = ssh("node1", "sudo ceph mon dump 2>/dev/null");
+    assert!(
+        dump.contains("[v2:10.200.0.12:3300/0,v1:10.200.0.12:6789/0] mon.node2"),
+        "{dump}"
+    );
+    let state = d.join(".provision/ceph.json");
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o600);
+    for k in keys["keys"].as_object().unwrap().values() {
+        assert!(!first.contains(k.as_str().unwrap()), "a key was printed");
+    }
+    assert_eq!(
+        ssh("node1", "sudo stat -c '%a %U' /etc/ceph/ceph.client.admin.keyring /var/lib/ceph/bootstrap-osd/ceph.keyring /etc/ceph/ceph.client.swarm.keyring"),
+        "600 ceph\n600 ceph\n600 ceph"
+    );
+    assert!(
+        ssh("node1", "sudo cat /var/lib/ceph/mgr/ceph-node1/keyring")
+            .contains(keys["keys"]["mgr.node1"].as_str().unwrap())
+    );
+
+    // CephFS: mounted on every swarm node before docker; containers on two nodes share it.
+    for n in ["node1", "node2", "node3", "node4", "node5"] {
+        assert_eq!(
+            ssh(n, "findmnt -n -o FSTYPE /mnt/cephfs"),
+            "fuse.ceph-fuse",
+            "{n}"
+        );
+        assert!(
+            ssh(n, "systemctl show -p After docker.service").contains("provision-cephfs.service")
+        );
+    }
+    ssh("node1", &format!("sudo docker run --rm -v /mnt/cephfs:/data {IMAGE} sh -c 'echo written-on-node1 > /data/shared.txt'"));
+    assert_eq!(
+        ssh(
+            "node5",
+            &format!("sudo docker run --rm -v /mnt/cephfs:/data {IMAGE} cat /data/shared.txt")
+        ),
+        "written-on-node1"
+    );
+
+    // A second run: no change, no restart, no new key, the same OSDs.
+    let osds = ssh("node1", "sudo ceph osd ls");
+    let osd2 = osd_unit("node2");
+    let units = ["ceph-mon@node2", "ceph-mgr@node2", osd2.as_str()];
+    let pids: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    assert!(pids.iter().all(|p| p != "0"), "{pids:?}");
+    let sum = std::fs::read(&state).unwrap();
+    let t = Instant::now();
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    eprintln!("second run: {:.1} s", t.elapsed().as_secs_f64());
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(ssh("node1", "sudo ceph osd ls"), osds);
+    let again: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    assert_eq!(pids, again, "a daemon was restarted");
+    assert_eq!(std::fs::read(&state).unwrap(), sum, "keys changed");
+
+    // The audit: clean, then an OSD stopped by hand is drift, and the next run repairs it.
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 0, "{aout}");
+    let osd3 = osd_unit("node3");
+    ssh("node3", &format!("sudo systemctl stop {osd3}"));
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 5, "{aout}");
+    assert!(
+        aout.contains("node3") && aout.contains("ceph-daemons"),
+        "{aout}"
+    );
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    let id3 = osd3.trim_start_matches("ceph-osd@");
+    assert!(out.contains(&format!("start OSD {id3}")), "{out}");
+    assert!(ceph_healthy(&ceph_wait(60, |s| ceph_healthy(s, 4)), 4));
+
+    // node2 powered off and on: its monitor rejoins the quorum, its OSD comes back, CephFS
+    // is mounted again before docker, with no run.
+    let o = provision(&["lab", "stop", "node2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = ceph_wait(60, |s| {
+        s["quorum_names"].as_array().map(|q| q.len()) == Some(2)
+    });
+    assert_eq!(s["quorum_names"].as_array().unwrap().len(), 2, "{s}");
+    let o = provision(&["lab", "start", "node2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = ceph_wait(180, |s| ceph_healthy(s, 4));
+    assert!(ceph_healthy(&s, 4), "after the restart: {s}");
+    // The mount may finish a little after the OSDs are up (ceph-fuse waits for an MDS).
+    let t = Instant::now();
+    while ssh_rc("node2", "findmnt /mnt/cephfs").0 != 0 && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (rc, why) = ssh_rc(
+        "node2",
+        "findmnt -n -o FSTYPE /mnt/cephfs || { systemctl status provision-cephfs; sudo journalctl -b -u provision-cephfs --no-pager | tail -20; }",
+    );
+    assert_eq!(
+        (rc, why.trim()),
+        (0, "fuse.ceph-fuse"),
+        "after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        ssh("node2", "cat /mnt/cephfs/shared.txt"),
+        "written-on-node1"
+    );
+    all_ready(5);
+
+    // A changed setting: every daemon restarted, one at a time, the cluster healthy after.
+    // First a run that wrote node3's new settings and died before restarting: the audit
+    // says so.
+    let inv = d.join("inventory.yml");
+    let yaml = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(
+        &inv,
+        yaml.replace(
+            "osd_memory_target: 939524096",
+            "osd_memory_target: 939524096, osd_max_backfills: 3",
+        ),
+    )
+    .unwrap();
+    ssh("node3", "sudo touch /etc/ceph/provision-settings");
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 5, "{aout}");
+    let drift: Vec<&str> = aout.lines().filter(|l| l.contains("DRIFT")).collect();
+    assert!(
+        drift.len() == 1 && drift[0].starts_with("node3") && drift[0].contains("ceph-settings"),
+        "{aout}"
+    );
+    assert!(
+        aout.contains("started before: ceph-mon@node3, ceph-mgr@node3, ceph-mds@node3, ceph-osd@"),
+        "{aout}"
+    );
+    let osd2 = osd_unit("node2");
+    let units = ["ceph-mon@node2", "ceph-mgr@node2", osd2.as_str()];
+    let before: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    let t = Instant::now();
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    eprintln!(
+        "rolling restart of 13 daemons: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let osd4 = osd_unit("node4");
+    for u in [
+        "ceph-mon@node1",
+        "ceph-mgr@node3",
+        "ceph-mds@node2",
+        osd2.as_str(),
+        osd4.as_str(),
+    ] {
+        assert!(out.contains(&format!("restart {u}")), "{u}: {out}");
+    }
+    let after: Vec<String> = units.iter().map(|u| pid("node2", u)).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a != b && a != "0"),
+        "{before:?} {after:?}"
+    );
+    let id = osd2.trim_start_matches("ceph-osd@");
+    assert!(
+        ssh(
+            "node2",
+            &format!("sudo ceph daemon osd.{id} config get osd_max_backfills")
+        )
+        .contains("\"3\""),
+        "the OSD runs without the new setting"
+    );
+    assert_eq!(ceph_status()["health"]["status"], "HEALTH_OK");
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 0, "{aout}");
+    let (rc, out) = run(d);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
+    assert_eq!(
+        after,
+        units.iter().map(|u| pid("node2", u)).collect::<Vec<_>>()
+    );
+
+    // Lost keys are never remade for a running cluster.
+    std::fs::rename(&state, d.join("ceph.json.bak")).unwrap();
+    let o = provision(&[inv.to_str().unwrap(), "--check"]);
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("restore ceph.json"), "{out}");
+    std::fs::rename(d.join("ceph.json.bak"), &state).unwrap();
 }
 
 /// A backup set of the whole cluster: every part there and encrypted, the raft state
@@ -316,31 +615,11 @@ fn maintenance(d: &Path) {
     );
     sh_on("node5", &format!("rm -f /tmp/stop-loop /mnt/cephfs/maint-loop; setsid sh -c '{CEPHFS_LOOP}' >/dev/null 2>&1 </dev/null &"));
     let before = (init_start("node1"), init_start("node4"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (samples, empty) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let sampler = {
-        let (stop, samples, empty) = (stop.clone(), samples.clone(), empty.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let (rc, r) = ssh_rc(
-                    "node3",
-                    "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'",
-                );
-                if rc == 0 {
-                    samples.fetch_add(1, Ordering::Relaxed);
-                    if r.trim().starts_with("0/") {
-                        empty.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-        })
-    };
+    let sampler = Sampler::start("node3");
     let t = std::time::Instant::now();
     let (rc, out) = maintain(d, &["--reboot", "-l", "node1:node4"]);
     let took = t.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let web = sampler.finish();
     eprintln!("maintain --reboot of node1 and node4: {took:.1} s\n{out}");
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("maintained 2 node(s)"), "{out}");
@@ -382,16 +661,9 @@ fn maintenance(d: &Path) {
         fs_lines, fs_ok,
         "every CephFS append acknowledged is in the file"
     );
-    let (n, e) = (
-        samples.load(Ordering::Relaxed),
-        empty.load(Ordering::Relaxed),
-    );
-    eprintln!("web service sampled {n} times during the roll, {e} without a running task");
-    assert!(n > 10, "the sampler ran");
-    assert_eq!(
-        e, 0,
-        "the web service had no running task in {e} of {n} samples"
-    );
+    eprintln!("web service during the roll: {web:?}");
+    assert!(web.answers > 10, "the sampler ran: {web:?}");
+    assert_eq!(web.empty, 0, "the web service had no running task: {web:?}");
 
     // The cluster whole: every node ready and active, 3 healthy etcd members, HEALTH_OK with
     // no noout left, the stack at 2/2, the audit clean, nothing left to change.
@@ -413,7 +685,11 @@ fn maintenance(d: &Path) {
     // A node that does not come back healthy (its docker left disabled: not started at
     // boot) stops the roll: it stays drained, the nodes done are recorded. Fixed, the next
     // roll resumes with it and does not redo the others.
-    ssh("node5", "sudo systemctl disable docker 2>/dev/null");
+    // docker.socket too: on a fresh host it would start docker on the first API call.
+    ssh(
+        "node5",
+        "sudo systemctl disable docker.service docker.socket 2>/dev/null",
+    );
     let (rc, out) = maintain(d, &["--reboot", "--wait", "30", "-l", "node4:node5"]);
     assert_eq!(rc, 2, "{out}");
     assert!(
@@ -428,7 +704,10 @@ fn maintenance(d: &Path) {
         availability()
     );
     assert!(d.join(".provision/maintain.json").exists());
-    ssh("node5", "sudo systemctl enable --now docker 2>/dev/null");
+    ssh(
+        "node5",
+        "sudo systemctl enable --now docker.socket docker.service 2>/dev/null",
+    );
     let node4 = init_start("node4");
     let (rc, out) = maintain(d, &["--reboot", "-l", "node4:node5"]);
     assert_eq!(rc, 0, "{out}");
@@ -479,52 +758,63 @@ fn maintenance(d: &Path) {
     );
 }
 
-/// Samples the web service's running tasks every 500 ms from `node`, until stopped:
-/// (samples, samples with no running task).
+/// Samples the web service's running tasks every 500 ms from `node`, until stopped.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    samples: Arc<AtomicUsize>,
-    empty: Arc<AtomicUsize>,
+    counts: Arc<[AtomicUsize; 3]>,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// What a Sampler saw: answers, answers with no running task, and failed asks (the swarm's
+/// managers did not answer).
+#[derive(Debug)]
+struct Samples {
+    answers: usize,
+    empty: usize,
+    failed: usize,
 }
 
 impl Sampler {
     fn start(node: &'static str) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let (samples, empty) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counts: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
         let thread = {
-            let (stop, samples, empty) = (stop.clone(), samples.clone(), empty.clone());
+            let (stop, counts) = (stop.clone(), counts.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let (rc, r) = ssh_rc(
                         node,
                         "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'",
                     );
-                    if rc == 0 {
-                        samples.fetch_add(1, Ordering::Relaxed);
-                        if r.trim().starts_with("0/") {
-                            empty.fetch_add(1, Ordering::Relaxed);
-                        }
+                    let i = match (rc, r.trim().starts_with("0/")) {
+                        (0, false) => 0,
+                        (0, true) => 1,
+                        _ => 2,
+                    };
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                    if i == 1 {
+                        counts[0].fetch_add(1, Ordering::Relaxed);
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    std::thread::sleep(Duration::from_millis(500));
                 }
             })
         };
         Sampler {
             stop,
-            samples,
-            empty,
+            counts,
             thread,
         }
     }
 
-    fn finish(self) -> (usize, usize) {
+    fn finish(self) -> Samples {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap();
-        (
-            self.samples.load(Ordering::Relaxed),
-            self.empty.load(Ordering::Relaxed),
-        )
+        let c = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        Samples {
+            answers: c(0),
+            empty: c(1),
+            failed: c(2),
+        }
     }
 }
 
@@ -548,7 +838,8 @@ fn run(d: &Path) -> (i32, String) {
     (o.status.code().unwrap_or(-1), text(&o))
 }
 
-fn removals(d: &Path) {
+/// Removals and a replacement; returns the inventory they started from.
+fn removals(d: &Path) -> String {
     let base = std::fs::read_to_string(d.join("inventory.yml")).unwrap();
     let nodes = || {
         ssh(
@@ -615,15 +906,12 @@ fn removals(d: &Path) {
     let t = std::time::Instant::now();
     let (rc, out) = run(d);
     let took = t.elapsed().as_secs_f64();
-    let (n, e) = sampler.finish();
-    eprintln!("removing node5 (the whole run): {took:.1} s\n{out}");
+    let web = sampler.finish();
+    eprintln!("removing node5 (the whole run): {took:.1} s, web service {web:?}\n{out}");
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("removed node5: "), "{out}");
-    assert!(n > 5, "the sampler ran");
-    assert_eq!(
-        e, 0,
-        "the web service had no running task in {e} of {n} samples"
-    );
+    assert!(web.answers > 5, "the sampler ran: {web:?}");
+    assert_eq!(web.empty, 0, "the web service had no running task: {web:?}");
     assert_eq!(nodes(), "node1 node2 node3 node4");
     assert_eq!(
         ssh(
@@ -649,6 +937,8 @@ fn removals(d: &Path) {
         rec.contains("\"node5\"") && rec.contains("swarm_node"),
         "{rec}"
     );
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 0, "audit after removing node5: {aout}");
 
     // node4 replaced: a new machine under the same name (reinstalled, a blank disk, its
     // new host key accepted on purpose). One run: a new swarm node with the same labels,
@@ -690,6 +980,8 @@ fn removals(d: &Path) {
     assert_eq!(ssh("node1", "sudo ceph osd ls | wc -l"), "4");
     assert_eq!(ssh("node2", "sudo ceph health"), "HEALTH_OK");
     assert_eq!(ssh("node2", &format!("sudo sh -c '{sum}'")), want_sum);
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 0, "audit after replacing node4: {aout}");
 
     // node4, the OSD worker, powered off. Removing it needs the explicit flag; with it,
     // its OSD goes out, the data moves to the others (the CephFS file stays intact), and
@@ -787,8 +1079,8 @@ fn removals(d: &Path) {
     );
 
     // Done: the audit is clean, and a run again changes nothing (node4 still off).
-    let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
-    assert!(o.status.success(), "audit after the removals: {}", text(&o));
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 0, "audit after the removals: {aout}");
     // A removed node that answers on a cluster port again is flagged.
     sh_on(
         "node5",
@@ -802,4 +1094,186 @@ fn removals(d: &Path) {
     let (rc, out) = run(d);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
     assert!(!out.contains("removing"), "nothing left to remove: {out}");
+    base
+}
+
+/// etcd members as node1 sees them with the operators' profile (no sudo, no flags).
+fn etcd_members() -> String {
+    ssh(
+        "node1",
+        "bash -lc 'etcdctl member list' | cut -d, -f3 | tr -d ' ' | sort | tr '\\n' ' '",
+    )
+}
+
+fn mons_in_quorum() -> usize {
+    ceph_status()["quorum_names"].as_array().unwrap().len()
+}
+
+/// Counts of a writer loop (see ETCD_LOOP): (ok, failed).
+fn loop_counts(n: &str) -> (u64, u64) {
+    let c = ssh(n, "cat /tmp/loop-counts");
+    let (ok, bad) = c.split_once(' ').expect(&c);
+    (ok.parse().unwrap(), bad.parse().unwrap())
+}
+
+/// node4 and node5 come back (new machines under their names) as managers, etcd members,
+/// monitors, and node5 an OSD host once its disk may be wiped; then both are removed in
+/// one run while etcd, CephFS and the swarm are used: 5 managers, members and monitors
+/// down to 3, node5's data moved before its OSD is purged.
+fn managers(d: &Path, base: &str) {
+    for n in ["node4", "node5"] {
+        let o = provision(&["lab", "reinstall", n]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let disk5 = disks()[4].clone();
+    ssh("node5", &format!("sudo mkfs.ext4 -q -F {disk5}"));
+    let workers = "    workers:\n      hosts:\n        node4: { ansible_host: 10.200.0.14 }\n        node5: { ansible_host: 10.200.0.15 }\n";
+    let node3 = "        node3: { ansible_host: 10.200.0.13 }\n";
+    assert!(base.contains(workers) && base.contains(node3), "{base}");
+    let five = base.replace(workers, "").replacen(
+        node3,
+        &format!("{node3}        node4: {{ ansible_host: 10.200.0.14 }}\n        node5: {{ ansible_host: 10.200.0.15 }}\n"),
+        1,
+    );
+    let osd4 = five
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("node4: { ansible_host: 10.200.0.14, ceph_osd_devices")
+        })
+        .expect(&five)
+        .to_owned();
+    let with_osd5 = |dev: &str| {
+        five.replace(
+            &osd4,
+            &format!("        node5: {{ ansible_host: 10.200.0.15, ceph_osd_devices: [{dev}] }}"),
+        )
+    };
+
+    // Back as managers: two members added to etcd, two monitors, each waited for; no
+    // daemon restarted.
+    write(d, "inventory.yml", &five.replace(&format!("{osd4}\n"), ""));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    for want in ["add monitor node4", "add monitor node5"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(
+        !out.contains("restart ceph-"),
+        "new monitors restarted a daemon: {out}"
+    );
+    assert_eq!(
+        ssh("node1", "sudo docker node ls --filter role=manager --format '{{.Hostname}}' | sort | tr '\\n' ' '"),
+        "node1 node2 node3 node4 node5"
+    );
+    assert_eq!(etcd_members(), "node1 node2 node3 node4 node5");
+    assert_eq!(mons_in_quorum(), 5);
+
+    // node5's disk holds a filesystem: refused and left alone; with wipe: true it is
+    // erased and becomes an OSD.
+    write(d, "inventory.yml", &with_osd5(&disk5));
+    let (rc, out) = run(d);
+    assert_eq!(rc, 2, "{out}");
+    assert!(
+        out.contains("holds data (") && out.contains("TYPE=ext4") && out.contains("wipe: true"),
+        "{out}"
+    );
+    assert_eq!(
+        ssh("node5", &format!("sudo blkid -o value -s TYPE {disk5}")),
+        "ext4"
+    );
+    write(
+        d,
+        "inventory.yml",
+        &with_osd5(&format!("{{ path: {disk5}, wipe: true }}")),
+    );
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("wipe ") && out.contains("create an OSD"),
+        "{out}"
+    );
+    let s = ceph_wait(180, |s| ceph_healthy(s, 4));
+    assert!(ceph_healthy(&s, 4), "{s}");
+    let full = std::fs::read_to_string(d.join("inventory.yml")).unwrap();
+    let (rc, out) = run(d);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
+
+    // Both removed in one run, under load: etcd puts on node1, CephFS appends on node2,
+    // the web service sampled on node1.
+    ssh(
+        "node1",
+        "sudo sh -c 'head -c 16M /dev/urandom > /mnt/cephfs/keep2.bin && sync'",
+    );
+    let sum = "sha256sum /mnt/cephfs/keep2.bin";
+    let want_sum = ssh("node1", &format!("sudo sh -c '{sum}'"));
+    let osds_before: u64 = ssh("node1", "sudo ceph osd ls | wc -l").parse().unwrap();
+    sh_on(
+        "node1",
+        &format!("rm -f /tmp/stop-loop; setsid sh -c '{ETCD_LOOP}' >/dev/null 2>&1 </dev/null &"),
+    );
+    sh_on("node2", &format!("rm -f /tmp/stop-loop /mnt/cephfs/rm-loop; setsid sh -c '{}' >/dev/null 2>&1 </dev/null &", CEPHFS_LOOP.replace("maint-loop", "rm-loop")));
+    let sampler = Sampler::start("node1");
+    with_vars(
+        d,
+        &full,
+        &[
+            ("node4", "provision_state: absent"),
+            ("node5", "provision_state: absent"),
+        ],
+    );
+    let t = Instant::now();
+    let (rc, out) = run(d);
+    let took = t.elapsed().as_secs_f64();
+    let web = sampler.finish();
+    for n in ["node1", "node2"] {
+        ssh(n, "sudo touch /tmp/stop-loop");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (etcd_ok, etcd_bad) = loop_counts("node1");
+    let (fs_ok, fs_bad) = loop_counts("node2");
+    let fs_lines: u64 = ssh("node2", "wc -l < /mnt/cephfs/rm-loop").parse().unwrap();
+    eprintln!(
+        "removing node4 and node5 (2 of 5 managers, etcd members and monitors; node5's OSD): {took:.1} s\n\
+         meanwhile: etcd puts {etcd_ok} ok, {etcd_bad} failed; CephFS appends {fs_ok} ok, {fs_bad} failed; web service {web:?}\n{out}"
+    );
+    assert_eq!(rc, 0, "{out}");
+    for want in ["removed node4: ", "removed node5: ", "its data has moved"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(
+        etcd_ok > 20 && fs_ok > 20 && web.answers > 5,
+        "the loops ran"
+    );
+    assert!(
+        etcd_bad <= 2,
+        "at most one failed put per member removed: {etcd_bad}"
+    );
+    assert_eq!(fs_bad, 0, "CephFS writes failed");
+    assert_eq!(
+        fs_lines, fs_ok,
+        "every CephFS append acknowledged is in the file"
+    );
+    assert_eq!(web.empty, 0, "the web service had no running task: {web:?}");
+    assert!(
+        web.failed <= 2,
+        "the managers answered (one leader change per demotion at most): {web:?}"
+    );
+    assert_eq!(
+        ssh(
+            "node1",
+            "sudo docker node ls --format '{{.Hostname}}' | sort | tr '\\n' ' '"
+        ),
+        "node1 node2 node3"
+    );
+    assert_eq!(etcd_members(), "node1 node2 node3");
+    assert_eq!(mons_in_quorum(), 3);
+    let osds_after: u64 = ssh("node1", "sudo ceph osd ls | wc -l").parse().unwrap();
+    assert_eq!(osds_after, osds_before - 1, "node5's OSD purged");
+    assert_eq!(ssh("node2", "sudo ceph health"), "HEALTH_OK");
+    assert_eq!(ssh("node2", &format!("sudo sh -c '{sum}'")), want_sum);
+    let (rc, aout) = audit(d);
+    assert_eq!(rc, 0, "audit after removing two managers: {aout}");
+    let (rc, out) = run(d);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
 }
