@@ -540,22 +540,24 @@ pub(crate) fn prepare_for(
     Ok(Ok((p, rt)))
 }
 
-/// The given inventory, or the local lab's (started when it is not up).
+/// The given inventory, or the local lab's (started with its registry when it is not up;
+/// the showcase of every role when the lab can hold it).
 pub(crate) fn lab_or(inventory: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(match inventory {
         Some(i) => i,
         None => {
             let lab = Lab::new(lab::default_dir(), lab::default_cache());
             if lab.state().is_none() {
-                lab.up(3, Some("8G"), true, false, false, &mut |m: &str| {
+                lab.up(3, Some("8G"), true, true, false, &mut |m: &str| {
                     eprintln!("lab: {m}")
                 })?;
             }
+            let inv = lab.showcase()?;
             eprintln!(
                 "no inventory given: using the local lab's {}",
-                lab.inventory().display()
+                inv.display()
             );
-            lab.inventory()
+            inv
         }
     })
 }

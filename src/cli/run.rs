@@ -5,11 +5,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub fn main(inventory: Option<PathBuf>, a: RunArgs) -> anyhow::Result<i32> {
+    let on_lab = inventory.is_none();
     let inventory = lab_or(inventory)?;
     if a.rotate_ca {
         return rotate_ca(inventory, &a);
     }
-    once(inventory, &a)
+    let code = once(inventory.clone(), &a)?;
+    if on_lab && code == exit::OK && !a.check && matches!(a.output, OutputMode::Text) {
+        let lab = crate::lab::Lab::new(crate::lab::default_dir(), crate::lab::default_cache());
+        eprintln!();
+        for line in crate::lab::where_to_look(&lab, &inventory) {
+            eprintln!("{line}");
+        }
+    }
+    Ok(code)
 }
 
 /// `--rotate-ca`: each phase is a whole run that must succeed on every host before the

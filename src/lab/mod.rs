@@ -5,6 +5,8 @@ mod cgroup;
 pub mod image;
 mod net;
 pub mod registry;
+mod showcase;
+pub use showcase::where_to_look;
 
 use crate::sys::{require_tool, run, run_quiet, write_atomic};
 use anyhow::{bail, Context, Result};

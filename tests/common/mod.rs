@@ -70,6 +70,11 @@ impl LabGuard {
         Self::start(&["lab", "up", &n.to_string(), "--registry"])
     }
 
+    /// No lab: the test starts one itself (the first command does).
+    pub fn none() -> Option<LabGuard> {
+        Self::start(&["lab", "down"])
+    }
+
     /// Any `provision lab up` arguments (`["lab", "up", "4", "--disk", "8G"]`). None (the
     /// test skips, saying so) when not run as root, unless PROVISION_REQUIRE_LAB is set
     /// (`.ci/run` sets it): then a missing lab fails the test, so CI never skips.
