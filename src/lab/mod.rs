@@ -757,6 +757,43 @@ impl Lab {
     }
 }
 
+/// Where the lab's own package installs write apt's output.
+const APT_LOG: &str = "/var/log/provision-lab-apt.log";
+
+fn install(packages: &[&str], log: &Path) -> Result<()> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let apt = |args: &[&str]| -> Result<bool> {
+        Ok(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out.try_clone()?)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false))
+    };
+    eprintln!(
+        "lab: updating the package lists (apt's output: {})",
+        log.display()
+    );
+    let updated = apt(&["update"])?;
+    for p in packages {
+        eprintln!("lab: installing {p}");
+        if !updated || !apt(&["install", "-y", p])? {
+            bail!(
+                "the lab needs {p} and apt-get could not install it (see {}): install it with `apt-get install {p}`",
+                log.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn preflight(registry: bool) -> Result<()> {
     if !cfg!(target_os = "linux") {
         bail!("the lab needs Linux (network namespaces, overlayfs, cgroups)");
@@ -783,23 +820,10 @@ fn preflight(registry: bool) -> Result<()> {
         .filter(|(t, _)| require_tool(t, "").is_err())
         .map(|(_, p)| *p)
         .collect();
-    // On Debian, as root, the lab installs what it lacks itself (and says so).
+    // On Debian, as root, the lab installs what it lacks itself: one line per package,
+    // apt's own output in a log file.
     if !missing.is_empty() && std::path::Path::new("/etc/debian_version").exists() {
-        eprintln!("lab: installing what the lab needs: {}", missing.join(" "));
-        let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-        let updated = ok(Command::new("apt-get").args(["update", "-qq"]));
-        let installed = updated
-            && ok(Command::new("apt-get")
-                .args(["install", "-y", "-qq"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"));
-        if !installed {
-            bail!(
-                "the lab needs {} and apt-get could not install them: install them with `apt-get install {}`",
-                missing.join(", "),
-                missing.join(" ")
-            );
-        }
+        install(&missing, Path::new(APT_LOG))?;
     }
     for (tool, pkg) in &tools {
         require_tool(tool, pkg)?;
