@@ -193,3 +193,112 @@ fn anchors_and_merge_keys_give_the_hostvars_of_ansible_inventory() {
     );
     assert_eq!(b["m1"]["extra_labels"]["disk"], "ssd");
 }
+
+/// inventory/example.yml (every role, vault values) validates, and lists the hosts, groups
+/// and variables `ansible-inventory` lists; the vault values masked, never printed.
+#[test]
+fn the_example_inventory_validates_and_matches_ansible_inventory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+    // The example's key lives in the operator's home: a stand-in one here.
+    let home = tempfile::tempdir().unwrap();
+    write(
+        home.path(),
+        ".ssh/id_ed25519",
+        "not a key: never read by --list-hosts\n",
+    );
+    let ours = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .args(["--vault-password-file", "example.vault-pass"])
+            .current_dir(&root)
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    let (rc, out) = ours(&["example.yml", "--list-hosts"]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["mgr1", "mgr2", "mgr3", "wrk1", "wrk2"]
+    );
+    let (rc, out) = ours(&["example.yml", "--list-tasks"]);
+    assert_eq!(rc, 0, "{out}");
+    for role in [
+        "bootstrap :",
+        "hardening :",
+        "firewall :",
+        "pki :",
+        "etcd :",
+        "ceph :",
+        "docker :",
+        "swarm :",
+        "stacks :",
+    ] {
+        assert!(out.contains(role), "{role}: {out}");
+    }
+    let (rc, out) = ours(&["inventory", "example.yml", "--list"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        !out.contains("change-me"),
+        "a vault value was printed: {out}"
+    );
+    let ours: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let o = Command::new("ansible-inventory")
+        .args([
+            "-i",
+            "example.yml",
+            "--list",
+            "--vault-password-file",
+            "example.vault-pass",
+        ])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (group, v) in theirs.as_object().unwrap() {
+        if group != "_meta" && group != "all" {
+            assert_eq!(ours[group]["hosts"], v["hosts"], "{group}");
+        }
+    }
+    let (a, b) = (&ours["_meta"]["hostvars"], &theirs["_meta"]["hostvars"]);
+    assert_eq!(
+        a.as_object().unwrap().keys().collect::<Vec<_>>(),
+        b.as_object().unwrap().keys().collect::<Vec<_>>()
+    );
+    for (host, vars) in b.as_object().unwrap() {
+        for (k, v) in vars.as_object().unwrap() {
+            assert_eq!(a[host][k], masked(v, is_secret(k)), "{host}: {k}");
+        }
+        assert_eq!(
+            a[host].as_object().unwrap().len(),
+            vars.as_object().unwrap().len(),
+            "{host}"
+        );
+    }
+}
+
+/// docs/inventory.md's masking rule: a name with password, secret, token, ... (not a
+/// `_file` or `_path`) hides every string under it.
+fn is_secret(k: &str) -> bool {
+    !k.ends_with("_file")
+        && ["password", "secret", "token"]
+            .iter()
+            .any(|w| k.contains(w))
+}
+
+/// ansible-inventory's value as ours shows it: vault values and secrets masked.
+fn masked(v: &serde_json::Value, secret: bool) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) if m.contains_key("__ansible_vault") => Value::from("********"),
+        Value::String(_) if secret => Value::from("********"),
+        Value::Array(a) => a.iter().map(|x| masked(x, secret)).collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| (k.clone(), masked(x, secret || is_secret(k))))
+            .collect(),
+        other => other.clone(),
+    }
+}

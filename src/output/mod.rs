@@ -149,6 +149,10 @@ pub struct Reporter {
 /// Variable names whose values are secrets.
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
+    // A path to a secret (ansible_ssh_private_key_file) is not one.
+    if n.ends_with("_file") || n.ends_with("_path") {
+        return false;
+    }
     [
         "password",
         "passwd",
@@ -629,6 +633,26 @@ pub fn secret_values(v: &serde_json::Value, under_secret: bool, out: &mut Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_names() {
+        for n in [
+            "db_password",
+            "JOIN_TOKEN",
+            "ssh_private_key",
+            "grafana_admin_secret",
+        ] {
+            assert!(is_secret_name(n), "{n}");
+        }
+        for n in [
+            "ansible_ssh_private_key_file",
+            "vault_password_file",
+            "token_path",
+            "acme_email",
+        ] {
+            assert!(!is_secret_name(n), "{n}");
+        }
+    }
 
     #[test]
     fn failures_group_by_task_and_first_line() {
