@@ -2,7 +2,8 @@
 //! with disks and the lab's registry) and shows every role: etcd on the manager, Ceph, a
 //! node label, an overlay network, a web app and the monitoring stack converged, with
 //! Prometheus seeing every node's exporter; it ends by saying where to look, and again it
-//! changes nothing.
+//! changes nothing. Then maintenance of its only manager: refused without `--allow-risk`,
+//! done with it.
 
 mod common;
 use common::*;
@@ -100,4 +101,55 @@ fn the_first_command_shows_every_role() {
     let (rc, out) = first();
     eprintln!("again: {:.1} s", t.elapsed().as_secs_f64());
     assert!(rc == 0 && out.contains("no changes"), "{out}");
+
+    // Maintenance of the only manager (the only etcd member and Ceph monitor): refused with
+    // the risk named, nothing changed; with --allow-risk it reboots and everything returns.
+    let init = || ssh("node1", "cut -d' ' -f22 /proc/1/stat");
+    let before = init();
+    let o = provision(&["maintain", "--reboot", "-l", "node1"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("the swarm would lose its quorum while node1 is away")
+            && out.contains("--allow-risk"),
+        "{out}"
+    );
+    assert_eq!(init(), before, "refused, yet node1 rebooted");
+    assert_eq!(
+        ssh(
+            "node1",
+            "sudo docker node inspect node1 -f '{{.Spec.Availability}}'"
+        ),
+        "active"
+    );
+    let t = Instant::now();
+    let o = provision(&["maintain", "--reboot", "-l", "node1", "--allow-risk"]);
+    let out = text(&o);
+    eprintln!(
+        "maintain --allow-risk of the only manager: {:.1} s\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for want in [
+        "the swarm loses its quorum meanwhile",
+        "monitoring_prometheus",
+        "cannot run on another node: stopped while it is away (--allow-risk)",
+        "maintained 1 node(s)",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert_ne!(init(), before, "node1 rebooted");
+    assert_eq!(ssh("node1", "sudo ceph health"), "HEALTH_OK");
+    assert_eq!(
+        ssh(
+            "node1",
+            "sudo docker node ls --format '{{.Status}} {{.Availability}}' | sort -u"
+        ),
+        "Ready Active"
+    );
+    let (rc, out) = first();
+    assert!(
+        rc == 0 && out.contains("no changes"),
+        "after the reboot: {out}"
+    );
 }

@@ -133,6 +133,20 @@ pub fn unsettled(service_ls: &str) -> Vec<String> {
         .collect()
 }
 
+/// The services whose pending tasks no node can take, from `docker service ps` lines
+/// `NAME.SLOT|ERROR` (or `NAME.NODEID|ERROR` for a global service).
+pub fn stranded(ps: &str) -> Vec<String> {
+    let mut names: Vec<String> = ps
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .filter(|(_, e)| e.to_ascii_lowercase().contains("no suitable node"))
+        .filter_map(|(task, _)| task.trim().rsplit_once('.').map(|(svc, _)| svc.to_owned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The PGs not active+clean, from `ceph pg stat -f json` (either of its shapes).
 pub fn pgs_unclean(v: &serde_json::Value) -> Option<String> {
     let pgs = if v["pg_summary"].is_object() {
@@ -153,6 +167,19 @@ pub fn pgs_unclean(v: &serde_json::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stranded_services_from_service_ps() {
+        let ps = "monitoring_prometheus.1|no suitable node (scheduling constraints not satisfied on 3 nodes)\n\
+                  monitoring_alertmanager.1|no suitable node (1 node not available for new tasks)\n\
+                  web_web.2|\n\
+                  monitoring_prometheus.1|no suitable node (again)\n";
+        assert_eq!(
+            super::stranded(ps),
+            ["monitoring_alertmanager", "monitoring_prometheus"]
+        );
+        assert!(super::stranded("").is_empty());
+    }
+
     use super::*;
 
     fn p(manager: bool) -> Parts {

@@ -419,7 +419,19 @@ impl Roll<'_> {
             .other(n, |p| p.manager)
             .or_else(|| parts.manager.then(|| n.to_owned()));
         if let (true, Some(m)) = (parts.swarm, &manager) {
-            self.f.drain(n, n, m).await.map_err(|e| fail("drain", e))?;
+            match self.f.drain(n, n, m, self.o.allow_risk).await {
+                Ok(()) => {}
+                // Nothing is done yet: the node goes back to work, Ceph's noout is lifted.
+                Err(super::Drain::Stranded(e)) => {
+                    self.restore(n, m, parts.osds.then_some(mon.as_deref()).flatten())
+                        .await;
+                    return Err(refused(format!(
+                        "{e}; refused, {n} is active again: let the service run elsewhere \
+                         (constraints, replicas), or run with --allow-risk to accept it"
+                    )));
+                }
+                Err(e) => return Err(fail("drain", e.to_string())),
+            }
         }
         let (ups, reboot) = self.upgrades(n, true).await.map_err(|e| fail("apt", e))?;
         if !ups.is_empty() {
@@ -480,6 +492,29 @@ impl Roll<'_> {
                 .map_err(|e| fail("ceph health", e))?;
         }
         Ok(done)
+    }
+
+    /// Undoes a drain and Ceph's noout for `n`, as far as it goes (a refusal after them).
+    async fn restore(&self, n: &str, m: &str, mon: Option<&str>) {
+        let _ = self
+            .f
+            .ok(
+                m,
+                &format!(
+                    "docker node update --availability active {} >/dev/null",
+                    q(n)
+                ),
+            )
+            .await;
+        if let Some(mon) = mon {
+            let _ = self
+                .f
+                .ok(
+                    mon,
+                    &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd rm-noout $ids >/dev/null 2>&1", h = q(n)),
+                )
+                .await;
+        }
     }
 
     /// Reboots `n` and waits until it answers SSH again, booted anew.

@@ -19,6 +19,21 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Live connections to a cluster's hosts and what each runs.
+/// Why a drain did not finish.
+pub enum Drain {
+    /// A service can run only on the node drained.
+    Stranded(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drain::Stranded(e) | Drain::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 pub struct Fleet<'a> {
     pub p: &'a Prepared,
     pub conns: IndexMap<String, Conn>,
@@ -127,9 +142,17 @@ impl Fleet<'_> {
         )
     }
 
-    /// Drains `n` (its swarm node `node`, a name or an ID) through manager `m` until none
-    /// of its tasks runs and every service has its tasks elsewhere.
-    pub async fn drain(&self, n: &str, node: &str, m: &str) -> Result<(), String> {
+    /// Drains `node` (on manager `m`) and waits until its tasks run elsewhere and every
+    /// service has its replicas. A service that cannot run on any other node (its pending
+    /// tasks say "no suitable node" for 5 s) would stop while the node is away: with
+    /// `stranded_ok` it is said and left; else `Err(Drain::Stranded)`, the node still drained.
+    pub async fn drain(
+        &self,
+        n: &str,
+        node: &str,
+        m: &str,
+        stranded_ok: bool,
+    ) -> Result<(), Drain> {
         say(n, "drain: its tasks move to other nodes");
         self.ok(
             m,
@@ -138,30 +161,58 @@ impl Fleet<'_> {
                 q(node)
             ),
         )
-        .await?;
+        .await
+        .map_err(Drain::Failed)?;
         let t = Instant::now();
+        let mut stranded_since: Option<Instant> = None;
         loop {
             let out = self
                 .ok(
                     m,
                     &format!(
                         "echo '==PROVISION here'; docker node ps {} --filter desired-state=running -q 2>/dev/null\n\
-                         echo '==PROVISION svc'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null",
+                         echo '==PROVISION svc'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null\n\
+                         echo '==PROVISION stuck'; s=$(docker service ls -q 2>/dev/null); [ -z \"$s\" ] || \
+                         docker service ps $s --filter desired-state=running --format '{{{{.Name}}}}|{{{{.Error}}}}' 2>/dev/null | grep -i 'no suitable node'; true",
                         q(node)
                     ),
                 )
-                .await?;
+                .await
+                .map_err(Drain::Failed)?;
             let s = crate::probe::sections(&out);
             let here = s
                 .get("here")
                 .map_or(0, |x| x.lines().filter(|l| !l.trim().is_empty()).count());
             let waiting = checks::unsettled(s.get("svc").map(String::as_str).unwrap_or(""));
+            let stuck = checks::stranded(s.get("stuck").map(String::as_str).unwrap_or(""));
             if here == 0 && waiting.is_empty() {
                 say(n, &format!("drained in {:.1} s", t.elapsed().as_secs_f64()));
                 return Ok(());
             }
+            let all_stranded = here == 0
+                && waiting
+                    .iter()
+                    .all(|w| stuck.iter().any(|x| w.split(' ').next() == Some(x)));
+            stranded_since = if all_stranded {
+                stranded_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            if stranded_since.is_some_and(|s| s.elapsed() >= Duration::from_secs(5)) {
+                let names = stuck.join(", ");
+                if stranded_ok {
+                    say(
+                        n,
+                        &format!("drained; {names} cannot run on another node: stopped while it is away (--allow-risk)"),
+                    );
+                    return Ok(());
+                }
+                return Err(Drain::Stranded(format!(
+                    "{names} cannot run on any other node (no suitable node): it would stop while {n} is away"
+                )));
+            }
             if t.elapsed() > self.wait {
-                return Err(format!(
+                return Err(Drain::Failed(format!(
                     "after {} s, {here} task(s) still run there; services short of tasks: {}",
                     self.wait.as_secs(),
                     if waiting.is_empty() {
@@ -169,7 +220,7 @@ impl Fleet<'_> {
                     } else {
                         waiting.join(", ")
                     }
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -401,7 +401,7 @@ impl Retire<'_> {
         ) {
             let t = Instant::now();
             self.f
-                .drain(n, &node.id, &m)
+                .drain(n, &node.id, &m, false)
                 .await
                 .map_err(|e| refused(format!("drain: {e}")))?;
             self.waited += t.elapsed();
