@@ -27,6 +27,10 @@ pub struct MaintainArgs {
     /// Seconds each wait may take (drain, boot, health)
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub wait: u64,
+    /// Workers (nodes with no quorum or standby role) maintained together: a number, or a
+    /// percentage of those in the roll (`25%`)
+    #[arg(long, default_value = "1", value_parser = parse_batch)]
+    pub batch: Batch,
     /// OpenSSH client config to honour (default ~/.ssh/config)
     #[arg(long, short = 'F')]
     pub ssh_config: Option<PathBuf>,
@@ -36,6 +40,38 @@ pub struct MaintainArgs {
 }
 
 const PROGRESS: &str = "maintain.json";
+
+/// `--batch`: how many workers go together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Batch {
+    Count(usize),
+    Percent(u8),
+}
+
+impl Batch {
+    /// The count for `workers` nodes in the roll (at least 1).
+    pub fn of(self, workers: usize) -> usize {
+        match self {
+            Batch::Count(n) => n,
+            Batch::Percent(p) => (workers * p as usize).div_ceil(100),
+        }
+        .max(1)
+    }
+}
+
+fn parse_batch(s: &str) -> Result<Batch, String> {
+    let bad = || format!("`{s}`: give a number of nodes (2) or a percentage of the workers (25%)");
+    match s.strip_suffix('%') {
+        Some(p) => match p.parse::<u8>() {
+            Ok(p @ 1..=100) => Ok(Batch::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match s.parse::<usize>() {
+            Ok(n @ 1..) => Ok(Batch::Count(n)),
+            _ => Err(bad()),
+        },
+    }
+}
 
 pub fn main(a: MaintainArgs) -> anyhow::Result<i32> {
     // Every host is read (limit None): the others keep the quorum the node leaves.
@@ -90,6 +126,10 @@ pub fn main(a: MaintainArgs) -> anyhow::Result<i32> {
         check: a.check,
         allow_risk: a.allow_risk,
         wait: Duration::from_secs(a.wait),
+        batch: a.batch.of(nodes
+            .iter()
+            .filter(|n| crate::day2::parts_of(&prepared, n).batchable())
+            .count()),
     };
     let done = std::sync::Mutex::new(resume.clone());
     let record = |n: &str| {
@@ -136,6 +176,22 @@ pub fn main(a: MaintainArgs) -> anyhow::Result<i32> {
                 );
             }
             Ok(exit::OK)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_batch, Batch};
+
+    #[test]
+    fn batch_sizes() {
+        assert_eq!(parse_batch("3"), Ok(Batch::Count(3)));
+        assert_eq!(parse_batch("25%").map(|b| b.of(10)), Ok(3));
+        assert_eq!(parse_batch("1%").map(|b| b.of(2)), Ok(1));
+        assert_eq!(Batch::Percent(50).of(0), 1);
+        for bad in ["0", "0%", "101%", "x", "-1", ""] {
+            assert!(parse_batch(bad).is_err(), "{bad}");
         }
     }
 }

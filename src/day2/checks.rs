@@ -15,6 +15,13 @@ pub struct Parts {
     pub mount: Option<String>,
 }
 
+impl Parts {
+    /// No quorum or standby role: may be away together with other such nodes.
+    pub fn batchable(&self) -> bool {
+        !(self.manager || self.etcd || self.mon || self.mgr || self.mds)
+    }
+}
+
 /// Managers first (one at a time keeps their quorum), then the others, each group in
 /// inventory order; a node left drained by an earlier roll goes first.
 pub fn order(nodes: &[(String, Parts)], drained: &[String]) -> Vec<String> {
@@ -27,6 +34,25 @@ pub fn order(nodes: &[(String, Parts)], drained: &[String]) -> Vec<String> {
         for (n, p) in nodes {
             if p.manager == managers && !out.contains(n) {
                 out.push(n.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The roll's order cut into batches: a node with a quorum or a standby role (manager,
+/// etcd member, Ceph monitor, manager or MDS) alone; the others together, up to `size`
+/// consecutive ones.
+pub fn batches(order: &[String], parts: impl Fn(&str) -> Parts, size: usize) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut open = false;
+    for n in order {
+        let alone = !parts(n).batchable();
+        match out.last_mut() {
+            Some(b) if open && !alone && b.len() < size.max(1) => b.push(n.clone()),
+            _ => {
+                out.push(vec![n.clone()]);
+                open = !alone;
             }
         }
     }
@@ -167,6 +193,33 @@ pub fn pgs_unclean(v: &serde_json::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn workers_in_batches_the_others_alone() {
+        let order: Vec<String> = ["m1", "m2", "w1", "w2", "w3", "e1", "w4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let parts = |n: &str| Parts {
+            manager: n.starts_with('m'),
+            etcd: n.starts_with('e'),
+            swarm: true,
+            ..Parts::default()
+        };
+        assert_eq!(
+            batches(&order, parts, 2),
+            [
+                vec!["m1"],
+                vec!["m2"],
+                vec!["w1", "w2"],
+                vec!["w3"],
+                vec!["e1"],
+                vec!["w4"]
+            ]
+        );
+        assert_eq!(batches(&order, parts, 1).len(), 7);
+        assert_eq!(batches(&order, parts, 0).len(), 7);
+    }
+
     #[test]
     fn stranded_services_from_service_ps() {
         let ps = "monitoring_prometheus.1|no suitable node (scheduling constraints not satisfied on 3 nodes)\n\

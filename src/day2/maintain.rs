@@ -10,6 +10,7 @@ use super::checks::{self, Parts};
 use super::{connect, parts_of, say, var, Fleet};
 use crate::engine::Prepared;
 use crate::transport::{quote as q, Conn};
+use futures_util::future::join_all;
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub struct Opts {
     pub allow_risk: bool,
     /// How long each wait may take (drain, boot, health).
     pub wait: Duration,
+    /// How many workers (no quorum or standby role) go together.
+    pub batch: usize,
 }
 
 /// What happened to one node.
@@ -116,26 +119,34 @@ pub async fn run(p: &Prepared, o: &Opts, resume: &[String], progress: &dyn Fn(&s
     if !resume.is_empty() {
         eprintln!("resuming: {} done in the roll before", resume.join(", "));
     }
-    for n in &order {
+    let batches = checks::batches(&order, |n| roll.f.parts[n].clone(), o.batch);
+    for batch in &batches {
         if o.check {
-            match roll.plan_line(n).await {
-                Ok(l) => out.plan.push(l),
-                Err(e) => {
-                    out.stopped = Some((Why::Failed, format!("{n}: {e}")));
-                    return out;
+            for n in batch {
+                match roll.plan_line(n).await {
+                    Ok(l) => out.plan.push(l),
+                    Err(e) => {
+                        out.stopped = Some((Why::Failed, format!("{n}: {e}")));
+                        return out;
+                    }
                 }
             }
             continue;
         }
+        if batch.len() > 1 {
+            eprintln!("together: {}", batch.join(", "));
+        }
         let t = Instant::now();
-        match roll.node(n).await {
-            Ok(mut d) => {
-                d.seconds = t.elapsed().as_secs_f64();
-                say(n, &format!("done in {:.1} s", d.seconds));
-                progress(n);
-                out.done.push(d);
+        match roll.batch(batch).await {
+            Ok(dones) => {
+                for mut d in dones {
+                    d.seconds = t.elapsed().as_secs_f64();
+                    say(&d.node, &format!("done in {:.1} s", d.seconds));
+                    progress(&d.node);
+                    out.done.push(d);
+                }
             }
-            Err(Stop { code, msg }) => {
+            Err((n, Stop { code, msg })) => {
                 out.stopped = Some((code, format!("{n}: {msg}")));
                 break;
             }
@@ -156,6 +167,34 @@ fn refused(msg: String) -> Stop {
         code: Why::Failed,
         msg,
     }
+}
+
+/// How a refused drain's message starts (the batch is then made active again).
+const STRANDED: &str = "stranded: ";
+
+/// A node that did not come back healthy: left drained, for the next roll to resume.
+fn fail(n: &str, what: &str, e: String) -> Stop {
+    Stop {
+        code: Why::Failed,
+        msg: format!(
+            "{what}: {e}; {n} stays drained (Ceph noout kept): fix it, then run `provision maintain` again to resume"
+        ),
+    }
+}
+
+/// One node of a batch while it is away, and where it is acted on from.
+struct Away {
+    n: String,
+    parts: Parts,
+    mon: Option<String>,
+    manager: Option<String>,
+}
+
+/// The first node whose phase failed, with why.
+fn first_err(away: &[Away], results: Vec<Result<(), Stop>>) -> Option<(String, Stop)> {
+    away.iter()
+        .zip(results)
+        .find_map(|(a, r)| r.err().map(|e| (a.n.clone(), e)))
 }
 
 impl Roll<'_> {
@@ -179,7 +218,18 @@ impl Roll<'_> {
     }
 
     /// Swarm, etcd and Ceph keep their quorum without `n`.
-    async fn prechecks(&self, n: &str) -> Result<(), Stop> {
+    /// The checks before a batch goes away: each node's quorums, then Ceph's word on all
+    /// their daemons at once.
+    async fn prechecks(&self, nodes: &[String]) -> Result<(), Stop> {
+        for n in nodes {
+            say(n, "checking that the cluster keeps its quorum without it");
+            self.quorums(n).await?;
+        }
+        self.ceph_may_stop(nodes).await
+    }
+
+    /// The swarm's and etcd's quorums without `n`, and whether it is the only monitor.
+    async fn quorums(&self, n: &str) -> Result<(), Stop> {
         let parts = self.f.parts[n].clone();
         let risky = |what: &str, e: String| {
             refused(format!(
@@ -259,8 +309,7 @@ impl Roll<'_> {
                 );
             }
         }
-        let only_mon = parts.mon && self.f.other(n, |p| p.mon).is_none();
-        if only_mon {
+        if parts.mon && self.f.other(n, |p| p.mon).is_none() {
             let e = format!("{n} is the only Ceph monitor: Ceph stops while it is away");
             if !self.o.allow_risk {
                 return Err(refused(format!(
@@ -268,43 +317,48 @@ impl Roll<'_> {
                 )));
             }
             say(n, &format!("{e}: --allow-risk"));
-        } else if parts.osds || parts.mon {
-            let mon = self.f.other(n, |p| p.mon).ok_or_else(|| {
-                refused("no Ceph monitor to ask whether its OSDs may stop".into())
-            })?;
-            let mut script = String::new();
+        }
+        Ok(())
+    }
+
+    /// `ceph osd ok-to-stop` for the nodes' OSDs and `ceph mon ok-to-stop` for their
+    /// monitors, asked of a monitor outside them (none: the only one, said before).
+    async fn ceph_may_stop(&self, nodes: &[String]) -> Result<(), Stop> {
+        let Some(mon) = self.f.outside(nodes, |p| p.mon) else {
+            return Ok(());
+        };
+        let mut script = String::from("ids=''\n");
+        for n in nodes {
+            let parts = &self.f.parts[n];
             if parts.osds {
-                script += &format!(
-                    "ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd ok-to-stop $ids 2>&1 >/dev/null\n",
-                    h = q(n)
-                );
+                script += &format!("ids=\"$ids $(ceph osd ls-tree {})\"\n", q(n));
             }
             if parts.mon {
                 script += &format!("ceph mon ok-to-stop {} 2>&1 >/dev/null\n", q(n));
             }
-            // Ceph may say no while PGs still settle from the node before: asked again
-            // for up to 2 minutes (within --wait), then refused with its reason.
-            let t = Instant::now();
-            let bound = self.o.wait.min(Duration::from_secs(120));
-            loop {
-                let o = self
-                    .f
-                    .sh(&mon, &format!("set -e\n{script}"))
-                    .await
-                    .map_err(|e| refused(format!("Ceph could not be asked: {e}")))?;
-                if o.rc == 0 {
-                    break;
-                }
-                if t.elapsed() > bound {
-                    let why = crate::sys::tail(format!("{}{}", o.stdout, o.stderr).trim(), 2);
-                    return Err(refused(format!(
-                        "Ceph says its daemons may not stop now ({why}); refused: wait until HEALTH_OK"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
         }
-        Ok(())
+        script += "[ -z \"$(echo $ids)\" ] || ceph osd ok-to-stop $ids 2>&1 >/dev/null\n";
+        // Ceph may say no while PGs still settle from the node before: asked again
+        // for up to 2 minutes (within --wait), then refused with its reason.
+        let t = Instant::now();
+        let bound = self.o.wait.min(Duration::from_secs(120));
+        loop {
+            let o = self
+                .f
+                .sh(&mon, &format!("set -e\n{script}"))
+                .await
+                .map_err(|e| refused(format!("Ceph could not be asked: {e}")))?;
+            if o.rc == 0 {
+                return Ok(());
+            }
+            if t.elapsed() > bound {
+                let why = crate::sys::tail(format!("{}{}", o.stdout, o.stderr).trim(), 2);
+                return Err(refused(format!(
+                    "Ceph says its daemons may not stop now ({why}); refused: wait until HEALTH_OK"
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
 
     /// The etcd members the inventory names (an unreachable one is still counted).
@@ -382,89 +436,162 @@ impl Roll<'_> {
         Ok((ups, reboot))
     }
 
-    /// One node, phase by phase.
-    async fn node(&mut self, n: &str) -> Result<Done, Stop> {
-        let parts = self.f.parts[n].clone();
-        let mut done = Done {
-            node: n.to_owned(),
-            ..Done::default()
-        };
-        say(n, "checking that the cluster keeps its quorum without it");
-        self.prechecks(n).await?;
-        let fail = |what: &str, e: String| {
-            Stop {
-            code: Why::Failed,
-            msg: format!(
-                "{what}: {e}; it stays drained (Ceph noout kept): fix it, then run `provision maintain` again to resume"
-            ),
+    /// One batch (one node, or workers together), phase by phase: each phase for all of
+    /// them at once, the next when it held for all.
+    async fn batch(&mut self, nodes: &[String]) -> Result<Vec<Done>, (String, Stop)> {
+        let all = nodes.join(", ");
+        self.prechecks(nodes).await.map_err(|e| (all.clone(), e))?;
+        let away: Vec<Away> = nodes.iter().map(|n| self.away(n, nodes)).collect();
+        // One drain after the other: a service never loses two tasks at once. The long
+        // phases (upgrades, reboots, coming back) then run for all of them together.
+        let mut drained = Vec::new();
+        for a in &away {
+            let r = self.leave(a).await;
+            let failed = r.is_err();
+            drained.push(r);
+            if failed {
+                break;
+            }
         }
-        };
-        // Another monitor, or the node itself when it is the only one (--allow-risk).
-        let mon = self
-            .f
-            .other(n, |p| p.mon)
-            .or_else(|| parts.mon.then(|| n.to_owned()));
-        if let (true, Some(mon)) = (parts.osds, &mon) {
+        if let Some((n, mut stop)) = first_err(&away, drained) {
+            if let Some(msg) = stop.msg.strip_prefix(STRANDED) {
+                stop.msg = msg.to_owned();
+                for a in &away {
+                    self.restore(a).await;
+                }
+            }
+            return Err((n, stop));
+        }
+        let patched = join_all(away.iter().map(|a| self.patch(a))).await;
+        let mut dones = Vec::new();
+        for (a, r) in away.iter().zip(patched) {
+            let (upgraded, reboot) = r.map_err(|e| (a.n.clone(), e))?;
+            dones.push((
+                Done {
+                    node: a.n.clone(),
+                    upgraded,
+                    ..Done::default()
+                },
+                reboot,
+            ));
+        }
+        let rebooting: Vec<&Away> = away
+            .iter()
+            .zip(&dones)
+            .filter(|(_, (_, r))| *r)
+            .map(|(a, _)| a)
+            .collect();
+        let back = join_all(rebooting.iter().map(|a| self.reboot(&a.n))).await;
+        for (a, r) in rebooting.iter().zip(back) {
+            let c = r.map_err(|e| (a.n.clone(), fail(&a.n, "reboot", e)))?;
+            if let Some(old) = self.f.conns.insert(a.n.clone(), c) {
+                old.close().await;
+            }
+        }
+        for (d, r) in dones.iter_mut() {
+            d.rebooted = *r;
+        }
+        let returned = join_all(away.iter().map(|a| self.ret(a))).await;
+        if let Some(stop) = first_err(&away, returned) {
+            return Err(stop);
+        }
+        if let Some(mon) = away.iter().find_map(|a| a.mon.clone()) {
+            self.f
+                .ceph_healthy(&all, &mon, &[])
+                .await
+                .map_err(|e| (all.clone(), fail(&all, "ceph health", e)))?;
+        }
+        Ok(dones.into_iter().map(|(d, _)| d).collect())
+    }
+
+    /// Where `n` of a batch is acted on from: a monitor and a manager outside the batch
+    /// (or the node itself when it is the only one: --allow-risk).
+    fn away(&self, n: &str, batch: &[String]) -> Away {
+        let parts = self.f.parts[n].clone();
+        Away {
+            n: n.to_owned(),
+            mon: self
+                .f
+                .outside(batch, |p| p.mon)
+                .or_else(|| parts.mon.then(|| n.to_owned())),
+            manager: self
+                .f
+                .outside(batch, |p| p.manager)
+                .or_else(|| parts.manager.then(|| n.to_owned())),
+            parts,
+        }
+    }
+
+    /// Ceph's noout for its OSDs, then the drain.
+    async fn leave(&self, a: &Away) -> Result<(), Stop> {
+        let n = &a.n;
+        if let (true, Some(mon)) = (a.parts.osds, &a.mon) {
             say(n, "ceph: noout for its OSDs");
             self.f.ok(
                 mon,
                 &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd add-noout $ids >/dev/null 2>&1", h = q(n)),
             )
             .await
-            .map_err(|e| fail("ceph noout", e))?;
+            .map_err(|e| fail(n, "ceph noout", e))?;
         }
-        // Another manager, or the node itself in a one-manager swarm (--allow-risk).
-        let manager = self
-            .f
-            .other(n, |p| p.manager)
-            .or_else(|| parts.manager.then(|| n.to_owned()));
-        if let (true, Some(m)) = (parts.swarm, &manager) {
+        if let (true, Some(m)) = (a.parts.swarm, &a.manager) {
             match self.f.drain(n, n, m, self.o.allow_risk).await {
                 Ok(()) => {}
-                // Nothing is done yet: the node goes back to work, Ceph's noout is lifted.
                 Err(super::Drain::Stranded(e)) => {
-                    self.restore(n, m, parts.osds.then_some(mon.as_deref()).flatten())
-                        .await;
                     return Err(refused(format!(
-                        "{e}; refused, {n} is active again: let the service run elsewhere \
+                        "{STRANDED}{e}; refused, made active again: let the service run elsewhere \
                          (constraints, replicas), or run with --allow-risk to accept it"
-                    )));
+                    )))
                 }
-                Err(e) => return Err(fail("drain", e.to_string())),
+                Err(e) => return Err(fail(n, "drain", e.to_string())),
             }
         }
-        let (ups, reboot) = self.upgrades(n, true).await.map_err(|e| fail("apt", e))?;
-        if !ups.is_empty() {
-            let names: Vec<String> = ups.iter().map(|u| u.name.clone()).collect();
-            say(n, &format!("upgrading {}", names.join(", ")));
-            // Each at the version apt simulated (the pinned engine at its pin).
-            let specs: Vec<String> = ups
-                .iter()
-                .map(|u| q(&format!("{}={}", u.name, u.version)))
-                .collect();
-            self.f.ok(
+        Ok(())
+    }
+
+    /// Its upgrades installed; whether it reboots.
+    async fn patch(&self, a: &Away) -> Result<(Vec<String>, bool), Stop> {
+        let n = &a.n;
+        let (ups, reboot) = self
+            .upgrades(n, true)
+            .await
+            .map_err(|e| fail(n, "apt", e))?;
+        if ups.is_empty() {
+            return Ok((Vec::new(), reboot));
+        }
+        let names: Vec<String> = ups.iter().map(|u| u.name.clone()).collect();
+        say(n, &format!("upgrading {}", names.join(", ")));
+        // Each at the version apt simulated (the pinned engine at its pin).
+        let specs: Vec<String> = ups
+            .iter()
+            .map(|u| q(&format!("{}={}", u.name, u.version)))
+            .collect();
+        self.f
+            .ok(
                 n,
                 &format!(
-                    "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q -o DPkg::Lock::Timeout=300 \
-                     -o Dpkg::Options::=--force-confold --allow-downgrades install {} >/dev/null",
-                    specs.join(" ")
-                ),
+                "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q -o DPkg::Lock::Timeout=300 \
+                 -o Dpkg::Options::=--force-confold --allow-downgrades install {} >/dev/null",
+                specs.join(" ")
+            ),
             )
             .await
-            .map_err(|e| fail("apt upgrade", e))?;
-            done.upgraded = ups
-                .iter()
+            .map_err(|e| fail(n, "apt upgrade", e))?;
+        Ok((
+            ups.iter()
                 .map(|u| format!("{} {}", u.name, u.version))
-                .collect();
-        }
-        if reboot {
-            self.reboot(n).await.map_err(|e| fail("reboot", e))?;
-            done.rebooted = true;
-        }
-        self.back(n, &parts, mon.as_deref())
+                .collect(),
+            reboot,
+        ))
+    }
+
+    /// Back: its services, the undrain, Ceph's noout lifted.
+    async fn ret(&self, a: &Away) -> Result<(), Stop> {
+        let n = &a.n;
+        self.back(n, &a.parts, a.mon.as_deref())
             .await
-            .map_err(|e| fail("coming back", e))?;
-        if let (true, Some(m)) = (parts.swarm, &manager) {
+            .map_err(|e| fail(n, "coming back", e))?;
+        if let (true, Some(m)) = (a.parts.swarm, &a.manager) {
             say(n, "undrain");
             self.f
                 .ok(
@@ -475,50 +602,46 @@ impl Roll<'_> {
                     ),
                 )
                 .await
-                .map_err(|e| fail("undrain", e))?;
+                .map_err(|e| fail(n, "undrain", e))?;
         }
-        if let (true, Some(mon)) = (parts.osds, &mon) {
+        if let (true, Some(mon)) = (a.parts.osds, &a.mon) {
             self.f.ok(
                 mon,
                 &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd rm-noout $ids >/dev/null 2>&1", h = q(n)),
             )
             .await
-            .map_err(|e| fail("ceph rm-noout", e))?;
+            .map_err(|e| fail(n, "ceph rm-noout", e))?;
         }
-        if let Some(mon) = &mon {
-            self.f
-                .ceph_healthy(n, mon, &[])
-                .await
-                .map_err(|e| fail("ceph health", e))?;
-        }
-        Ok(done)
+        Ok(())
     }
 
-    /// Undoes a drain and Ceph's noout for `n`, as far as it goes (a refusal after them).
-    async fn restore(&self, n: &str, m: &str, mon: Option<&str>) {
-        let _ = self
-            .f
-            .ok(
-                m,
-                &format!(
-                    "docker node update --availability active {} >/dev/null",
-                    q(n)
-                ),
-            )
-            .await;
-        if let Some(mon) = mon {
+    /// Undoes a drain and Ceph's noout, as far as it went (a refusal after them).
+    async fn restore(&self, a: &Away) {
+        if let (true, Some(m)) = (a.parts.swarm, &a.manager) {
+            let _ = self
+                .f
+                .ok(
+                    m,
+                    &format!(
+                        "docker node update --availability active {} >/dev/null",
+                        q(&a.n)
+                    ),
+                )
+                .await;
+        }
+        if let (true, Some(mon)) = (a.parts.osds, &a.mon) {
             let _ = self
                 .f
                 .ok(
                     mon,
-                    &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd rm-noout $ids >/dev/null 2>&1", h = q(n)),
+                    &format!("ids=$(ceph osd ls-tree {h}); [ -z \"$ids\" ] || ceph osd rm-noout $ids >/dev/null 2>&1", h = q(&a.n)),
                 )
                 .await;
         }
     }
 
-    /// Reboots `n` and waits until it answers SSH again, booted anew.
-    async fn reboot(&mut self, n: &str) -> Result<(), String> {
+    /// Reboots `n`; its new connection once it answers SSH again, booted anew.
+    async fn reboot(&self, n: &str) -> Result<Conn, String> {
         let id = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat";
         let before = self.f.ok(n, id).await?;
         say(n, "reboot");
@@ -527,9 +650,6 @@ impl Roll<'_> {
             "systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot",
         )
         .await?;
-        if let Some(c) = self.f.conns.shift_remove(n) {
-            c.close().await;
-        }
         let t = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -556,8 +676,7 @@ impl Roll<'_> {
                         && o.stdout.replace("booted", "").trim() != before.trim() =>
                 {
                     say(n, &format!("back after {:.1} s", t.elapsed().as_secs_f64()));
-                    self.f.conns.insert(n.to_owned(), c);
-                    return Ok(());
+                    return Ok(c);
                 }
                 _ => c.close().await,
             }

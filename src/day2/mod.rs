@@ -126,9 +126,14 @@ impl Fleet<'_> {
 
     /// A connected host with `part`, other than `node`, to act through.
     pub fn other(&self, node: &str, part: impl Fn(&Parts) -> bool) -> Option<String> {
+        self.outside(&[node.to_owned()], part)
+    }
+
+    /// A connected host with `part`, none of `nodes`, to act through.
+    pub fn outside(&self, nodes: &[String], part: impl Fn(&Parts) -> bool) -> Option<String> {
         self.parts
             .iter()
-            .find(|(h, p)| *h != node && part(p) && self.conns.contains_key(*h))
+            .find(|(h, p)| !nodes.contains(h) && part(p) && self.conns.contains_key(*h))
             .map(|(h, _)| h.clone())
     }
 
