@@ -3,7 +3,8 @@
 //! node label, an overlay network, a web app and the monitoring stack converged, with
 //! Prometheus seeing every node's exporter; it ends by saying where to look, and again it
 //! changes nothing. Then maintenance of its only manager: refused without `--allow-risk`,
-//! done with it.
+//! done with it; and of a worker: the web app short meanwhile, a crowded service spread
+//! again after.
 
 mod common;
 use common::*;
@@ -152,4 +153,41 @@ fn the_first_command_shows_every_role() {
         rc == 0 && out.contains("no changes"),
         "after the reboot: {out}"
     );
+
+    // A worker maintained: the web app's task there has nowhere to go (one per labelled
+    // node), so the app runs short meanwhile and is whole again after; a service of two
+    // tasks on the labelled nodes crowds onto node3 during the drain and is spread again.
+    ssh(
+        "node1",
+        "sudo docker service create --detach=false --quiet --name pair --replicas 2 \
+         --constraint node.labels.web==yes 10.200.0.1:5000/busybox:lab sleep 1d >/dev/null",
+    );
+    let where_pair = || {
+        ssh(
+            "node1",
+            "sudo docker service ps pair --filter desired-state=running --format '{{.Node}}' | sort | tr '\\n' ' '",
+        )
+    };
+    assert_eq!(where_pair(), "node2 node3");
+    let o = provision(&["maintain", "--reboot", "-l", "node2"]);
+    let out = text(&o);
+    eprintln!("maintain --reboot of node2: {out}");
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for want in [
+        "web_web 1/2",
+        "run short while it is away",
+        "rebalance: pair",
+        "rebalanced pair",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert_eq!(where_pair(), "node2 node3", "spread again");
+    assert_eq!(
+        ssh(
+            "node1",
+            "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'"
+        ),
+        "2/2 (max 1 per node)"
+    );
+    ssh("node1", "sudo docker service rm pair >/dev/null");
 }

@@ -159,6 +159,20 @@ pub fn unsettled(service_ls: &str) -> Vec<String> {
         .collect()
 }
 
+/// From the nodes of a service's running tasks (one per line): none on `node` and two or
+/// more on another: crowded since `node` was drained.
+pub fn crowded_without(nodes: &str, node: &str) -> bool {
+    let list: Vec<&str> = nodes
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    !list.contains(&node)
+        && list
+            .iter()
+            .any(|x| list.iter().filter(|y| *y == x).count() >= 2)
+}
+
 /// The services whose pending tasks no node can take, from `docker service ps` lines
 /// `NAME.SLOT|ERROR` (or `NAME.NODEID|ERROR` for a global service).
 pub fn stranded(ps: &str) -> Vec<String> {
@@ -193,6 +207,15 @@ pub fn pgs_unclean(v: &serde_json::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn crowded_after_a_drain() {
+        assert!(super::crowded_without("node3\nnode3\n", "node2"));
+        assert!(!super::crowded_without("node3\nnode2\n", "node2"));
+        assert!(!super::crowded_without("node3\nnode4\n", "node2"));
+        assert!(!super::crowded_without("node2\nnode3\nnode3\n", "node2"));
+        assert!(!super::crowded_without("", "node2"));
+    }
+
     #[test]
     fn workers_in_batches_the_others_alone() {
         let order: Vec<String> = ["m1", "m2", "w1", "w2", "w3", "e1", "w4"]

@@ -444,11 +444,17 @@ impl Roll<'_> {
         let away: Vec<Away> = nodes.iter().map(|n| self.away(n, nodes)).collect();
         // One drain after the other: a service never loses two tasks at once. The long
         // phases (upgrades, reboots, coming back) then run for all of them together.
-        let mut drained = Vec::new();
+        let (mut drained, mut moved) = (Vec::new(), Vec::new());
         for a in &away {
             let r = self.leave(a).await;
             let failed = r.is_err();
-            drained.push(r);
+            match r {
+                Ok(m) => {
+                    moved.push(m);
+                    drained.push(Ok(()));
+                }
+                Err(e) => drained.push(Err(e)),
+            }
             if failed {
                 break;
             }
@@ -501,6 +507,9 @@ impl Roll<'_> {
                 .await
                 .map_err(|e| (all.clone(), fail(&all, "ceph health", e)))?;
         }
+        for (a, m) in away.iter().zip(&moved) {
+            self.rebalance(a, m).await;
+        }
         Ok(dones.into_iter().map(|(d, _)| d).collect())
     }
 
@@ -522,9 +531,11 @@ impl Roll<'_> {
         }
     }
 
-    /// Ceph's noout for its OSDs, then the drain.
-    async fn leave(&self, a: &Away) -> Result<(), Stop> {
+    /// Ceph's noout for its OSDs, then the drain; the replicated services that had a task
+    /// on it.
+    async fn leave(&self, a: &Away) -> Result<Vec<String>, Stop> {
         let n = &a.n;
+        let mut moved = Vec::new();
         if let (true, Some(mon)) = (a.parts.osds, &a.mon) {
             say(n, "ceph: noout for its OSDs");
             self.f.ok(
@@ -535,6 +546,20 @@ impl Roll<'_> {
             .map_err(|e| fail(n, "ceph noout", e))?;
         }
         if let (true, Some(m)) = (a.parts.swarm, &a.manager) {
+            moved = self
+                .f
+                .ok(
+                    m,
+                    &format!(
+                        "r=$(docker service ls --filter mode=replicated --format '{{{{.Name}}}}'); \
+                         docker node ps {} --filter desired-state=running --format '{{{{.Name}}}}' | sed 's/\\.[^.]*$//' | sort -u | \
+                         while read s; do echo \"$r\" | grep -qx \"$s\" && echo \"$s\"; done; true",
+                        q(n)
+                    ),
+                )
+                .await
+                .map(|o| o.lines().map(str::to_owned).collect())
+                .unwrap_or_default();
             match self.f.drain(n, n, m, self.o.allow_risk).await {
                 Ok(()) => {}
                 Err(super::Drain::Stranded(e)) => {
@@ -546,7 +571,50 @@ impl Roll<'_> {
                 Err(e) => return Err(fail(n, "drain", e.to_string())),
             }
         }
-        Ok(())
+        Ok(moved)
+    }
+
+    /// The services that lost a task to `a`'s drain and now run two or more on one node
+    /// while none on it: spread again, one service at a time (`docker service update
+    /// --force`, a rolling restart of its tasks, waited for).
+    async fn rebalance(&self, a: &Away, services: &[String]) {
+        let Some(m) = &a.manager else { return };
+        for svc in services {
+            let nodes = match self
+                .f
+                .ok(
+                    m,
+                    &format!(
+                        "docker service ps {} --filter desired-state=running --format '{{{{.Node}}}}'",
+                        q(svc)
+                    ),
+                )
+                .await
+            {
+                Ok(o) => o,
+                Err(_) => continue,
+            };
+            if !checks::crowded_without(&nodes, &a.n) {
+                continue;
+            }
+            say(&a.n, &format!("rebalance: {svc} runs none here and two or more on one node: docker service update --force"));
+            let t = Instant::now();
+            match self
+                .f
+                .ok(
+                    m,
+                    &format!(
+                        "timeout {} docker service update --force --detach=false --quiet {} >/dev/null",
+                        self.o.wait.as_secs(),
+                        q(svc)
+                    ),
+                )
+                .await
+            {
+                Ok(_) => say(&a.n, &format!("rebalanced {svc} in {:.1} s", t.elapsed().as_secs_f64())),
+                Err(e) => say(&a.n, &format!("warning: {svc} could not be rebalanced: {e}")),
+            }
+        }
     }
 
     /// Its upgrades installed; whether it reboots.

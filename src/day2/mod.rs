@@ -148,9 +148,10 @@ impl Fleet<'_> {
     }
 
     /// Drains `node` (on manager `m`) and waits until its tasks run elsewhere and every
-    /// service has its replicas. A service that cannot run on any other node (its pending
-    /// tasks say "no suitable node" for 5 s) would stop while the node is away: with
-    /// `stranded_ok` it is said and left; else `Err(Drain::Stranded)`, the node still drained.
+    /// service has its replicas. When the services still short are those no other node can
+    /// take (their pending tasks say "no suitable node" for 5 s): the ones still running a
+    /// task are said and left short; one left with none would stop while the node is away:
+    /// with `stranded_ok` it is said and left, else `Err(Drain::Stranded)`, still drained.
     pub async fn drain(
         &self,
         n: &str,
@@ -204,7 +205,22 @@ impl Fleet<'_> {
                 None
             };
             if stranded_since.is_some_and(|s| s.elapsed() >= Duration::from_secs(5)) {
-                let names = stuck.join(", ");
+                // Those still running a task serve on, short; those with none stop.
+                let (down, short): (Vec<&String>, Vec<&String>) = waiting
+                    .iter()
+                    .partition(|w| w.split(' ').nth(1).is_some_and(|r| r.starts_with("0/")));
+                let list =
+                    |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                if !short.is_empty() {
+                    say(
+                        n,
+                        &format!("drained; {} run short while it is away (no other node may take the rest)", list(&short)),
+                    );
+                }
+                if down.is_empty() {
+                    return Ok(());
+                }
+                let names = list(&down);
                 if stranded_ok {
                     say(
                         n,
