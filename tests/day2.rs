@@ -511,6 +511,52 @@ fn backups(d: &Path) {
     };
     let (rc, out) = verify(pass);
     assert_eq!(rc, 0, "{out}");
+
+    // The controller's state directory lost: it comes back from the set, the same files
+    // byte for byte, and a run in check mode finds nothing to change with it.
+    let state = d.join(".provision");
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file() && e.file_name() != "lock")
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&state);
+    assert!(before.iter().any(|(n, _)| n == "ceph.json"), "{before:?}");
+    std::fs::rename(&state, d.join("state-lost")).unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", inv, "--state", "--from", &set];
+        args.extend(extra);
+        let o = provision(&args);
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    let (rc, out) = restore(&[]);
+    assert_eq!(rc, 4, "no password: {out}");
+    assert!(!state.exists());
+    let (rc, out) = restore(&["--vault-password-file", pass]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(files(&state), before, "the state restored byte for byte");
+    let (rc, out) = restore(&["--vault-password-file", pass]);
+    assert!(
+        rc == 4 && out.contains("already holds"),
+        "a live state is not replaced: {out}"
+    );
+    let o = provision(&[inv, "--check"]);
+    assert!(
+        o.status.success() && text(&o).contains("no changes"),
+        "with the restored state: {}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(d.join("state-lost")).unwrap();
     write(d, "wrong-pass", "nope\n");
     let (rc, out) = verify(d.join("wrong-pass").to_str().unwrap());
     assert!(rc == 2 && out.contains("wrong vault password"), "{out}");

@@ -4,6 +4,7 @@ mod backup;
 mod inventory;
 mod maintain;
 mod pki;
+mod restore;
 mod run;
 mod status;
 mod vault;
@@ -275,6 +276,8 @@ pub enum Cmd {
     /// Back up what the cluster cannot be rebuilt without (state, etcd, swarm, Ceph maps),
     /// encrypted with the vault password; --verify SET checks a set
     Backup(backup::BackupArgs),
+    /// Restore from a backup set: the controller's state directory (--state)
+    Restore(restore::RestoreArgs),
     /// Ansible Vault files: encrypt, decrypt, view, edit (ansible-vault reads what it writes)
     Vault {
         #[command(subcommand)]
@@ -371,6 +374,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Some(Cmd::Status(a)) => status::main(a),
         Some(Cmd::Vault { .. }) => Ok(exit::OK),
         Some(Cmd::Backup(a)) => backup::main(a),
+        Some(Cmd::Restore(a)) => restore::main(a),
         None => run::main(args.inventory, args.run),
     }
 }

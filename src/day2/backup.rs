@@ -36,7 +36,7 @@ fn sha(b: &[u8]) -> String {
 }
 
 /// Writes `plain` encrypted as `name.vault` in `set`.
-fn put(
+pub(crate) fn put(
     set: &Path,
     name: &str,
     from: &str,
@@ -152,9 +152,15 @@ pub async fn run(
         Ok((h, maps)) => put(&set, "ceph", &h, maps.as_bytes(), pw, String::new())?,
         Err(e) => skipped("ceph", e),
     });
+    write_manifest(&set, &f.p.inventory.path.display().to_string(), &parts)?;
+    Ok((set, parts))
+}
+
+/// The set's manifest: each part with its size, checksum, source and note.
+pub(crate) fn write_manifest(set: &Path, inventory: &str, parts: &[Part]) -> anyhow::Result<()> {
     let manifest = json!({
         "created": crate::sys::now_utc(),
-        "inventory": f.p.inventory.path.display().to_string(),
+        "inventory": inventory,
         "format": 1,
         "parts": parts.iter().map(|p| json!({
             "name": p.name, "file": p.file, "from": p.from, "bytes": p.bytes,
@@ -165,8 +171,7 @@ pub async fn run(
         &set.join(MANIFEST),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
         0o600,
-    )?;
-    Ok((set, parts))
+    )
 }
 
 /// A snapshot from the first etcd member that answers healthy: (host, bytes, status).

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod checks;
 pub mod maintain;
+pub mod restore;
 pub mod retire;
 pub mod retire_plan;
 pub mod retired;
