@@ -173,6 +173,23 @@ pub fn crowded_without(nodes: &str, node: &str) -> bool {
             .any(|x| list.iter().filter(|y| *y == x).count() >= 2)
 }
 
+/// The tasks on a node not yet stopped, from `docker node ps --format '{{.CurrentState}}'`:
+/// a drained task is no longer wanted at once, but runs until it has stopped.
+pub fn still_running(states: &str) -> usize {
+    states
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter(|l| {
+            ![
+                "Shutdown", "Complete", "Failed", "Rejected", "Orphaned", "Remove", "Pending",
+            ]
+            .iter()
+            .any(|s| l.starts_with(s))
+        })
+        .count()
+}
+
 /// The services whose pending tasks no node can take, from `docker service ps` lines
 /// `NAME.SLOT|ERROR` (or `NAME.NODEID|ERROR` for a global service).
 pub fn stranded(ps: &str) -> Vec<String> {
@@ -207,6 +224,13 @@ pub fn pgs_unclean(v: &serde_json::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tasks_still_running_after_a_drain() {
+        let ps = "Running 2 seconds ago\nShutdown 1 second ago\nComplete 3 hours ago\nStarting 1 second ago\nFailed 2 days ago\n";
+        assert_eq!(super::still_running(ps), 2);
+        assert_eq!(super::still_running(""), 0);
+    }
+
     #[test]
     fn crowded_after_a_drain() {
         assert!(super::crowded_without("node3\nnode3\n", "node2"));

@@ -177,7 +177,7 @@ impl Fleet<'_> {
                 .ok(
                     m,
                     &format!(
-                        "echo '==PROVISION here'; docker node ps {} --filter desired-state=running -q 2>/dev/null\n\
+                        "echo '==PROVISION here'; docker node ps {} --format '{{{{.CurrentState}}}}' 2>/dev/null\n\
                          echo '==PROVISION svc'; docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' 2>/dev/null\n\
                          echo '==PROVISION stuck'; s=$(docker service ls -q 2>/dev/null); [ -z \"$s\" ] || \
                          docker service ps $s --filter desired-state=running --format '{{{{.Name}}}}|{{{{.Error}}}}' 2>/dev/null | grep -i 'no suitable node'; true",
@@ -187,9 +187,7 @@ impl Fleet<'_> {
                 .await
                 .map_err(Drain::Failed)?;
             let s = crate::probe::sections(&out);
-            let here = s
-                .get("here")
-                .map_or(0, |x| x.lines().filter(|l| !l.trim().is_empty()).count());
+            let here = checks::still_running(s.get("here").map(String::as_str).unwrap_or(""));
             let waiting = checks::unsettled(s.get("svc").map(String::as_str).unwrap_or(""));
             let stuck = checks::stranded(s.get("stuck").map(String::as_str).unwrap_or(""));
             if here == 0 && waiting.is_empty() {
