@@ -490,7 +490,13 @@ impl Step for Ceph {
     }
 
     fn probes(&self, members: &[Member]) -> Vec<(String, String)> {
-        let sleep = if self.waiting.is_some() { 3 } else { 0 };
+        // Polls fast at first (a restarted daemon is usually back within seconds), then
+        // back off once the wait is long (data moving, a host rebooting).
+        let sleep = match &self.waiting {
+            None => 0,
+            Some((_, since)) if since.elapsed().as_secs() < 20 => 1,
+            Some(_) => 3,
+        };
         members
             .iter()
             .filter_map(|m| self.hosts.get(&m.name))
@@ -671,7 +677,12 @@ fn restart_script(kind: &str, id: &str) -> String {
         "osd" => Some(("status", r#""state": "active""#)),
         _ => None,
     };
-    let mut s = format!("set -e\nsystemctl restart ceph-{kind}@{}\n", quote(id));
+    // Ceph's units allow few starts in 30 minutes (ceph-mgr@: 3): settings changed a few
+    // times in a row would leave the daemon refused by systemd, so the count is reset first.
+    let mut s = format!(
+        "set -e\nsystemctl reset-failed ceph-{kind}@{id} 2>/dev/null || true\nsystemctl restart ceph-{kind}@{id}\n",
+        id = quote(id)
+    );
     if let Some((cmd, re)) = ready {
         s += &format!(
             "i=0; until ceph daemon {kind}.{id} {cmd} 2>/dev/null | grep -qE '{re}'; do\n\

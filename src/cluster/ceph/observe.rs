@@ -81,7 +81,7 @@ pub fn probe_script(o: &ProbeOpts) -> String {
             let d = quote(d);
             s += &format!(
                 "echo '==PROVISION dev{i}'; if [ -b {d} ]; then blkid -p -o export {d} 2>/dev/null | grep -E '^(TYPE|PTTYPE|UUID|LABEL)='; \
-                 if blkid -p {d} >/dev/null 2>&1; then echo '--reasons'; {env}ceph-volume inventory --format json {d} 2>/dev/null; fi; else echo missing; fi\n"
+                 if blkid -p {d} >/dev/null 2>&1 && ! blkid -p -s TYPE -o value {d} 2>/dev/null | grep -qx ceph_bluestore; then echo '--reasons'; {env}ceph-volume inventory --format json {d} 2>/dev/null; fi; else echo missing; fi\n"
             );
         }
     }
@@ -219,7 +219,8 @@ pub struct Device {
     pub missing: bool,
     /// blkid's findings (`TYPE=ext4`, ...), empty on a blank device.
     pub signatures: Vec<String>,
-    /// ceph-volume's reasons for rejecting it, when it has any.
+    /// ceph-volume's reasons for rejecting it, when it has any (not asked of a BlueStore
+    /// device: its OSD, ours or foreign, is named from `raw list`).
     pub reasons: Vec<String>,
 }
 

@@ -555,11 +555,11 @@ impl Ceph {
         if !verdict.why.is_empty() {
             return self.wait_some("Ceph to be healthy".into(), &verdict.why.join("; "), cx);
         }
-        // After a change or a wait, healthy once is not enough: it must still hold a few
-        // seconds later (an OSD just up is in the OSD map before its PGs show peering).
+        // After a change or a wait, healthy once is not enough: it must still hold
+        // 1.5 s later (an OSD just up is in the OSD map before its PGs show peering).
         if self.stirred && !cx.check {
             let since = *self.healthy_since.get_or_insert_with(Instant::now);
-            if since.elapsed().as_secs() < 3 {
+            if since.elapsed().as_millis() < 1500 {
                 let w = self.waiting.take();
                 self.waiting = Some((
                     "Ceph to stay healthy".into(),
