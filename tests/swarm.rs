@@ -42,8 +42,8 @@ fn inventory_roles(
     known_hosts_file: {lab}/known_hosts
     chrony_options: \"-x\"
     extra_packages: [busybox-static]
-    # the test reads the Docker API over TLS from this machine
-    firewall_docker_api_sources: [10.200.0.1]
+    # the test reads the Docker API over TLS from this machine, and from node1 with a docker context
+    firewall_docker_api_sources: [10.200.0.1, node1]
     swarm_default_addr_pool: [10.90.0.0/16]
     swarm_networks:
       - {{ name: appnet, attachable: true, subnet: 10.91.1.0/24 }}
@@ -184,6 +184,70 @@ fn swarm_from_a_fresh_lab_labels_networks_tls_and_a_worker_added() {
         !String::from_utf8_lossy(&refused.stdout).contains("\"Swarm\""),
         "answered without a client certificate: {}",
         text(&refused)
+    );
+
+    // A docker context for node2's API, written where the docker CLI looks (DOCKER_CONFIG),
+    // used by the real docker CLI of node1 (admitted by the firewall as a named source).
+    let cfg = d.join("docker-config");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_provision"))
+        .env("DOCKER_CONFIG", &cfg)
+        .args([
+            "pki",
+            "client",
+            "ops",
+            d.join("inventory.yml").to_str().unwrap(),
+        ])
+        .arg("--out")
+        .arg(d.join("client2"))
+        .args(["--docker-context", "--host", "node2"])
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("docker context `ops`: tcp://10.200.0.12:2376 (node2)"),
+        "{said}"
+    );
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&cfg)
+        .args(["-czf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut put = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(lab_dir().join("ssh_config"))
+        .args([
+            "node1",
+            "rm -rf /tmp/dcfg && mkdir -p /tmp/dcfg && tar -C /tmp/dcfg -xzf -",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(put.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+    drop(put.stdin.take());
+    assert!(put.wait().unwrap().success());
+    // node1's own socket is not used: the context's endpoint is node2's TLS port.
+    let info = ssh(
+        "node1",
+        "DOCKER_CONFIG=/tmp/dcfg DOCKER_HOST= docker --context ops info --format '{{.Name}} {{.Swarm.ControlAvailable}}'",
+    );
+    assert_eq!(info, "node2 true");
+    let bad = provision(&[
+        "pki",
+        "client",
+        "ops",
+        d.join("inventory.yml").to_str().unwrap(),
+        "--docker-context",
+        "--host",
+        "node4",
+    ]);
+    assert_eq!(bad.status.code(), Some(4), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("node4` is not a manager"),
+        "{}",
+        text(&bad)
     );
 
     // Overlay traffic between containers on the two workers (unencrypted: this kernel has no ESP).

@@ -38,6 +38,13 @@ pub enum PkiCmd {
         /// Lifetime in days
         #[arg(long, default_value_t = 90)]
         days: i64,
+        /// Also write a docker CLI context (named NAME unless given) for a manager's TLS API,
+        /// in $DOCKER_CONFIG or ~/.docker: then `docker --context NAME node ls`
+        #[arg(long, value_name = "CONTEXT", num_args = 0..=1, default_missing_value = "")]
+        docker_context: Option<String>,
+        /// The manager the context talks to (default: the first in `managers`)
+        #[arg(long, requires = "docker_context")]
+        host: Option<String>,
     },
 }
 
@@ -50,8 +57,41 @@ pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
             state_dir,
             out,
             days,
+            docker_context,
+            host,
         } => {
             let o = read_options(lab_or(inventory)?, None, state_dir, None);
+            // The context's endpoint comes from the inventory: checked before anything is written.
+            let endpoint = match &docker_context {
+                None => None,
+                Some(c) => {
+                    let inv = match crate::inventory::Inventory::load(&o.inventory) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return Ok(exit::INVALID);
+                        }
+                    };
+                    match crate::pki::context::endpoint(&inv, host.as_deref()) {
+                        Ok((h, url)) => {
+                            let ctx = if c.is_empty() {
+                                name.clone()
+                            } else {
+                                c.clone()
+                            };
+                            if let Err(e) = crate::pki::context::check_name(&ctx) {
+                                eprintln!("error: {e}");
+                                return Ok(exit::INVALID);
+                            }
+                            Some((ctx, h, url))
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return Ok(exit::INVALID);
+                        }
+                    }
+                }
+            };
             let dir = o.state_dir();
             let Some(ca) = Ca::load(&State::read_only(&dir)).map_err(anyhow::Error::msg)? else {
                 eprintln!(
@@ -86,6 +126,15 @@ pub fn main(cmd: PkiCmd) -> anyhow::Result<i32> {
                 "wrote {0}/{name}.crt, {0}/{name}.key (0600) and {0}/ca.crt, valid {days} days",
                 out.display()
             );
+            if let Some((ctx, h, url)) = endpoint {
+                let dir = crate::pki::context::docker_config().map_err(anyhow::Error::msg)?;
+                let p = crate::pki::context::write(&dir, &ctx, &url, &ca.cert_pem, &cert, &key)?;
+                out!(
+                    "docker context `{ctx}`: {url} ({h}), in {}\n  docker --context {ctx} node ls\n  \
+                     (the firewall admits the API only from `firewall_docker_api_sources`)",
+                    p.display()
+                );
+            }
             Ok(exit::OK)
         }
         PkiCmd::Status {

@@ -16,6 +16,7 @@ pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const CA_DAYS: i64 = 3650;
 
+pub mod context;
 pub mod rotation;
 pub const DEFAULT_DAYS: i64 = 365;
 
