@@ -251,4 +251,53 @@ fn stacks_deploy_converge_roll_out_and_fail_fast() {
     assert!(up >= 3, "Prometheus does not see 3 node-exporters up");
     let (rc, out) = run(d);
     assert!(rc == 0 && out.contains("no changes"), "{out}");
+
+    // A private registry (the lab's second one asks for a password): without a login a
+    // worker cannot pull; with `registry_auth` the manager logs in (0600, never printed)
+    // and the stack deploys with registry auth, so the workers pull too.
+    let (rc, said) = ssh_rc(
+        "node2",
+        "sudo docker pull -q 10.200.0.1:5001/busybox:lab 2>&1",
+    );
+    assert!(
+        rc != 0 && said.contains("no basic auth credentials"),
+        "{said}"
+    );
+    let pw = std::fs::read_to_string(lab_dir().join("registry/password")).unwrap();
+    let private = "      - { name: private, builtin: app, vars: { image: \"10.200.0.1:5001/busybox:lab\", command: [sleep, \"3600\"],
+                  replicas: 2, max_per_node: 1, constraints: [\"node.role == worker\"] } }\n";
+    inventory(d, &(web("v2") + mon + private));
+    let inv = d.join("inventory.yml");
+    let text_inv = std::fs::read_to_string(&inv).unwrap().replacen(
+        "  vars:\n",
+        &format!("  vars:\n    registry_auth: [{{ server: \"10.200.0.1:5001\", username: lab, password: \"{}\" }}]\n", pw.trim()),
+        1,
+    );
+    std::fs::write(&inv, text_inv).unwrap();
+    let (rc, out) = run(d);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        !out.contains(pw.trim()),
+        "the registry password was printed: {out}"
+    );
+    assert!(out.contains("private registry logins"), "{out}");
+    assert_eq!(
+        ssh("node1", "sudo stat -c '%a %U' /root/.docker/config.json"),
+        "600 root"
+    );
+    assert_eq!(
+        ssh_rc("node2", "sudo test -e /root/.docker/config.json").0,
+        1,
+        "a worker got the credentials file"
+    );
+    let tasks = ssh(
+        "node1",
+        "sudo docker service ps private_web --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'",
+    );
+    assert!(
+        tasks.lines().filter(|l| l.contains("Running")).count() == 2 && !tasks.contains("node1"),
+        "{tasks}"
+    );
+    let (rc, out) = run(d);
+    assert!(rc == 0 && out.contains("no changes"), "{out}");
 }

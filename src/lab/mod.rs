@@ -175,24 +175,39 @@ impl Lab {
             registry::certs(&rdir)?;
             let data = self.cache.join("registry-data");
             std::fs::create_dir_all(&data)?;
-            let cfg = registry::config(&rdir, &data)?;
+            let cfg = registry::config(&rdir, &data, false)?;
+            registry::auth_password(&rdir)?;
+            let cfg_auth = registry::config(&rdir, &data, true)?;
             registry::port_free()?;
             registry_pid = spawn_detached(
                 Command::new("docker-registry").arg("serve").arg(&cfg),
                 &self.dir.join("registry.log"),
             )?;
-            registry::wait_up(15)?;
-            if !alive(registry_pid) {
-                bail!(
-                    "the lab registry stopped right after starting: see {}",
-                    self.dir.join("registry.log").display()
-                );
+            let auth_pid = spawn_detached(
+                Command::new("docker-registry").arg("serve").arg(&cfg_auth),
+                &self.dir.join("registry-auth.log"),
+            )?;
+            registry::wait_up(&registry::address(), 15)?;
+            registry::wait_up(&registry::auth_address(), 15)?;
+            for (pid, log) in [
+                (registry_pid, "registry.log"),
+                (auth_pid, "registry-auth.log"),
+            ] {
+                if !alive(pid) {
+                    bail!(
+                        "the lab registry stopped right after starting: see {}",
+                        self.dir.join(log).display()
+                    );
+                }
             }
             registry::push_images(&self.cache, &rdir, log)?;
             log(&format!(
-                "registry on {} (TLS, lab CA trusted by the hosts): {}",
+                "registry on {} (TLS, lab CA trusted by the hosts): {}; the same images on {} for user `{}`, password in {}",
                 registry::address(),
-                registry::image_names().join(" ")
+                registry::image_names().join(" "),
+                registry::auth_address(),
+                registry::AUTH_USER,
+                rdir.join("password").display()
             ));
         }
         let script = self.dir.join("host.sh");
@@ -356,12 +371,14 @@ impl Lab {
         };
         // The lab registry's CA, trusted by docker for that registry only.
         if let Ok(ca) = std::fs::read(self.dir.join("registry/ca.crt")) {
-            put(
-                &format!("etc/docker/certs.d/{}/ca.crt", registry::address()),
-                &ca,
-                0o644,
-                (0, 0),
-            )?;
+            for a in [registry::address(), registry::auth_address()] {
+                put(
+                    &format!("etc/docker/certs.d/{a}/ca.crt"),
+                    &ca,
+                    0o644,
+                    (0, 0),
+                )?;
+            }
         }
         put(
             "etc/hostname",

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const PORT: u16 = 5000;
+/// The same images behind a user name and password (htpasswd), for registry auth tests.
+pub const AUTH_PORT: u16 = 5001;
+pub const AUTH_USER: &str = "lab";
 
 /// Bumped when the way images are put together changes.
 const RECIPE: u32 = 2;
@@ -66,6 +69,30 @@ pub fn address() -> String {
     format!("{GATEWAY}:{PORT}")
 }
 
+pub fn auth_address() -> String {
+    format!("{GATEWAY}:{AUTH_PORT}")
+}
+
+/// The password of the registry that asks for one: made for each lab, kept 0600 in
+/// `dir/password`, its bcrypt hash in `dir/htpasswd`.
+pub fn auth_password(dir: &Path) -> Result<String> {
+    let p = dir.join("password");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        return Ok(s.trim().to_owned());
+    }
+    let mut b = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    let pw = hex::encode(b);
+    let hash = bcrypt::hash(&pw, bcrypt::DEFAULT_COST)?;
+    crate::sys::write_atomic(
+        &dir.join("htpasswd"),
+        format!("{AUTH_USER}:{hash}\n").as_bytes(),
+        0o600,
+    )?;
+    crate::sys::write_atomic(&p, pw.as_bytes(), 0o600)?;
+    Ok(pw)
+}
+
 /// The names the lab's images are pulled by, e.g. `10.200.0.1:5000/prometheus:lab`.
 pub fn image_names() -> Vec<String> {
     IMAGES
@@ -90,14 +117,25 @@ pub fn certs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The registry's configuration: its data in the cache, served on the bridge only.
-pub fn config(dir: &Path, data: &Path) -> Result<PathBuf> {
-    let p = dir.join("config.yml");
+/// The registry's configuration: its data in the cache, served on the bridge only; with
+/// `auth`, the same data on the second port, behind the htpasswd file.
+pub fn config(dir: &Path, data: &Path, auth: bool) -> Result<PathBuf> {
+    let (p, addr, extra) = if auth {
+        (
+            dir.join("config-auth.yml"),
+            auth_address(),
+            format!(
+                "auth:\n  htpasswd: {{ realm: provision-lab, path: {} }}\n",
+                dir.join("htpasswd").display()
+            ),
+        )
+    } else {
+        (dir.join("config.yml"), address(), String::new())
+    };
     let text = format!(
         "version: 0.1\nlog: {{ level: warn }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\n\
-         http:\n  addr: {}\n  tls: {{ certificate: {}, key: {} }}\n",
+         http:\n  addr: {addr}\n  tls: {{ certificate: {}, key: {} }}\n{extra}",
         data.display(),
-        address(),
         dir.join("server.crt").display(),
         dir.join("server.key").display()
     );
@@ -346,20 +384,24 @@ pub fn push_images(cache: &Path, certs: &Path, log: &mut dyn FnMut(&str)) -> Res
 /// Something else answering on the registry's port (Debian's docker-registry service
 /// listens on every address) would take the lab's pushes: refused with what to do.
 pub fn port_free() -> Result<()> {
-    let addr: std::net::SocketAddr = address().parse()?;
-    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).is_ok() {
-        bail!(
-            "port {PORT} on {GATEWAY} is taken (Debian's docker-registry service?): stop it with \
+    for a in [address(), auth_address()] {
+        let addr: std::net::SocketAddr = a.parse()?;
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))
+            .is_ok()
+        {
+            bail!(
+            "{a} is taken (Debian's docker-registry service?): stop it with \
              `systemctl disable --now docker-registry`, then run `provision lab up --registry` again"
         );
+        }
     }
     Ok(())
 }
 
 /// Waits until the registry accepts connections.
-pub fn wait_up(secs: u64) -> Result<()> {
+pub fn wait_up(a: &str, secs: u64) -> Result<()> {
     let t = std::time::Instant::now();
-    let addr: std::net::SocketAddr = address().parse()?;
+    let addr: std::net::SocketAddr = a.parse()?;
     while t.elapsed().as_secs() < secs {
         if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
             .is_ok()
@@ -368,8 +410,5 @@ pub fn wait_up(secs: u64) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    bail!(
-        "the lab registry did not answer on {} within {secs} s (see its log in the lab folder)",
-        address()
-    )
+    bail!("the lab registry did not answer on {a} within {secs} s (see its log in the lab folder)")
 }

@@ -542,7 +542,7 @@ while read -r kind name key len; do
   esac
 done
 t0=$(date -u '+%Y-%m-%d %H:%M:%S')
-dd bs=1 count="$len" 2>/dev/null | docker stack deploy --prune --resolve-image {resolve} -c - {st} >/dev/null
+dd bs=1 count="$len" 2>/dev/null | docker stack deploy --prune --with-registry-auth --resolve-image {resolve} -c - {st} >/dev/null
 {wait}
 for kind in config secret; do
   for o in $(docker "$kind" ls --filter label=provision.stack={st} --format '{{{{.Name}}}}'); do
