@@ -47,7 +47,7 @@ fn inventory(d: &Path) {
             "{vars}    ceph_allow_loop_devices: true\n    ceph_conf: {{ mon_data_avail_warn: 5, osd_memory_target: 939524096 }}\n    \
              ceph_health_timeout: 240\n    \
              stacks:\n      - name: web\n        builtin: app\n        \
-             vars: {{ image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr }}\n        \
+             vars: {{ image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr, attachable: true }}\n        \
              configs: {{ site: {{ content: \"hello\\n\" }} }}\n  \
              children:\n    managers:\n      hosts:\n        node1: {{ ansible_host: 10.200.0.11 }}\n        node2: {{ ansible_host: 10.200.0.12 }}\n        node3: {{ ansible_host: 10.200.0.13 }}\n    \
              workers:\n      hosts:\n        node4: {{ ansible_host: 10.200.0.14 }}\n        node5: {{ ansible_host: 10.200.0.15 }}\n    \
@@ -99,6 +99,43 @@ const CEPHFS_LOOP: &str = "ok=0; bad=0; while [ ! -e /tmp/stop-loop ]; do \
     if echo $ok | dd of=/mnt/cephfs/maint-loop oflag=append,sync conv=notrunc status=none; \
     then ok=$((ok+1)); else bad=$((bad+1)); fi; \
     echo \"$ok $bad\" > /tmp/fs-counts; sleep 0.1; done";
+
+/// An HTTP client of the web service: a container on the stack's network (`web_app`,
+/// attachable) asks `http://web/` every 100 ms through swarm DNS, counting answers and
+/// failures in /tmp/http/counts on its host.
+const HTTP_LOOP: &str = "ok=0; bad=0; while [ ! -e /out/stop ]; do \
+    if busybox wget -q -T 2 -O /dev/null http://web/; then ok=$((ok+1)); else bad=$((bad+1)); fi; \
+    echo \"$ok $bad\" > /out/counts; sleep 0.1; done";
+
+struct HttpLoop {
+    node: &'static str,
+}
+
+impl HttpLoop {
+    fn start(node: &'static str) -> HttpLoop {
+        sh_on(
+            node,
+            &format!(
+                "docker rm -f http-loop >/dev/null 2>&1; rm -rf /tmp/http; mkdir -p /tmp/http\n\
+                 cat > /tmp/http/loop.sh <<'EOF'\n{HTTP_LOOP}\nEOF\n\
+                 docker run -d --name http-loop --network web_app -v /tmp/http:/out {IMAGE} sh /out/loop.sh >/dev/null\n\
+                 sleep 2; [ -s /tmp/http/counts ]"
+            ),
+        );
+        HttpLoop { node }
+    }
+
+    /// (answered, failed)
+    fn finish(self) -> (u64, u64) {
+        sh_on(
+            self.node,
+            "touch /tmp/http/stop; sleep 2.5; docker rm -f http-loop >/dev/null",
+        );
+        let c = ssh(self.node, "cat /tmp/http/counts");
+        let (ok, bad) = c.split_once(' ').expect(&c);
+        (ok.parse().unwrap(), bad.parse().unwrap())
+    }
+}
 
 /// Runs a script on a lab host as root, given on stdin.
 fn sh_on(node: &str, script: &str) {
@@ -666,6 +703,7 @@ fn maintenance(d: &Path) {
     let rolled = ["node1", "node2", "node4", "node5"];
     let before: Vec<u64> = rolled.iter().map(|n| init_start(n)).collect();
     let sampler = Sampler::start("node3");
+    let http = HttpLoop::start("node3");
     let t = std::time::Instant::now();
     let (rc, out) = maintain(
         d,
@@ -673,6 +711,7 @@ fn maintenance(d: &Path) {
     );
     let took = t.elapsed().as_secs_f64();
     let web = sampler.finish();
+    let (http_ok, http_bad) = http.finish();
     eprintln!(
         "maintain --reboot of node1, node2, then node4 and node5 together: {took:.1} s\n{out}"
     );
@@ -713,9 +752,17 @@ fn maintenance(d: &Path) {
         fs_lines, fs_ok,
         "every CephFS append acknowledged is in the file"
     );
-    eprintln!("web service during the roll: {web:?}");
+    eprintln!(
+        "web service during the roll: {web:?}; HTTP requests {http_ok} answered, {http_bad} failed"
+    );
     assert!(web.answers > 10, "the sampler ran: {web:?}");
     assert_eq!(web.empty, 0, "the web service had no running task: {web:?}");
+    assert!(http_ok > 100, "the HTTP loop ran: {http_ok}");
+    let moved = web.tasks.saturating_sub(2) as u64;
+    assert!(
+        http_bad <= moved,
+        "at most one failed HTTP request per moved task ({moved}): {http_bad}"
+    );
     let node3 = init_start("node3");
     let t = std::time::Instant::now();
     let (rc, out) = maintain(d, &["--reboot", "-l", "node3"]);
@@ -823,6 +870,7 @@ fn maintenance(d: &Path) {
 struct Sampler {
     stop: Arc<AtomicBool>,
     counts: Arc<[AtomicUsize; 3]>,
+    tasks: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -833,20 +881,32 @@ struct Samples {
     answers: usize,
     empty: usize,
     failed: usize,
+    /// The web tasks seen running: beyond the 2 replicas, each one a task that moved.
+    tasks: usize,
 }
 
 impl Sampler {
     fn start(node: &'static str) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let counts: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let tasks = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
         let thread = {
-            let (stop, counts) = (stop.clone(), counts.clone());
+            let (stop, counts, tasks) = (stop.clone(), counts.clone(), tasks.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let (rc, r) = ssh_rc(
                         node,
-                        "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'",
+                        "sudo sh -c \"docker service ls --filter name=web_web --format '{{.Replicas}}' && \
+                         docker service ps web_web -q --filter desired-state=running\"",
                     );
+                    let mut lines = r.lines();
+                    let r = lines.next().unwrap_or("").to_owned();
+                    if rc == 0 {
+                        tasks
+                            .lock()
+                            .unwrap()
+                            .extend(lines.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()));
+                    }
                     let i = match (rc, r.trim().starts_with("0/")) {
                         (0, false) => 0,
                         (0, true) => 1,
@@ -863,6 +923,7 @@ impl Sampler {
         Sampler {
             stop,
             counts,
+            tasks,
             thread,
         }
     }
@@ -871,10 +932,12 @@ impl Sampler {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap();
         let c = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        let tasks = self.tasks.lock().unwrap().len();
         Samples {
             answers: c(0),
             empty: c(1),
             failed: c(2),
+            tasks,
         }
     }
 }
@@ -964,15 +1027,23 @@ fn removals(d: &Path) -> String {
     // out of the swarm, and out of node1's firewall and /etc/hosts.
     with_vars(d, &base, &[("node5", "provision_state: absent")]);
     let sampler = Sampler::start("node3");
+    let http = HttpLoop::start("node3");
     let t = std::time::Instant::now();
     let (rc, out) = run(d);
     let took = t.elapsed().as_secs_f64();
     let web = sampler.finish();
-    eprintln!("removing node5 (the whole run): {took:.1} s, web service {web:?}\n{out}");
+    let (http_ok, http_bad) = http.finish();
+    eprintln!("removing node5 (the whole run): {took:.1} s, web service {web:?}, HTTP requests {http_ok} answered, {http_bad} failed\n{out}");
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("removed node5: "), "{out}");
     assert!(web.answers > 5, "the sampler ran: {web:?}");
     assert_eq!(web.empty, 0, "the web service had no running task: {web:?}");
+    assert!(http_ok > 20, "the HTTP loop ran: {http_ok}");
+    let moved = web.tasks.saturating_sub(2) as u64;
+    assert!(
+        http_bad <= moved,
+        "at most one failed HTTP request per moved task ({moved}): {http_bad}"
+    );
     assert_eq!(nodes(), "node1 node2 node3 node4");
     assert_eq!(
         ssh(
@@ -1275,6 +1346,7 @@ fn managers(d: &Path, base: &str) {
     );
     sh_on("node2", &format!("rm -f /tmp/stop-loop /mnt/cephfs/rm-loop; setsid sh -c '{}' >/dev/null 2>&1 </dev/null &", CEPHFS_LOOP.replace("maint-loop", "rm-loop")));
     let sampler = Sampler::start("node1");
+    let http = HttpLoop::start("node1");
     with_vars(
         d,
         &full,
@@ -1287,6 +1359,7 @@ fn managers(d: &Path, base: &str) {
     let (rc, out) = run(d);
     let took = t.elapsed().as_secs_f64();
     let web = sampler.finish();
+    let (http_ok, http_bad) = http.finish();
     for n in ["node1", "node2"] {
         ssh(n, "sudo touch /tmp/stop-loop");
     }
@@ -1296,7 +1369,8 @@ fn managers(d: &Path, base: &str) {
     let fs_lines: u64 = ssh("node2", "wc -l < /mnt/cephfs/rm-loop").parse().unwrap();
     eprintln!(
         "removing node4 and node5 (2 of 5 managers, etcd members and monitors; node5's OSD): {took:.1} s\n\
-         meanwhile: etcd puts {etcd_ok} ok, {etcd_bad} failed; CephFS appends {fs_ok} ok, {fs_bad} failed; web service {web:?}\n{out}"
+         meanwhile: etcd puts {etcd_ok} ok, {etcd_bad} failed; CephFS appends {fs_ok} ok, {fs_bad} failed; web service {web:?}; \
+         HTTP requests {http_ok} answered, {http_bad} failed\n{out}"
     );
     assert_eq!(rc, 0, "{out}");
     for want in ["removed node4: ", "removed node5: ", "its data has moved"] {
@@ -1316,6 +1390,12 @@ fn managers(d: &Path, base: &str) {
         "every CephFS append acknowledged is in the file"
     );
     assert_eq!(web.empty, 0, "the web service had no running task: {web:?}");
+    assert!(http_ok > 20, "the HTTP loop ran: {http_ok}");
+    let moved = web.tasks.saturating_sub(2) as u64;
+    assert!(
+        http_bad <= moved,
+        "at most one failed HTTP request per moved task ({moved}): {http_bad}"
+    );
     assert!(
         web.failed <= 2,
         "the managers answered (one leader change per demotion at most): {web:?}"
