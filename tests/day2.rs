@@ -87,6 +87,21 @@ f=lab-hello_2.0_all.deb; mk 2.0 "$f"
 echo 'deb [trusted=yes] file:/srv/labrepo ./' > /etc/apt/sources.list.d/labtest.list
 "#;
 
+/// The Docker engine installed, rebuilt under a higher version (`VERSION+lab1`) in a
+/// repository of its own on the host: an engine upgrade to pin with `docker_version`.
+const ENGINE_REPO: &str = r#"set -e
+t=$(mktemp -d); cd "$t"
+apt-get download -q docker.io >/dev/null 2>&1
+f=$(ls docker.io_*.deb); v=$(dpkg-deb -f "$f" Version)
+dpkg-deb -R "$f" x
+sed -i "s/^Version: .*/Version: $v+lab1/" x/DEBIAN/control
+mkdir -p /srv/engrepo; cd /srv/engrepo
+g=docker.io_lab1.deb; dpkg-deb -Zgzip -z1 -b "$t/x" "$g" >/dev/null; rm -rf "$t"
+{ dpkg-deb -f "$g"; echo "Filename: ./$g"; echo "Size: $(stat -c %s "$g")"; echo "SHA256: $(sha256sum "$g" | cut -d' ' -f1)"; echo; } > Packages
+{ echo 'Origin: lab'; echo 'Label: lab'; echo "Date: $(date -R -u)"; echo 'SHA256:'; echo " $(sha256sum Packages | cut -d' ' -f1) $(stat -c %s Packages) Packages"; } > Release
+echo 'deb [trusted=yes] file:/srv/engrepo ./' > /etc/apt/sources.list.d/labengine.list
+"#;
+
 /// An etcd writer (run in `sh -c '...'`): a put every 100 ms until /tmp/stop-loop.
 const ETCD_LOOP: &str = "ok=0; bad=0; while [ ! -e /tmp/stop-loop ]; do \
     if ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/provision/pki/ca.crt \
@@ -101,10 +116,11 @@ const CEPHFS_LOOP: &str = "ok=0; bad=0; while [ ! -e /tmp/stop-loop ]; do \
     echo \"$ok $bad\" > /tmp/fs-counts; sleep 0.1; done";
 
 /// An HTTP client of the web service: a container on the stack's network (`web_app`,
-/// attachable) asks `http://web/` every 100 ms through swarm DNS, counting answers and
-/// failures in /tmp/http/counts on its host.
+/// attachable) asks `http://web_web/` every 100 ms through swarm DNS (each request bounded
+/// at 2 s: this busybox's wget has no timeout of its own), counting answers and failures
+/// in /tmp/http/counts on its host.
 const HTTP_LOOP: &str = "ok=0; bad=0; while [ ! -e /out/stop ]; do \
-    if busybox wget -q -T 2 -O /dev/null http://web/; then ok=$((ok+1)); else bad=$((bad+1)); fi; \
+    if busybox timeout 2 busybox wget -q -O /dev/null http://web_web/; then ok=$((ok+1)); else bad=$((bad+1)); fi; \
     echo \"$ok $bad\" > /out/counts; sleep 0.1; done";
 
 struct HttpLoop {
@@ -118,10 +134,23 @@ impl HttpLoop {
             &format!(
                 "docker rm -f http-loop >/dev/null 2>&1; rm -rf /tmp/http; mkdir -p /tmp/http\n\
                  cat > /tmp/http/loop.sh <<'EOF'\n{HTTP_LOOP}\nEOF\n\
-                 docker run -d --name http-loop --network web_app -v /tmp/http:/out {IMAGE} sh /out/loop.sh >/dev/null\n\
-                 sleep 2; [ -s /tmp/http/counts ]"
+                 docker run -d --name http-loop --network web_app -v /tmp/http:/out {IMAGE} sh /out/loop.sh >/dev/null"
             ),
         );
+        // Answering before the test goes on: a loop that cannot ask would only count failures.
+        let t = Instant::now();
+        loop {
+            let c = ssh(node, "cat /tmp/http/counts 2>/dev/null || true");
+            if c.split_whitespace().next().is_some_and(|ok| ok != "0") {
+                break;
+            }
+            assert!(
+                t.elapsed().as_secs() < 30,
+                "the HTTP loop on {node} gets no answer: {c}; {}",
+                ssh(node, "sudo docker logs --tail 5 http-loop 2>&1")
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         HttpLoop { node }
     }
 
@@ -851,6 +880,82 @@ fn maintenance(d: &Path) {
     );
     assert_eq!(init_start("node4"), node4, "no reboot was needed");
     assert_eq!(availability(), all_active);
+
+    // An engine upgrade: node4 and node5 pinned (`docker_version`) to a newer docker.io
+    // (the installed one rebuilt as VERSION+lab1). A normal run does not touch the engine;
+    // `maintain` installs it in each node's drained window, one node after the other, and
+    // dockerd comes back in the swarm.
+    for n in ["node4", "node5"] {
+        sh_on(n, ENGINE_REPO);
+    }
+    let old_v = ssh("node4", "dpkg-query -W -f '${Version}' docker.io");
+    let new_v = format!("{old_v}+lab1");
+    let pinned = std::fs::read_to_string(d.join("inventory.yml")).unwrap();
+    with_vars(
+        d,
+        &pinned,
+        &[
+            ("node4", &format!("docker_version: \"{new_v}\"")),
+            ("node5", &format!("docker_version: \"{new_v}\"")),
+        ],
+    );
+    let o = provision(&[d.join("inventory.yml").to_str().unwrap()]);
+    assert!(
+        o.status.success() && text(&o).contains("no changes"),
+        "a normal run leaves the engine to maintain: {}",
+        text(&o)
+    );
+    let (rc, out) = maintain(d, &["--check", "-l", "node4:node5"]);
+    assert!(
+        rc == 0
+            && out.contains(&format!(
+                "node4: would upgrade docker.io {new_v}; reboot: no"
+            )),
+        "{out}"
+    );
+    let dockerd = |n: &str| ssh(n, "systemctl show -p MainPID --value docker");
+    let pids = [dockerd("node4"), dockerd("node5")];
+    let t = Instant::now();
+    let (rc, out) = maintain(d, &["-l", "node4:node5"]);
+    eprintln!(
+        "engine {old_v} -> {new_v} on node4 then node5: {:.1} s\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(rc, 0, "{out}");
+    let at = |s: &str| out.find(s).expect(s);
+    assert!(
+        at("node4: drain") < at("node4: done") && at("node4: done") < at("node5: drain"),
+        "one worker at a time (batch 1): {out}"
+    );
+    assert_eq!(
+        out.matches(&format!("upgraded: docker.io {new_v}")).count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("restart docker.service (the engine was upgraded)")
+            .count(),
+        2,
+        "{out}"
+    );
+    for (n, p) in ["node4", "node5"].iter().zip(&pids) {
+        assert_eq!(ssh(n, "dpkg-query -W -f '${Version}' docker.io"), new_v);
+        assert_ne!(
+            &dockerd(n),
+            p,
+            "{n}'s dockerd restarted with the new engine"
+        );
+    }
+    assert_eq!(availability(), all_active);
+    assert_eq!(
+        ssh(
+            "node2",
+            "sudo docker service ls --filter name=web_web --format '{{.Replicas}}'"
+        ),
+        "2/2"
+    );
+    // The pins off again: new machines under these names later get the repository's engine.
+    write(d, "inventory.yml", &pinned);
 
     let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
     assert!(o.status.success(), "audit after the roll: {}", text(&o));

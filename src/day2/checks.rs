@@ -127,6 +127,20 @@ pub fn pinned_engine(package: &str, pinned: &str, installed: &str) -> Option<Upg
     })
 }
 
+/// The units to restart after these packages were upgraded: containerd, then docker
+/// (whose daemons Debian's packages leave running old binaries), in that order.
+pub fn engine_restarts(upgraded: &[String], engine: &str) -> Vec<String> {
+    let any = |names: &[&str]| upgraded.iter().any(|u| names.contains(&u.as_str()));
+    let mut units = Vec::new();
+    if any(&["containerd", "containerd.io"]) {
+        units.push("containerd.service".to_owned());
+    }
+    if !units.is_empty() || any(&[engine, "docker.io", "docker-ce", "runc"]) {
+        units.push("docker.service".to_owned());
+    }
+    units
+}
+
 /// Does a reboot bring something new: apt asks for one, or a kernel newer than the
 /// running one is installed (`uname -r` vs the newest /boot/vmlinuz-*)?
 pub fn needs_reboot(required_file: bool, running: &str, installed: &[&str]) -> bool {
@@ -378,5 +392,23 @@ mod tests {
     fn unsettled_services_are_named() {
         let out = "web_web 2/2\nmon_prom 0/1\njob 0/1 (1/1 completed)\n";
         assert_eq!(unsettled(out), ["mon_prom 0/1"]);
+    }
+
+    #[test]
+    fn an_upgraded_engine_is_restarted_containerd_first() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            engine_restarts(&v(&["docker.io"]), "docker.io"),
+            v(&["docker.service"])
+        );
+        assert_eq!(
+            engine_restarts(&v(&["containerd", "openssl"]), "docker.io"),
+            v(&["containerd.service", "docker.service"])
+        );
+        assert_eq!(
+            engine_restarts(&v(&["docker-ce"]), "docker-ce"),
+            v(&["docker.service"])
+        );
+        assert!(engine_restarts(&v(&["openssl", "lab-hello"]), "docker.io").is_empty());
     }
 }

@@ -645,6 +645,21 @@ impl Roll<'_> {
             )
             .await
             .map_err(|e| fail(n, "apt upgrade", e))?;
+        // Debian's engine packages do not restart their daemons on upgrade: the old dockerd
+        // would run on until a reboot. Restarted here, drained; `back` waits for it.
+        let engine =
+            var(self.f.p, n, "docker", "docker_package").unwrap_or_else(|| "docker.io".into());
+        let restart = checks::engine_restarts(&names, &engine);
+        if !reboot && !restart.is_empty() {
+            say(
+                n,
+                &format!("restart {} (the engine was upgraded)", restart.join(", ")),
+            );
+            self.f
+                .ok(n, &format!("systemctl restart {}", restart.join(" ")))
+                .await
+                .map_err(|e| fail(n, "engine restart", e))?;
+        }
         Ok((
             ups.iter()
                 .map(|u| format!("{} {}", u.name, u.version))
