@@ -508,7 +508,12 @@ impl Ceph {
                     None,
                     format!("mount CephFS {fs} on {} (ceph-fuse, {unit})", self.cfg.mount),
                     format!(
-                        "install -d {m}\nsystemctl enable {u} >/dev/null 2>&1\nsystemctl restart {u}\nmountpoint -q {m}\n",
+                        // A mount already under way (a host just booted) is waited for, not
+                        // restarted: killing a starting ceph-fuse can leave the next one
+                        // hanging on the old session.
+                        "install -d {m}\nsystemctl enable {u} >/dev/null 2>&1\n\
+                         i=0; while [ \"$(systemctl is-active {u})\" = activating ] && [ $i -lt 150 ]; do sleep 1; i=$((i + 1)); done\n\
+                         mountpoint -q {m} || systemctl restart {u}\nmountpoint -q {m}\n",
                         m = quote(&self.cfg.mount),
                         u = unit
                     ),
