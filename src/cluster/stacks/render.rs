@@ -567,8 +567,10 @@ while :; do
   # who is down now (a node may go down while this waits)
   down_names=$(docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}}' 2>/dev/null | awk '$2 != "Ready" {{ printf "%s ", $1 }}')
   for id in $(docker stack services -q {st}); do
-    line=$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels "{SPEC_LABEL}"}}}}|{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}}|{{{{.UpdateStatus.Message}}}}{{{{else}}}}|{{{{end}}}}' "$id")
-    n=${{line%%|*}}; rest=${{line#*|}}; lab=${{rest%%|*}}; rest=${{rest#*|}}; ust=${{rest%%|*}}; umsg=${{rest#*|}}
+    line=$(docker service inspect --format '{{{{.Spec.Name}}}}|{{{{index .Spec.Labels "{SPEC_LABEL}"}}}}|{{{{if .UpdateStatus}}}}{{{{.UpdateStatus.StartedAt}}}}|{{{{.UpdateStatus.State}}}}|{{{{.UpdateStatus.Message}}}}{{{{else}}}}||{{{{end}}}}' "$id")
+    n=${{line%%|*}}; rest=${{line#*|}}; lab=${{rest%%|*}}; rest=${{rest#*|}}; ustart=${{rest%%|*}}; rest=${{rest#*|}}; ust=${{rest%%|*}}; umsg=${{rest#*|}}
+    # an update status from before this deploy (a rollback a run ago) is history
+    if [ -n "$ust" ] && [ "$(awk -v a="$ustart" -v b="$t0" 'BEGIN {{ print (substr(a, 1, 19) < b) }}')" = 1 ]; then ust=old; fi
     rep=$(reps "$id")
     case "$rep" in *completed*) job=1 ;; *) job=0 ;; esac
     # only tasks made since this deploy: an older spec's failures are history; a service
