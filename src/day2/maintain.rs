@@ -656,7 +656,14 @@ impl Roll<'_> {
                 &format!("restart {} (the engine was upgraded)", restart.join(", ")),
             );
             self.f
-                .ok(n, &format!("systemctl restart {}", restart.join(" ")))
+                .ok(
+                    n,
+                    &format!(
+                        "timeout {} systemctl restart {}",
+                        self.o.wait.as_secs(),
+                        restart.join(" ")
+                    ),
+                )
                 .await
                 .map_err(|e| fail(n, "engine restart", e))?;
         }
