@@ -204,7 +204,22 @@ pub const TABLE: &[Row] = &[
             host: no_host,
             across: |s, outs, down| {
                 let down = crate::cluster::audit::etcd_hosts(s.inventory, down);
-                crate::cluster::audit::etcd_findings(outs, &down)
+                let max_age = outs
+                    .keys()
+                    .filter_map(|h| {
+                        let v = s.vars(h, "etcd");
+                        let on = v
+                            .get("etcd_backup_schedule")
+                            .and_then(Value::as_str)
+                            .is_some_and(|c| !c.is_empty());
+                        let hours = v
+                            .get("backup_max_age_hours")
+                            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                            .unwrap_or(26);
+                        on.then(|| (h.clone(), hours * 3600))
+                    })
+                    .collect();
+                crate::cluster::audit::etcd_findings(outs, &down, &max_age)
             },
         }),
     },

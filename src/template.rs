@@ -51,6 +51,7 @@ pub fn environment() -> Environment<'static> {
                 .into_owned())
         },
     );
+    env.add_filter("quote", |s: String| crate::transport::quote(&s));
     env.add_filter("bool", |v: Value| -> bool {
         match v.as_str() {
             Some(s) => matches!(s.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on"),
@@ -147,6 +148,16 @@ mod tests {
         assert_eq!(list, serde_json::json!([1, 2]));
         let line = super::render_value(&env, &serde_json::json!("{{ s }}\n"), &ctx).unwrap();
         assert_eq!(line, serde_json::json!("a\n"));
+    }
+
+    #[test]
+    fn quote_is_a_posix_shell_word() {
+        let env = super::environment();
+        let ctx = minijinja::context! { c => "*-*-* 03:30", d => "daily", q => "it's" };
+        let r = |t: &str| super::render_value(&env, &serde_json::json!(t), &ctx).unwrap();
+        assert_eq!(r("x {{ c | quote }}"), serde_json::json!("x '*-*-* 03:30'"));
+        assert_eq!(r("x {{ d | quote }}"), serde_json::json!("x daily"));
+        assert_eq!(r("x {{ q | quote }}"), serde_json::json!("x 'it'\\''s'"));
     }
 
     #[test]

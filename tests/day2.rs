@@ -174,7 +174,14 @@ fn ssh_quick(node: &str, cmd: &str) -> (i32, String) {
     let o = std::process::Command::new("ssh")
         .arg("-F")
         .arg(lab_dir().join("ssh_config"))
-        .args(["-o", "ConnectTimeout=2", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2"])
+        .args([
+            "-o",
+            "ConnectTimeout=2",
+            "-o",
+            "ServerAliveInterval=2",
+            "-o",
+            "ServerAliveCountMax=2",
+        ])
         .args([node, cmd])
         .output()
         .unwrap();
@@ -760,10 +767,10 @@ fn maintenance(d: &Path) {
     sh_on(
         "node6",
         &format!(
-            "umask 077; mkdir -p /etc/loop-client\n\
+            "mkdir -m 700 -p /etc/loop-client\n\
              cat > /etc/loop-client/ca.crt <<'EOF'\n{}EOF\n\
              cat > /etc/loop-client/loop.crt <<'EOF'\n{}EOF\n\
-             cat > /etc/loop-client/loop.key <<'EOF'\n{}EOF\n\
+             (umask 077; cat > /etc/loop-client/loop.key) <<'EOF'\n{}EOF\n\
              rm -f /tmp/stop-loop /mnt/cephfs/maint-loop; setsid sh -c '{etcd_loop}' >/dev/null 2>&1 </dev/null & \
              setsid sh -c '{CEPHFS_LOOP}' >/dev/null 2>&1 </dev/null &",
             file("ca.crt"),
@@ -778,7 +785,13 @@ fn maintenance(d: &Path) {
     let t = std::time::Instant::now();
     let (rc, out) = maintain(
         d,
-        &["--reboot", "-l", "node1:node2:node3:node4:node5", "--batch", "2"],
+        &[
+            "--reboot",
+            "-l",
+            "node1:node2:node3:node4:node5",
+            "--batch",
+            "2",
+        ],
     );
     let took = t.elapsed().as_secs_f64();
     let web = sampler.finish();

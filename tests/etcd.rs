@@ -185,6 +185,78 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
             .collect::<Vec<_>>()
     );
 
+    // Scheduled snapshots: a timer on every member and a first snapshot taken by the
+    // run, checked, 0600 in a 0700 folder. The audit reads their age and outcome: a
+    // snapshot that failed (etcd stopped) and one too old are findings until a good one.
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(
+            ssh(n, "systemctl is-enabled provision-etcd-backup.timer; systemctl is-active provision-etcd-backup.timer"),
+            "enabled\nactive",
+            "{n}"
+        );
+    }
+    ssh(
+        "node2",
+        "sudo systemctl start provision-etcd-backup.service",
+    );
+    let snaps = ssh("node2", "sudo sh -c 'ls /var/backups/etcd/etcd-*.db'");
+    assert_eq!(
+        snaps.lines().count(),
+        2,
+        "the run's snapshot and this one: {snaps}"
+    );
+    let last = snaps.lines().last().unwrap();
+    assert_eq!(
+        ssh(
+            "node2",
+            &format!("sudo stat -c '%a %U' /var/backups/etcd {last}")
+        ),
+        "700 root\n600 root"
+    );
+    let status = ssh(
+        "node2",
+        &format!("sudo sh -c 'ETCDCTL_API=3 etcdctl snapshot status {last} -w json'"),
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).expect(&status);
+    assert!(
+        status["revision"].as_u64().unwrap() >= 2,
+        "greeting is in it: {status}"
+    );
+    let backup_finding = |n: &str| {
+        etcd_findings(d)
+            .into_iter()
+            .find(|f| f.starts_with(&format!("{n} etcd-backup ")))
+            .unwrap_or_else(|| panic!("no etcd-backup finding for {n}"))
+    };
+    assert_eq!(backup_finding("node1"), "node1 etcd-backup true");
+    ssh("node3", "sudo systemctl stop etcd");
+    let (rc, _) = ssh_rc(
+        "node3",
+        "sudo systemctl start provision-etcd-backup.service",
+    );
+    assert_ne!(rc, 0, "a snapshot of a stopped member fails");
+    ssh("node3", "sudo systemctl start etcd");
+    assert_eq!(backup_finding("node3"), "node3 etcd-backup false");
+    let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
+    let out = text(&o);
+    assert!(
+        o.status.code() == Some(5) && out.contains("the last attempt failed"),
+        "{out}"
+    );
+    ssh(
+        "node1",
+        "sudo sed -i \"s/^last_ok=.*/last_ok=$(( $(date +%s) - 27 * 3600 ))/\" /var/lib/provision/etcd-backup.status",
+    );
+    let o = provision(&["audit", d.join("inventory.yml").to_str().unwrap()]);
+    let out = text(&o);
+    assert!(out.contains("the last good one 27 h ago"), "{out}");
+    assert_eq!(backup_finding("node1"), "node1 etcd-backup false");
+    for n in ["node1", "node3"] {
+        ssh(n, "sudo systemctl start provision-etcd-backup.service");
+    }
+    let f = etcd_findings(d);
+    assert!(f.iter().all(|f| f.ends_with("true")), "{f:?}");
+
     // Two more members while a writer puts every 100 ms: no write fails.
     inventory(d, 5);
     let stop = writer("k", None);
@@ -435,6 +507,11 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
     for n in ["node4", "node5"] {
         assert_eq!(ssh(n, "systemctl is-active etcd || true"), "inactive");
         assert_eq!(
+            ssh(n, "systemctl is-active provision-etcd-backup.timer; ls /etc/systemd/system/provision-etcd-backup.timer 2>/dev/null; true"),
+            "inactive",
+            "{n}: no snapshot timer left"
+        );
+        assert_eq!(
             ssh(
                 n,
                 "sudo sh -c 'ls -d /var/lib/etcd/provision.removed-* | wc -l'"
@@ -483,4 +560,91 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
             "{line}"
         );
     }
+    // The restore drill: a backup set, a key written after it, then `restore --etcd`:
+    // refused while etcd holds data (nothing changed); with every member's data gone (etcd
+    // stopped, its folder deleted, as on new machines), the three members start as a new
+    // cluster from the snapshot: the key from before is back, the later one is not, the
+    // members vote, and a run after it changes nothing.
+    write(d, "vault-pass", "etcd-drill\n");
+    let (inv, pass) = (d.join("inventory.yml"), d.join("vault-pass"));
+    let (inv, pass) = (inv.to_str().unwrap(), pass.to_str().unwrap());
+    let backups = d.join("backups");
+    let o = provision(&[
+        "backup",
+        inv,
+        "--to",
+        backups.to_str().unwrap(),
+        "--vault-password-file",
+        pass,
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let set = out
+        .lines()
+        .find_map(|l| l.strip_prefix("backup set: "))
+        .expect(&out)
+        .to_owned();
+    ssh("node1", &format!("{E} put after-backup yes >/dev/null"));
+    let restore = || {
+        let o = provision(&[
+            "restore",
+            inv,
+            "--etcd",
+            "--from",
+            &set,
+            "--vault-password-file",
+            pass,
+        ]);
+        (o.status.code(), text(&o))
+    };
+    let (rc, out) = restore();
+    assert_eq!(rc, Some(4), "{out}");
+    assert!(
+        out.contains("etcd runs and holds data on node1 (") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(
+        ssh("node2", &format!("{E} get after-backup --print-value-only")),
+        "yes"
+    );
+    // A member powered off: unknown, so nothing is rebuilt.
+    let o = provision(&["lab", "stop", "node3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (rc, out) = restore();
+    assert_eq!(rc, Some(4), "{out}");
+    assert!(
+        out.contains("node3") && out.contains("every one must answer") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    let o = provision(&["lab", "start", "node3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for n in ["node1", "node2", "node3"] {
+        ssh(n, "sudo systemctl stop etcd; sudo rm -rf /var/lib/etcd/provision");
+    }
+    let t = std::time::Instant::now();
+    let (rc, out) = restore();
+    eprintln!(
+        "etcd restored on 3 members: {:.1} s\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(out.contains("etcd restored from") && out.contains("3 member(s)"), "{out}");
+    assert_eq!(healthy("node1"), 3);
+    assert_eq!(members("node2"), voting(&["node1", "node2", "node3"]));
+    assert_eq!(
+        ssh("node3", &format!("{E} get greeting --print-value-only")),
+        "hello"
+    );
+    assert_eq!(
+        ssh("node3", &format!("{E} get after-backup --print-value-only")),
+        "",
+        "written after the set: not in it"
+    );
+    let (rc, out) = run(d, &[]);
+    assert!(rc == Some(0) && out.contains("no changes"), "{out}");
+    let f = etcd_findings(d);
+    assert!(
+        !f.is_empty() && f.iter().all(|f| f.ends_with("true")),
+        "{f:?}"
+    );
 }

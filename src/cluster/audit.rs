@@ -221,10 +221,55 @@ pub fn findings(
     out
 }
 
-/// etcd findings per host: healthy, and a started voting member of the cluster.
+/// Whether this member's scheduled snapshots are recent and the last one worked.
+fn backup_finding(b: Option<&super::etcd::BackupStatus>, limit: u64) -> Finding {
+    let ago = |t: u64, now: u64| {
+        let s = now.saturating_sub(t);
+        if s < 5400 {
+            format!("{} min ago", s / 60)
+        } else {
+            format!("{} h ago", s / 3600)
+        }
+    };
+    let (pass, actual) = match b {
+        None => (false, "no answer from the probe".to_owned()),
+        Some(b) => match (b.last_ok, b.failed) {
+            (None, _) if b.last_run.is_none() => (false, "never taken".to_owned()),
+            (None, _) => (
+                false,
+                format!("none good yet; the last attempt failed: {}", b.reason),
+            ),
+            (Some(ok), true) => (
+                false,
+                format!(
+                    "the last attempt failed ({}): {}; the last good one {}",
+                    b.last_run.map_or("?".into(), |r| ago(r, b.now)),
+                    b.reason,
+                    ago(ok, b.now)
+                ),
+            ),
+            (Some(ok), false) => (
+                b.now.saturating_sub(ok) <= limit,
+                format!("the last good one {}", ago(ok, b.now)),
+            ),
+        },
+    };
+    finding(
+        "etcd-backup",
+        "a recent scheduled etcd snapshot".into(),
+        pass,
+        format!("a good snapshot within {} h", limit / 3600),
+        actual,
+        "without a recent snapshot a lost quorum loses the data written since",
+    )
+}
+
+/// etcd findings per host: healthy, a started voting member of the cluster, and (where
+/// `max_age` has the host's limit in seconds) a recent good scheduled snapshot.
 pub fn etcd_findings(
     outputs: &IndexMap<String, String>,
     down: &[String],
+    max_age: &IndexMap<String, u64>,
 ) -> IndexMap<String, Vec<Finding>> {
     use super::etcd::parse;
     let seen: IndexMap<String, super::etcd::Obs> =
@@ -262,6 +307,9 @@ pub fn etcd_findings(
             },
             "the inventory says which hosts hold the data",
         ));
+        if let Some(&limit) = max_age.get(h) {
+            f.push(backup_finding(o.backup.as_ref(), limit));
+        }
     }
     // Members on hosts that did not answer, as the cluster sees them.
     if let (false, Some((src, _))) = (down.is_empty(), seen.iter().find(|(_, o)| o.healthy)) {
@@ -284,4 +332,62 @@ pub fn etcd_findings(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(backup: &str) -> String {
+        format!(
+            "==PROVISION active\nactive\n==PROVISION health\nhealthy\n==PROVISION now\n100000\n==PROVISION backup\n{backup}"
+        )
+    }
+
+    fn backup(status: &str, limit: Option<u64>) -> Finding {
+        let outs: IndexMap<String, String> = [("n1".to_owned(), member(status))].into();
+        let max_age: IndexMap<String, u64> =
+            limit.map(|l| ("n1".to_owned(), l)).into_iter().collect();
+        let f = etcd_findings(&outs, &[], &max_age);
+        f["n1"]
+            .iter()
+            .find(|f| f.id == "etcd-backup")
+            .cloned()
+            .unwrap_or_else(|| panic!("no etcd-backup finding"))
+    }
+
+    #[test]
+    fn a_recent_good_snapshot_passes_an_old_or_failed_one_does_not() {
+        let ok = "last_run=99000\nlast_result=ok\nlast_ok=99000\nlast_file=/b/x.db\nreason=\n";
+        let f = backup(ok, Some(3600));
+        assert!(f.pass, "{f:?}");
+        assert_eq!(f.actual, "the last good one 16 min ago");
+        let f = backup(ok, Some(600));
+        assert!(!f.pass && f.expected.contains("within 0 h"), "{f:?}");
+        let failed =
+            "last_run=99900\nlast_result=failed\nlast_ok=10000\nreason=context deadline exceeded\n";
+        let f = backup(failed, Some(93600));
+        assert!(!f.pass, "{f:?}");
+        assert_eq!(
+            f.actual,
+            "the last attempt failed (1 min ago): context deadline exceeded; the last good one 25 h ago"
+        );
+        let f = backup("", Some(93600));
+        assert!(!f.pass && f.actual == "never taken", "{f:?}");
+        let f = backup(
+            "last_run=99990\nlast_result=failed\nlast_ok=\nreason=no route\n",
+            Some(93600),
+        );
+        assert!(
+            !f.pass && f.actual.contains("none good yet") && f.actual.contains("no route"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn no_schedule_no_backup_finding() {
+        let outs: IndexMap<String, String> = [("n1".to_owned(), member(""))].into();
+        let f = etcd_findings(&outs, &[], &IndexMap::new());
+        assert!(f["n1"].iter().all(|f| f.id != "etcd-backup"));
+    }
 }

@@ -103,6 +103,8 @@ pub struct Obs {
     pub config: String,
     pub cert_sha: String,
     pub members: Option<Vec<EtcdMember>>,
+    /// Only from the audit's probe.
+    pub backup: Option<BackupStatus>,
 }
 
 /// The read-only probe of an etcd host for the audit, from its variables (over the role's
@@ -126,7 +128,39 @@ pub fn audit_script(vars: &serde_json::Map<String, serde_json::Value>) -> String
         "/etc/default/etcd",
         &crt,
         &ca,
-    )
+    ) + BACKUP_PROBE
+}
+
+/// The scheduled snapshots' last outcome (written by the role's script) and the host's clock.
+const BACKUP_PROBE: &str = "echo '==PROVISION now'; date +%s\n\
+    echo '==PROVISION backup'; cat /var/lib/provision/etcd-backup.status 2>/dev/null; true\n";
+
+/// What the last scheduled snapshot left in its status file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupStatus {
+    /// The host's clock when probed.
+    pub now: u64,
+    pub last_run: Option<u64>,
+    pub last_ok: Option<u64>,
+    pub failed: bool,
+    pub reason: String,
+}
+
+fn backup_status(now: &str, text: &str) -> Option<BackupStatus> {
+    let now = now.trim().parse().ok()?;
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    Some(BackupStatus {
+        now,
+        last_run: get("last_run").parse().ok(),
+        last_ok: get("last_ok").parse().ok(),
+        failed: get("last_result") == "failed",
+        reason: get("reason").to_owned(),
+    })
 }
 
 /// `cert`: the sha256 of the member's certificate and its CA file together (either
@@ -162,6 +196,7 @@ pub fn parse(out: &str) -> Obs {
             .get("members")
             .and_then(|t| serde_json::from_str::<MemberList>(t.trim()).ok())
             .map(|l| l.members),
+        backup: backup_status(&get("now"), s.get("backup").map_or("", |t| t.as_str())),
     }
 }
 

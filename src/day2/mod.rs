@@ -7,6 +7,7 @@ pub mod backup;
 pub mod checks;
 pub mod maintain;
 pub mod restore;
+pub mod restore_etcd;
 pub mod retire;
 pub mod retire_plan;
 pub mod retired;

@@ -15,14 +15,9 @@ pub struct Restored {
     pub set_aside: Option<PathBuf>,
 }
 
-/// Restores the `state` part of `set` into `dir`. A `dir` holding files is refused unless
-/// `force`; then it is moved aside (`DIR.before-restore-STAMP`).
-pub fn state(
-    set: &Path,
-    dir: &Path,
-    passwords: &[Password],
-    force: bool,
-) -> Result<Restored, String> {
+/// Part `name` of `set`, decrypted, once the whole set verifies (every part present, of
+/// its size and checksum, opening with the password).
+pub fn part(set: &Path, name: &str, passwords: &[Password]) -> Result<Vec<u8>, String> {
     let bad = verify(set, passwords)?;
     if !bad.is_empty() {
         return Err(format!("the set does not verify: {}", bad.join("; ")));
@@ -35,11 +30,22 @@ pub fn state(
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["name"] == "state")
+        .find(|p| p["name"] == name)
         .and_then(|p| p["file"].as_str())
-        .ok_or_else(|| format!("{}: the set has no state part", set.display()))?;
+        .ok_or_else(|| format!("{}: the set has no {name} part", set.display()))?;
     let text = std::fs::read_to_string(set.join(file)).map_err(|e| format!("{file}: {e}"))?;
-    let tar = vault::decrypt(&text, passwords).map_err(|e| format!("{file}: {e}"))?;
+    vault::decrypt(&text, passwords).map_err(|e| format!("{file}: {e}"))
+}
+
+/// Restores the `state` part of `set` into `dir`. A `dir` holding files is refused unless
+/// `force`; then it is moved aside (`DIR.before-restore-STAMP`).
+pub fn state(
+    set: &Path,
+    dir: &Path,
+    passwords: &[Password],
+    force: bool,
+) -> Result<Restored, String> {
+    let tar = part(set, "state", passwords)?;
     let held = held(dir);
     if !held.is_empty() && !force {
         return Err(format!(

@@ -508,10 +508,12 @@ impl Retire<'_> {
             if !there.trim().is_empty() {
                 self.act(
                     n,
-                    &format!("etcd: stop its member, its data set aside ({data}.removed-*), its etcdctl profile removed"),
+                    &format!("etcd: stop its member and its snapshot timer, its data set aside ({data}.removed-*), its etcdctl profile removed"),
                     n,
                     &format!(
-                        "systemctl disable --now etcd >/dev/null 2>&1 || true; rm -f /etc/profile.d/01-etcd.sh; \
+                        "systemctl disable --now etcd >/dev/null 2>&1 || true; \
+                         systemctl disable --now provision-etcd-backup.timer >/dev/null 2>&1 || true; \
+                         rm -f /etc/profile.d/01-etcd.sh /etc/systemd/system/provision-etcd-backup.timer; \
                          [ ! -d {d} ] || mv {d} {d}.removed-$(date +%Y%m%d%H%M%S)",
                         d = q(&data)
                     ),
