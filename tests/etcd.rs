@@ -613,13 +613,18 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
     let (rc, out) = restore();
     assert_eq!(rc, Some(4), "{out}");
     assert!(
-        out.contains("node3") && out.contains("every one must answer") && out.contains("nothing was changed"),
+        out.contains("node3")
+            && out.contains("every one must answer")
+            && out.contains("nothing was changed"),
         "{out}"
     );
     let o = provision(&["lab", "start", "node3"]);
     assert!(o.status.success(), "{}", text(&o));
     for n in ["node1", "node2", "node3"] {
-        ssh(n, "sudo systemctl stop etcd; sudo rm -rf /var/lib/etcd/provision");
+        ssh(
+            n,
+            "sudo systemctl stop etcd; sudo rm -rf /var/lib/etcd/provision",
+        );
     }
     let t = std::time::Instant::now();
     let (rc, out) = restore();
@@ -628,7 +633,10 @@ fn etcd_bootstrap_add_members_heal_and_audit() {
         t.elapsed().as_secs_f64()
     );
     assert_eq!(rc, Some(0), "{out}");
-    assert!(out.contains("etcd restored from") && out.contains("3 member(s)"), "{out}");
+    assert!(
+        out.contains("etcd restored from") && out.contains("3 member(s)"),
+        "{out}"
+    );
     assert_eq!(healthy("node1"), 3);
     assert_eq!(members("node2"), voting(&["node1", "node2", "node3"]));
     assert_eq!(

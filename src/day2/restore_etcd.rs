@@ -47,6 +47,11 @@ fn parse(h: &str, out: &str) -> Result<Member, String> {
             "{h}: /etc/default/etcd lacks the member's settings: run provision on it first"
         ));
     }
+    if !data.starts_with('/') || data.trim_end_matches('/').is_empty() {
+        return Err(format!(
+            "{h}: /etc/default/etcd names the data folder `{data}`: not a folder a restore may replace"
+        ));
+    }
     // An empty count is left out of etcd's JSON.
     let keys = s
         .get("keys")
@@ -191,13 +196,13 @@ async fn apply(
         let aside = format!("{d}.before-restore-{stamp}");
         let script = format!(
             "set -e; systemctl stop etcd\n\
-             if [ -e {d} ]; then mv {d} {aside}; fi\n\
+             if [ -e {d} ]; then mv {d} {aside}; echo aside; fi\n\
              mv {w}/data {d}; rm -rf {w}; chown -R etcd:etcd {d}; chmod 700 {d}\n",
             d = quote(&d),
             w = quote(&w),
             aside = quote(&aside),
         );
-        f.ok(h, &script).await.map_err(|e| {
+        let out = f.ok(h, &script).await.map_err(|e| {
             (
                 true,
                 format!(
@@ -208,9 +213,14 @@ async fn apply(
             )
         })?;
         done.push(h.clone());
+        let old = if out.contains("aside") {
+            format!("the old set aside as {aside}")
+        } else {
+            "there was no old data".into()
+        };
         super::say(
             h,
-            &format!("etcd stopped, restored data in place, the old set aside as {aside}"),
+            &format!("etcd stopped, the restored data in place; {old}"),
         );
     }
 
