@@ -52,7 +52,7 @@ fn inventory(d: &Path) {
              vars: {{ image: \"10.200.0.1:5000/busybox:lab\", command: [httpd, -f, -h, /www], site_path: /www/index.html, replicas: 2, endpoint_mode: dnsrr, attachable: true }}\n        \
              configs: {{ site: {{ content: \"hello\\n\" }} }}\n  \
              children:\n    managers:\n      hosts:\n        node1: {{ ansible_host: 10.200.0.11 }}\n        node2: {{ ansible_host: 10.200.0.12 }}\n        node3: {{ ansible_host: 10.200.0.13 }}\n    \
-             workers:\n      hosts:\n        node4: {{ ansible_host: 10.200.0.14 }}\n        node5: {{ ansible_host: 10.200.0.15 }}\n        node6: {{ ansible_host: 10.200.0.16 }}\n    \
+             workers:\n      hosts:\n        node4: {{ ansible_host: 10.200.0.14 }}\n        node5: {{ ansible_host: 10.200.0.15 }}\n        node6: {{ ansible_host: 10.200.0.16, extra_packages: [etcd-client] }}\n    \
              etcd:\n      children: {{ managers: {{}} }}\n    \
              etcd_clients:\n      hosts:\n        node6: {{}}\n    \
              ceph_osds:\n      hosts:\n{osds}",
@@ -778,6 +778,29 @@ fn maintenance(d: &Path) {
             file("loop.key"),
         ),
     );
+    // Both writers working before the roll starts.
+    let works = |w: &str| {
+        ssh_rc("node6", &format!("cat /tmp/{w}-counts"))
+            .1
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    };
+    let t = Instant::now();
+    while !(works("etcd") && works("fs")) {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "a writer on node6 does not work: {}",
+            ssh_rc(
+                "node6",
+                "sudo ETCDCTL_API=3 etcdctl --endpoints=https://10.200.0.11:2379 --cacert=/etc/loop-client/ca.crt \
+                 --cert=/etc/loop-client/loop.crt --key=/etc/loop-client/loop.key put probe 1 2>&1; ls -l /mnt/cephfs/maint-loop"
+            )
+            .1
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let rolled = ["node1", "node2", "node3", "node4", "node5"];
     let before: Vec<u64> = rolled.iter().map(|n| init_start(n)).collect();
     let sampler = Sampler::start(&["node1", "node2", "node3"]);
@@ -1435,8 +1458,8 @@ fn managers(d: &Path, base: &str) {
     }
     let disk5 = disks()[4].clone();
     ssh("node5", &format!("sudo mkfs.ext4 -q -F {disk5}"));
-    let workers = "    workers:\n      hosts:\n        node4: { ansible_host: 10.200.0.14 }\n        node5: { ansible_host: 10.200.0.15 }\n        node6: { ansible_host: 10.200.0.16 }\n";
-    let worker6 = "    workers:\n      hosts:\n        node6: { ansible_host: 10.200.0.16 }\n";
+    let workers = "    workers:\n      hosts:\n        node4: { ansible_host: 10.200.0.14 }\n        node5: { ansible_host: 10.200.0.15 }\n        node6: { ansible_host: 10.200.0.16, extra_packages: [etcd-client] }\n";
+    let worker6 = "    workers:\n      hosts:\n        node6: { ansible_host: 10.200.0.16, extra_packages: [etcd-client] }\n";
     let node3 = "        node3: { ansible_host: 10.200.0.13 }\n";
     assert!(base.contains(workers) && base.contains(node3), "{base}");
     let five = base.replace(workers, worker6).replacen(
