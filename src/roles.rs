@@ -216,7 +216,7 @@ pub const TABLE: &[Row] = &[
                             .get("backup_max_age_hours")
                             .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
                             .unwrap_or(26);
-                        on.then(|| (h.clone(), hours * 3600))
+                        on.then(|| (h.clone(), hours.saturating_mul(3600)))
                     })
                     .collect();
                 crate::cluster::audit::etcd_findings(outs, &down, &max_age)

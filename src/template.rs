@@ -158,6 +158,7 @@ mod tests {
         assert_eq!(r("x {{ c | quote }}"), serde_json::json!("x '*-*-* 03:30'"));
         assert_eq!(r("x {{ d | quote }}"), serde_json::json!("x daily"));
         assert_eq!(r("x {{ q | quote }}"), serde_json::json!("x 'it'\\''s'"));
+        assert_eq!(r("keep={{ 7 | int }}"), serde_json::json!("keep=7"));
     }
 
     #[test]
