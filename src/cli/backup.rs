@@ -80,26 +80,10 @@ pub fn main(a: BackupArgs) -> anyhow::Result<i32> {
     let pw = passwords[0].clone();
     let res = rt.block_on(async {
         let p = &prepared;
-        let (conns, silent) = crate::day2::connect(
-            p.hosts
-                .iter()
-                .map(|h| (h.clone(), p.targets[h].clone()))
-                .collect(),
-        )
-        .await;
+        let (mut f, silent) = crate::day2::Fleet::open(p, Duration::from_secs(600)).await;
         for s in &silent {
             eprintln!("warning: {s} did not answer: the set is taken from the others");
         }
-        let mut f = crate::day2::Fleet {
-            p,
-            conns,
-            parts: p
-                .hosts
-                .iter()
-                .map(|h| (h.clone(), crate::day2::parts_of(p, h)))
-                .collect(),
-            wait: Duration::from_secs(600),
-        };
         let r = crate::day2::backup::run(&f, &state_dir, &to, &pw).await;
         f.close().await;
         r

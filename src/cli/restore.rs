@@ -131,26 +131,10 @@ fn etcd(a: &RestoreArgs, passwords: &[crate::vault::Password]) -> anyhow::Result
     let wait = Duration::from_secs(a.wait);
     let res = rt.block_on(async {
         let p = &prepared;
-        let (conns, silent) = crate::day2::connect(
-            p.hosts
-                .iter()
-                .map(|h| (h.clone(), p.targets[h].clone()))
-                .collect(),
-        )
-        .await;
+        let (mut f, silent) = crate::day2::Fleet::open(p, wait).await;
         for s in &silent {
             eprintln!("warning: {s} did not answer");
         }
-        let mut f = crate::day2::Fleet {
-            p,
-            conns,
-            parts: p
-                .hosts
-                .iter()
-                .map(|h| (h.clone(), crate::day2::parts_of(p, h)))
-                .collect(),
-            wait,
-        };
         let r = crate::day2::restore_etcd::run(&f, &db, &sha, a.force).await;
         f.close().await;
         r

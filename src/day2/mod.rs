@@ -105,6 +105,34 @@ pub fn var(p: &Prepared, h: &str, role: &str, key: &str) -> Option<String> {
     Some(p.worked.var_str(&p.inventory.hosts[h], role, key)).filter(|v| !v.is_empty())
 }
 
+impl<'a> Fleet<'a> {
+    /// Every host of `p` connected at once, with its parts; and the hosts that did not
+    /// answer, with why.
+    pub async fn open(p: &'a Prepared, wait: Duration) -> (Fleet<'a>, Vec<String>) {
+        let (conns, silent) = connect(
+            p.hosts
+                .iter()
+                .map(|h| (h.clone(), p.targets[h].clone()))
+                .collect(),
+        )
+        .await;
+        let parts = p
+            .hosts
+            .iter()
+            .map(|h| (h.clone(), parts_of(p, h)))
+            .collect();
+        (
+            Fleet {
+                p,
+                conns,
+                parts,
+                wait,
+            },
+            silent,
+        )
+    }
+}
+
 impl Fleet<'_> {
     pub async fn sh(&self, h: &str, script: &str) -> Result<Output, String> {
         let c = self.conns.get(h).ok_or(format!("{h}: no connection"))?;
